@@ -1,0 +1,352 @@
+//! Model, training and detection settings, with the paper's preset and a CPU-sized one.
+//!
+//! A run folder stores the exact [`Config`] it was trained with; a package manifest copies
+//! the model shape and detection settings, so every number that changes a result is on disk.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Errors reading or checking a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: invalid config: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+    #[error("unknown preset '{0}' (expected 'paper' or 'tiny')")]
+    UnknownPreset(String),
+}
+
+/// Whether a category is a texture (any rotation/flip, random crops) or an object (§4.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CategoryKind {
+    Texture,
+    Object,
+}
+
+impl std::str::FromStr for CategoryKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "texture" => Ok(Self::Texture),
+            "object" => Ok(Self::Object),
+            o => Err(format!("unknown category kind '{o}' (expected texture or object)")),
+        }
+    }
+}
+
+/// VQ-VAE shape (§3.1, §4.3.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Square input side in pixels.
+    pub image_size: i64,
+    /// 1 (grayscale) or 3 (RGB).
+    pub channels: i64,
+    /// Stride-2 4×4 convolutions; the latent grid is `image_size >> downsamples`.
+    /// The paper says six, but a 32×32 grid from 256² needs three; we follow the grid.
+    pub downsamples: i64,
+    /// Channels of the convolutional trunk.
+    pub hidden: i64,
+    /// Residual blocks after the 3×3 convolution (paper: 8).
+    pub res_blocks: i64,
+    /// Inner channels of a residual block.
+    pub res_channels: i64,
+    /// Codebook size K.
+    pub num_codes: i64,
+    /// Code dimension D.
+    pub code_dim: i64,
+}
+
+impl ModelConfig {
+    /// Side of the latent grid (M = N).
+    pub fn grid(&self) -> i64 {
+        self.image_size >> self.downsamples
+    }
+}
+
+/// PixelSNAIL prior shape (§3.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorConfig {
+    /// Channels of the causal trunk.
+    pub channels: i64,
+    /// How often (residual blocks + attention block) repeats (paper: 3).
+    pub blocks: i64,
+    /// Gated residual blocks in each repeat (paper: 1).
+    pub res_per_block: i64,
+    /// Attention heads.
+    pub heads: i64,
+    /// Key/query width of the attention, across all heads.
+    pub attn_dim: i64,
+    /// Width of the learned code embedding fed to the trunk.
+    pub embed_dim: i64,
+    /// Dropout inside residual blocks during training.
+    pub dropout: f64,
+}
+
+/// Training schedule (§4.3.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub vqvae_epochs: i64,
+    pub vqvae_batch: i64,
+    pub prior_epochs: i64,
+    pub prior_batch: i64,
+    /// Adam learning rate for both stages.
+    pub lr: f64,
+    /// Commitment weight β of eq. 3.
+    pub beta: f64,
+    /// Fraction of train/good held out for validation (deterministic split).
+    pub val_fraction: f64,
+    /// Random rotations/flips/crops of §4.3.1.
+    pub augment: bool,
+    /// Codes used by fewer than this fraction of the epoch's vectors are re-seeded from
+    /// encoder outputs at the end of the epoch (0 disables).
+    pub dead_code_fraction: f64,
+    /// Upper bound on optimiser steps per epoch (0 = all batches); keeps CPU runs bounded.
+    pub max_steps_per_epoch: i64,
+}
+
+/// Detection settings stored in a package (§3.3, §3.4, §4.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Resampling threshold η of eq. 5 (paper: 0.0005).
+    pub eta: f64,
+    /// The local constraint I(m, n) < η of eq. 5.
+    pub local_constraint: bool,
+    /// Bilateral filter diameter d (paper: 20 at 256²).
+    pub bilateral_d: i64,
+    /// σ_color, applied to the raw score map of eq. 6 (units: squared [0, 1] intensity summed
+    /// over channels), as OpenCV's float bilateralFilter does.
+    pub sigma_color: f64,
+    /// σ_space in pixels.
+    pub sigma_space: f64,
+    /// Pixel threshold on the smoothed map; chosen without test labels by `tune`.
+    pub pixel_threshold: Option<f64>,
+    /// Minimum connected-component area (pixels) for an image to count as anomalous.
+    pub min_area: i64,
+}
+
+/// Everything a training run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Preset the config started from.
+    pub preset: String,
+    pub model: ModelConfig,
+    pub prior: PriorConfig,
+    pub train: TrainConfig,
+    pub detect: DetectConfig,
+    /// Texture or object; `None` infers it from the MVTec category name.
+    pub kind: Option<CategoryKind>,
+}
+
+impl Config {
+    /// The paper's setting: 256², 32×32 grid, K = 512, D = 32.
+    pub fn paper() -> Self {
+        Config {
+            preset: "paper".into(),
+            model: ModelConfig {
+                image_size: 256,
+                channels: 3,
+                downsamples: 3,
+                hidden: 128,
+                res_blocks: 8,
+                res_channels: 64,
+                num_codes: 512,
+                code_dim: 32,
+            },
+            prior: PriorConfig {
+                channels: 128,
+                blocks: 3,
+                res_per_block: 1,
+                heads: 8,
+                attn_dim: 64,
+                embed_dim: 64,
+                dropout: 0.1,
+            },
+            train: TrainConfig {
+                vqvae_epochs: 100,
+                vqvae_batch: 256,
+                prior_epochs: 150,
+                prior_batch: 64,
+                lr: 3e-4,
+                beta: 0.25,
+                val_fraction: 0.1,
+                augment: true,
+                dead_code_fraction: 0.0001,
+                max_steps_per_epoch: 0,
+            },
+            detect: DetectConfig {
+                eta: 0.0005,
+                local_constraint: true,
+                bilateral_d: 20,
+                sigma_color: 75.0,
+                sigma_space: 75.0,
+                pixel_threshold: None,
+                min_area: 32,
+            },
+            kind: None,
+        }
+    }
+
+    /// Small enough that both stages train on 2 CPU cores in a few minutes.
+    pub fn tiny() -> Self {
+        let mut c = Self::paper();
+        c.preset = "tiny".into();
+        c.model = ModelConfig {
+            image_size: 64,
+            channels: 3,
+            downsamples: 2,
+            hidden: 32,
+            res_blocks: 2,
+            res_channels: 16,
+            num_codes: 64,
+            code_dim: 16,
+        };
+        c.prior = PriorConfig {
+            channels: 48,
+            blocks: 2,
+            res_per_block: 1,
+            heads: 2,
+            attn_dim: 16,
+            embed_dim: 16,
+            dropout: 0.0,
+        };
+        c.train.vqvae_epochs = 30;
+        c.train.vqvae_batch = 16;
+        c.train.prior_epochs = 40;
+        c.train.prior_batch = 16;
+        c.train.lr = 1e-3;
+        c.train.dead_code_fraction = 0.002;
+        c.detect.eta = 0.01;
+        // d and σ_space scale with the image side (64 / 256 of the paper's).
+        c.detect.bilateral_d = 5;
+        c.detect.sigma_space = 18.75;
+        c.detect.min_area = 4;
+        c
+    }
+
+    pub fn preset(name: &str) -> Result<Self, ConfigError> {
+        match name {
+            "paper" => Ok(Self::paper()),
+            "tiny" => Ok(Self::tiny()),
+            o => Err(ConfigError::UnknownPreset(o.into())),
+        }
+    }
+
+    /// Starts from `preset` and overlays a TOML or JSON file: any field may be given, others
+    /// keep the preset's value.
+    pub fn load(preset: &str, file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut base = serde_json::to_value(Self::preset(preset)?).expect("config serialises");
+        if let Some(path) = file {
+            let p = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+            let overlay: serde_json::Value = if p.ends_with(".json") {
+                serde_json::from_str(&text)
+                    .map_err(|e| ConfigError::Parse { path: p.clone(), reason: e.to_string() })?
+            } else {
+                let t: toml::Value = toml::from_str(&text)
+                    .map_err(|e| ConfigError::Parse { path: p.clone(), reason: e.to_string() })?;
+                serde_json::to_value(t).expect("toml converts to json")
+            };
+            merge(&mut base, overlay);
+            let cfg: Config = serde_json::from_value(base)
+                .map_err(|e| ConfigError::Parse { path: p, reason: e.to_string() })?;
+            cfg.validate()?;
+            return Ok(cfg);
+        }
+        Ok(serde_json::from_value(base).expect("preset round-trips"))
+    }
+
+    /// Rejects shapes the networks cannot be built with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let m = &self.model;
+        let bad = |s: String| Err(ConfigError::Invalid(s));
+        if m.channels != 1 && m.channels != 3 {
+            return bad(format!("model.channels must be 1 or 3, got {}", m.channels));
+        }
+        if m.downsamples < 1 || m.image_size % (1 << m.downsamples) != 0 {
+            return bad(format!(
+                "model.image_size {} must be divisible by 2^downsamples ({})",
+                m.image_size,
+                1i64 << m.downsamples.max(0)
+            ));
+        }
+        if m.num_codes < 2 || m.code_dim < 1 || m.hidden < 1 || m.res_channels < 1 {
+            return bad("model sizes must be positive and num_codes ≥ 2".into());
+        }
+        let p = &self.prior;
+        if p.heads < 1 || p.attn_dim % p.heads != 0 {
+            return bad(format!("prior.attn_dim {} must be a multiple of prior.heads {}", p.attn_dim, p.heads));
+        }
+        if !(0.0..1.0).contains(&self.train.val_fraction) {
+            return bad("train.val_fraction must be in [0, 1)".into());
+        }
+        if !(self.detect.eta > 0.0 && self.detect.eta < 1.0) {
+            return bad("detect.eta must be in (0, 1)".into());
+        }
+        if self.detect.bilateral_d < 1 {
+            return bad("detect.bilateral_d must be ≥ 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Overlays `b` onto `a`, object by object.
+fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paper_preset_matches_the_paper() {
+        let c = Config::paper();
+        assert_eq!(c.model.grid(), 32);
+        assert_eq!((c.model.num_codes, c.model.code_dim), (512, 32));
+        assert_eq!((c.train.vqvae_epochs, c.train.vqvae_batch), (100, 256));
+        assert_eq!((c.train.prior_epochs, c.train.prior_batch), (150, 64));
+        assert_eq!(c.detect.eta, 0.0005);
+        assert_eq!((c.detect.bilateral_d, c.detect.sigma_color, c.detect.sigma_space), (20, 75.0, 75.0));
+        c.validate().unwrap();
+        Config::tiny().validate().unwrap();
+    }
+
+    #[test]
+    fn overlay_changes_only_named_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[model]\nnum_codes = 128\n[detect]\neta = 0.002\n").unwrap();
+        let c = Config::load("tiny", Some(&f)).unwrap();
+        assert_eq!(c.model.num_codes, 128);
+        assert_eq!(c.detect.eta, 0.002);
+        assert_eq!(c.model.code_dim, Config::tiny().model.code_dim);
+    }
+
+    #[test]
+    fn overlay_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.json");
+        std::fs::write(&f, r#"{"model": {"nmu_codes": 3}}"#).unwrap();
+        let e = Config::load("tiny", Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("c.json") && e.contains("nmu_codes"), "{e}");
+        std::fs::write(&f, r#"{"model": {"channels": 2}}"#).unwrap();
+        assert!(Config::load("tiny", Some(&f)).unwrap_err().to_string().contains("channels"));
+    }
+}

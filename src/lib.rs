@@ -1,0 +1,22 @@
+//! vqad: image anomaly detection by latent space resampling (Wang et al. 2020).
+//!
+//! The pipeline: a VQ-VAE and a PixelSNAIL prior are trained on normal images ([`train`],
+//! needs libtorch), written as ONNX graphs by the same network definitions ([`nn`], [`onnx`]),
+//! packed into signed archives ([`package`]) and run by ONNX Runtime with the resampling loop
+//! in Rust ([`runtime`]). [`eval`] measures the result the way the paper and MVTec do.
+
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod native;
+pub mod onnx;
+pub mod package;
+pub mod runtime;
+
+#[cfg(feature = "train")]
+pub mod nn;
+#[cfg(feature = "train")]
+pub mod train;
+
+/// vqad's own version, recorded in package provenance.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
