@@ -9,6 +9,16 @@ fn main() {
             println!("cargo:rustc-link-arg=-Wl,-rpath,{root}/lib");
         }
     }
+    // libtorch's version, from the wheel's torch/version.py, for provenance.
+    let mut libtorch_version = String::from("unknown");
+    if let Ok(root) = std::env::var("LIBTORCH") {
+        if let Ok(text) = std::fs::read_to_string(format!("{root}/version.py")) {
+            if let Some(line) = text.lines().find(|l| l.starts_with("__version__")) {
+                libtorch_version = line.split('\'').nth(1).unwrap_or("unknown").to_string();
+            }
+        }
+    }
+    println!("cargo:rustc-env=VQAD_LIBTORCH_VERSION={libtorch_version}");
     // Recorded in package provenance.
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let v = std::process::Command::new(rustc).arg("--version").output().ok()

@@ -109,6 +109,8 @@ pub struct TrainConfig {
     pub dead_code_fraction: f64,
     /// Upper bound on optimiser steps per epoch (0 = all batches); keeps CPU runs bounded.
     pub max_steps_per_epoch: i64,
+    /// Augmented copies of each training image whose index tables the prior also learns.
+    pub prior_augment_copies: i64,
 }
 
 /// Detection settings stored in a package (§3.3, §3.4, §4.2).
@@ -181,6 +183,7 @@ impl Config {
                 augment: true,
                 dead_code_fraction: 0.0001,
                 max_steps_per_epoch: 0,
+                prior_augment_copies: 0,
             },
             detect: DetectConfig {
                 eta: 0.0005,
@@ -224,6 +227,7 @@ impl Config {
         c.train.prior_batch = 16;
         c.train.lr = 1e-3;
         c.train.dead_code_fraction = 0.002;
+        c.train.prior_augment_copies = 3;
         c.detect.eta = 0.01;
         // d and σ_space scale with the image side (64 / 256 of the paper's).
         c.detect.bilateral_d = 5;

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod fsutil;
 pub mod native;
 pub mod onnx;
 pub mod package;

@@ -1,1 +1,3 @@
-//! (filled in by its issue)
+//! Running verified packages: ONNX Runtime sessions, the resampling loop, scoring.
+
+pub mod session;

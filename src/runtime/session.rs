@@ -1,0 +1,193 @@
+//! ONNX Runtime: one environment loaded from the set-up's library, and sessions placed on the
+//! first execution provider of an ordered list that really registers.
+//!
+//! Each provider is registered alone with `error_on_failure`, so a provider that cannot run is
+//! noticed and the next one tried; the provider that took the session is recorded. With
+//! `strict`, only the first provider in the list is acceptable.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Failures of the ONNX Runtime layer.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    NotFound(#[from] crate::native::NativeError),
+    #[error("loading ONNX Runtime from {0}: {1}")]
+    Load(PathBuf, String),
+    #[error("ONNX Runtime was already loaded from {0}; cannot switch to {1} in one process")]
+    Conflict(PathBuf, PathBuf),
+    #[error("{graph}: execution provider {provider} is not usable here: {reason}")]
+    Provider { graph: String, provider: Provider, reason: String },
+    #[error("{graph}: no execution provider could run it (tried {tried})")]
+    NoProvider { graph: String, tried: String },
+    #[error("{graph}: {reason}")]
+    Run { graph: String, reason: String },
+    #[error("unknown execution provider '{0}' (expected tensorrt, cuda or cpu)")]
+    UnknownProvider(String),
+}
+
+/// Execution providers vqad knows, in the order it prefers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    TensorRT,
+    Cuda,
+    Cpu,
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Provider::TensorRT => "tensorrt",
+            Provider::Cuda => "cuda",
+            Provider::Cpu => "cpu",
+        })
+    }
+}
+
+impl std::str::FromStr for Provider {
+    type Err = SessionError;
+    fn from_str(s: &str) -> Result<Self, SessionError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "tensorrt" | "trt" => Ok(Provider::TensorRT),
+            "cuda" => Ok(Provider::Cuda),
+            "cpu" => Ok(Provider::Cpu),
+            o => Err(SessionError::UnknownProvider(o.into())),
+        }
+    }
+}
+
+/// Parses `tensorrt,cuda,cpu`.
+pub fn parse_providers(list: &str) -> Result<Vec<Provider>, SessionError> {
+    list.split(',').filter(|s| !s.trim().is_empty()).map(str::parse).collect()
+}
+
+/// The default order: fastest first, CPU always works.
+pub const DEFAULT_PROVIDERS: [Provider; 3] = [Provider::TensorRT, Provider::Cuda, Provider::Cpu];
+
+struct Loaded {
+    lib: PathBuf,
+    env: ort::environment::Environment,
+}
+
+static ORT: OnceLock<Loaded> = OnceLock::new();
+
+/// Loads ONNX Runtime once per process (search order in [`crate::native::find_ort_library`]).
+pub fn environment(lib_flag: Option<&Path>) -> Result<&'static ort::environment::Environment, SessionError> {
+    if let Some(l) = ORT.get() {
+        if let Some(flag) = lib_flag {
+            let want = std::fs::canonicalize(flag).unwrap_or_else(|_| flag.to_path_buf());
+            if want.is_file() && want != l.lib {
+                return Err(SessionError::Conflict(l.lib.clone(), want));
+            }
+        }
+        return Ok(&l.env);
+    }
+    let lib = crate::native::find_ort_library(lib_flag)?;
+    let env = ort::init_from(&lib)
+        .map_err(|e| SessionError::Load(lib.clone(), e.to_string()))?
+        .with_name("vqad")
+        .build()
+        .map_err(|e| SessionError::Load(lib.clone(), e.to_string()))?;
+    let _ = ORT.set(Loaded { lib, env });
+    Ok(&ORT.get().expect("just set").env)
+}
+
+/// The path ONNX Runtime was loaded from, once loaded.
+pub fn loaded_library() -> Option<PathBuf> {
+    ORT.get().map(|l| l.lib.clone())
+}
+
+/// ONNX Runtime's own version string, once loaded.
+pub fn ort_version() -> Option<String> {
+    ORT.get().map(|_| ort::info().to_string())
+}
+
+/// Where and how sessions are created.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub providers: Vec<Provider>,
+    /// Fail instead of falling back when the first provider cannot take a graph.
+    pub strict: bool,
+    /// TensorRT engine cache folder (already keyed by the caller: package digest, GPU, versions).
+    pub trt_cache: Option<PathBuf>,
+    /// Intra-op threads (0 = ONNX Runtime's default: all cores).
+    pub threads: usize,
+    pub ort_lib: Option<PathBuf>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions { providers: DEFAULT_PROVIDERS.to_vec(), strict: false, trt_cache: None, threads: 0, ort_lib: None }
+    }
+}
+
+/// A loaded graph and the provider that runs it.
+pub struct Graph {
+    pub name: String,
+    pub session: ort::session::Session,
+    pub provider: Provider,
+}
+
+fn dispatch(p: Provider, opts: &SessionOptions) -> ort::ep::ExecutionProviderDispatch {
+    match p {
+        Provider::TensorRT => {
+            let mut trt = ort::ep::TensorRT::default();
+            if let Some(dir) = &opts.trt_cache {
+                trt = trt
+                    .with_engine_cache(true)
+                    .with_engine_cache_path(dir.display().to_string())
+                    .with_timing_cache(true)
+                    .with_timing_cache_path(dir.display().to_string());
+            }
+            trt.build().error_on_failure()
+        }
+        Provider::Cuda => ort::ep::CUDA::default().build().error_on_failure(),
+        Provider::Cpu => ort::ep::CPU::default().build().error_on_failure(),
+    }
+}
+
+/// Creates a session for `bytes` on the first provider of `opts.providers` that works.
+pub fn open_graph(name: &str, bytes: &[u8], opts: &SessionOptions) -> Result<Graph, SessionError> {
+    let env = environment(opts.ort_lib.as_deref())?;
+    let mut tried = vec![];
+    for (i, &p) in opts.providers.iter().enumerate() {
+        let attempt = (|| -> Result<ort::session::Session, String> {
+            let mut b = ort::session::Session::builder(env).map_err(|e| e.to_string())?;
+            b = b.with_no_environment_execution_providers().map_err(|e| e.to_string())?;
+            if opts.threads > 0 {
+                b = b.with_intra_threads(opts.threads).map_err(|e| e.to_string())?;
+            }
+            b = b.with_execution_providers([dispatch(p, opts)]).map_err(|e| e.to_string())?;
+            b.commit_from_memory(bytes).map_err(|e| e.to_string())
+        })();
+        match attempt {
+            Ok(session) => return Ok(Graph { name: name.into(), session, provider: p }),
+            Err(reason) => {
+                if opts.strict && i == 0 {
+                    return Err(SessionError::Provider { graph: name.into(), provider: p, reason });
+                }
+                tracing::info!("{name}: provider {p} unavailable ({reason}); trying the next");
+                tried.push(format!("{p}: {reason}"));
+            }
+        }
+    }
+    Err(SessionError::NoProvider { graph: name.into(), tried: tried.join("; ") })
+}
+
+impl Graph {
+    /// Runs a single-input, single-output graph.
+    pub fn run_one<I, O>(&mut self, input: ndarray::ArrayD<I>) -> Result<ndarray::ArrayD<O>, SessionError>
+    where
+        I: ort::value::PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static,
+        O: ort::value::PrimitiveTensorElementType + Clone + 'static,
+    {
+        let err = |e: ort::Error| SessionError::Run { graph: self.name.clone(), reason: e.to_string() };
+        let t = ort::value::Tensor::from_array(input).map_err(err)?;
+        let name = self.name.clone();
+        let outputs = self.session.run(ort::inputs![t]).map_err(|e| SessionError::Run { graph: name.clone(), reason: e.to_string() })?;
+        let arr = outputs[0].try_extract_array::<O>().map_err(|e| SessionError::Run { graph: name, reason: e.to_string() })?;
+        Ok(arr.to_owned())
+    }
+}
