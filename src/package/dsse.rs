@@ -161,7 +161,14 @@ pub fn sign(subject_name: &str, files: &BTreeMap<String, String>, key: &SigningK
     };
     // Two-space indented like model_signing's protobuf JSON; any JSON verifies the same.
     let payload = serde_json::to_vec_pretty(&statement).map_err(|e| PackageError::MalformedStatement(e.to_string()))?;
-    let sig = key.sign_der(&pae(PAYLOAD_TYPE, &payload));
+    bundle_for_payload(PAYLOAD_TYPE, &payload, key)
+}
+
+/// Wraps any payload in a signed bundle. Public for tests that need validly signed but
+/// otherwise hostile statements (empty lists, other payload types); packages use [`sign`].
+#[doc(hidden)]
+pub fn bundle_for_payload(payload_type: &str, payload: &[u8], key: &SigningKey) -> Result<Vec<u8>, PackageError> {
+    let sig = key.sign_der(&pae(payload_type, payload));
     let b64 = base64::engine::general_purpose::STANDARD;
     let bundle = Bundle {
         media_type: BUNDLE_MEDIA_TYPE.into(),
@@ -170,8 +177,8 @@ pub fn sign(subject_name: &str, files: &BTreeMap<String, String>, key: &SigningK
             tlog_entries: vec![],
         },
         dsse_envelope: Envelope {
-            payload: b64.encode(&payload),
-            payload_type: PAYLOAD_TYPE.into(),
+            payload: b64.encode(payload),
+            payload_type: payload_type.into(),
             signatures: vec![EnvelopeSignature { sig: b64.encode(sig), keyid: Some(String::new()) }],
         },
     };
