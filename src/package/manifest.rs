@@ -1,0 +1,419 @@
+//! `manifest.json`: what a package holds, how to run it, and where it came from.
+//!
+//! Everything that changes a detection result is here (model shape, η, filter, thresholds)
+//! and signed with the graphs, so a deployed model cannot lose its thresholds or drift from
+//! the settings it was evaluated with. `schemas/manifest.schema.json` describes the same
+//! layout for tools outside Rust; a test keeps the two in step.
+
+use super::{PackageError, FORMAT_VERSION};
+use crate::config::{Config, DetectConfig, ModelConfig};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The signed description of a package. Unknown fields are refused: adding one needs a
+/// [`FORMAT_VERSION`] bump, so an old verifier never silently ignores a new setting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Layout version of this file; see [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Category (e.g. MVTec `bottle`): `[a-z0-9]` then `[a-z0-9_-]`, at most 64 characters.
+    pub name: String,
+    /// Canonical semver of this package (e.g. `1.2.0`).
+    pub version: String,
+    pub model: ModelShape,
+    pub detection: DetectionSettings,
+    pub provenance: Provenance,
+    /// Evaluation metrics when known (e.g. `image_auroc`, `pixel_auroc`, `aupro_0.3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<BTreeMap<String, f64>>,
+}
+
+/// Shapes the runtime checks the graphs against before running them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelShape {
+    /// Input side in pixels (square images).
+    pub image_size: i64,
+    /// 1 (grayscale) or 3 (RGB).
+    pub channels: i64,
+    /// Latent grid rows M.
+    pub grid_m: i64,
+    /// Latent grid columns N.
+    pub grid_n: i64,
+    /// Codebook size K.
+    pub num_codes: i64,
+    /// Code dimension D.
+    pub code_dim: i64,
+    /// ONNX opset the graphs were written with.
+    pub opset: i64,
+}
+
+impl ModelShape {
+    /// The shape a [`ModelConfig`] trains (square grid).
+    pub fn from_config(m: &ModelConfig, opset: i64) -> Self {
+        ModelShape {
+            image_size: m.image_size,
+            channels: m.channels,
+            grid_m: m.grid(),
+            grid_n: m.grid(),
+            num_codes: m.num_codes,
+            code_dim: m.code_dim,
+            opset,
+        }
+    }
+}
+
+/// Detection settings (§3.3, §3.4, §4.2). The threshold is required: a package without one
+/// cannot make image-level decisions, and silently defaulting it is the bug DESIGN.md names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionSettings {
+    /// Resampling threshold η of eq. 5.
+    pub eta: f64,
+    /// Whether the local constraint I(m, n) < η of eq. 5 is applied.
+    pub local_constraint: bool,
+    /// Bilateral filter diameter d.
+    pub bilateral_d: i64,
+    /// σ_color on the raw eq. 6 map (squared [0, 1] intensity summed over channels).
+    pub sigma_color: f64,
+    /// σ_space in pixels.
+    pub sigma_space: f64,
+    /// Pixel threshold on the smoothed map.
+    pub pixel_threshold: f64,
+    /// Minimum connected-component area (pixels) for an anomalous image.
+    pub min_area: i64,
+    /// The data η and the thresholds were chosen on (never the test set).
+    pub tuned_on: TuningData,
+}
+
+/// What the thresholds were chosen on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TuningData {
+    /// e.g. `validation-normals` or `synthetic-negatives` (§4.3.3).
+    pub source: String,
+    /// Number of images used, when known.
+    pub images: Option<u64>,
+    /// Free text: the rule used (e.g. "99.5th percentile of validation pixels").
+    pub notes: Option<String>,
+}
+
+impl DetectionSettings {
+    /// Copies a tuned [`DetectConfig`]; refuses one with no pixel threshold.
+    pub fn from_config(d: &DetectConfig, tuned_on: TuningData) -> Result<Self, PackageError> {
+        Ok(DetectionSettings {
+            eta: d.eta,
+            local_constraint: d.local_constraint,
+            bilateral_d: d.bilateral_d,
+            sigma_color: d.sigma_color,
+            sigma_space: d.sigma_space,
+            pixel_threshold: d.pixel_threshold.ok_or(PackageError::MissingThreshold)?,
+            min_area: d.min_area,
+            tuned_on,
+        })
+    }
+
+    /// Back to the runtime's settings type.
+    pub fn to_config(&self) -> DetectConfig {
+        DetectConfig {
+            eta: self.eta,
+            local_constraint: self.local_constraint,
+            bilateral_d: self.bilateral_d,
+            sigma_color: self.sigma_color,
+            sigma_space: self.sigma_space,
+            pixel_threshold: Some(self.pixel_threshold),
+            min_area: self.min_area,
+        }
+    }
+}
+
+/// Where the model came from: enough to reproduce the run and to audit it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    pub dataset: DatasetInfo,
+    /// The full training [`Config`], as JSON (kept as a value so a later config field does
+    /// not make old manifests unreadable; see [`Provenance::config`]).
+    pub training_config: serde_json::Value,
+    pub seed: u64,
+    pub epochs: Epochs,
+    /// Final losses by name (e.g. `recon`, `commit`, `prior_nll`).
+    pub final_losses: BTreeMap<String, f64>,
+    pub codebook_usage: CodebookUsage,
+    pub software: Software,
+    /// Creation time, RFC 3339 UTC; from `SOURCE_DATE_EPOCH` when set (see [`created_timestamp`]).
+    pub created: String,
+}
+
+impl Provenance {
+    /// The training config, if it still parses with this vqad's [`Config`].
+    pub fn config(&self) -> Result<Config, PackageError> {
+        serde_json::from_value(self.training_config.clone())
+            .map_err(|e| PackageError::BadManifest(format!("provenance.training_config: {e}")))
+    }
+}
+
+/// The training images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetInfo {
+    /// sha256 (hex) over the training image set, as computed by the data module.
+    pub digest: String,
+    /// Number of training images.
+    pub images: u64,
+    /// Free text, e.g. "MVTec AD bottle train/good".
+    pub description: Option<String>,
+}
+
+/// Epochs actually run for each stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Epochs {
+    pub vqvae: u64,
+    pub prior: u64,
+}
+
+/// How much of the codebook the encoder really uses (a collapsed codebook is a bad model).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodebookUsage {
+    /// Codes used at least once on the training set.
+    pub used_codes: u64,
+    /// Perplexity of the code distribution, when measured.
+    pub perplexity: Option<f64>,
+}
+
+/// Tool versions; `None` where a component was not involved or not known.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Software {
+    pub vqad_version: String,
+    pub git_commit: Option<String>,
+    pub rustc: Option<String>,
+    pub tch: Option<String>,
+    pub libtorch: Option<String>,
+    /// The ONNX Runtime version the graphs were checked with.
+    pub onnxruntime: Option<String>,
+}
+
+impl Software {
+    /// This build's vqad version, git commit and rustc (recorded by build.rs); the caller
+    /// fills in tch, libtorch and ONNX Runtime.
+    pub fn this_build() -> Self {
+        let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Software {
+            vqad_version: crate::VERSION.to_string(),
+            git_commit: opt(env!("VQAD_GIT_COMMIT")),
+            rustc: opt(env!("VQAD_RUSTC_VERSION")),
+            tch: None,
+            libtorch: None,
+            onnxruntime: None,
+        }
+    }
+}
+
+/// Creation time for a manifest: `SOURCE_DATE_EPOCH` (seconds) when set, so reproducible
+/// builds get identical manifests, else now; RFC 3339 UTC with second precision.
+pub fn created_timestamp() -> Result<String, PackageError> {
+    let secs = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) => s.trim().parse::<i64>().map_err(|_| {
+            PackageError::BadInput(format!("SOURCE_DATE_EPOCH='{s}' is not an integer number of seconds"))
+        })?,
+        Err(_) => time::OffsetDateTime::now_utc().unix_timestamp(),
+    };
+    format_rfc3339(secs)
+}
+
+/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn format_rfc3339(secs: i64) -> Result<String, PackageError> {
+    let t = time::OffsetDateTime::from_unix_timestamp(secs)
+        .map_err(|e| PackageError::BadInput(format!("timestamp {secs}: {e}")))?;
+    t.format(time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z"))
+        .map_err(|e| PackageError::BadInput(format!("timestamp {secs}: {e}")))
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` naming a real instant (the form [`format_rfc3339`] writes).
+fn is_rfc3339_utc_seconds(s: &str) -> bool {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| s.get(r).filter(|t| t.bytes().all(|c| c.is_ascii_digit())).and_then(|t| t.parse::<i32>().ok());
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
+        return false;
+    }
+    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(se)) =
+        (num(0..4), num(5..7), num(8..10), num(11..13), num(14..16), num(17..19))
+    else {
+        return false;
+    };
+    let Ok(month) = time::Month::try_from(mo as u8) else { return false };
+    time::Date::from_calendar_date(y, month, d as u8).is_ok() && time::Time::from_hms(h as u8, mi as u8, se as u8).is_ok()
+}
+
+/// A category name that is safe as a file and folder name on every platform.
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    let ok_first = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let ok_rest = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !ok_first || !ok_rest || name.len() > 64 {
+        return Err(format!(
+            "name '{name}' must be 1-64 characters of a-z, 0-9, '_' or '-', starting with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+impl Manifest {
+    /// Checks what the types cannot: the format version, a safe name, a canonical semver
+    /// version (so `1.0` and `1.0.0` cannot name the same package twice), sane numbers.
+    pub fn validate(&self) -> Result<(), PackageError> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(PackageError::UnsupportedFormatVersion {
+                found: self.format_version.to_string(),
+                supported: FORMAT_VERSION,
+            });
+        }
+        check_name(&self.name).map_err(PackageError::InvalidManifest)?;
+        let v = semver::Version::parse(&self.version)
+            .map_err(|e| PackageError::InvalidManifest(format!("version '{}' is not semver: {e}", self.version)))?;
+        if v.to_string() != self.version || !v.build.is_empty() {
+            return Err(PackageError::InvalidManifest(format!(
+                "version '{}' must be canonical semver without build metadata",
+                self.version
+            )));
+        }
+        let m = &self.model;
+        if [m.image_size, m.grid_m, m.grid_n, m.num_codes, m.code_dim, m.opset].iter().any(|&x| x < 1)
+            || !(m.channels == 1 || m.channels == 3)
+        {
+            return Err(PackageError::InvalidManifest(format!("model shape {m:?} is not valid")));
+        }
+        let d = &self.detection;
+        if !(d.eta > 0.0 && d.eta < 1.0) || d.bilateral_d < 1 || d.min_area < 0 || !d.pixel_threshold.is_finite() {
+            return Err(PackageError::InvalidManifest(format!("detection settings {d:?} are not valid")));
+        }
+        let digest = &self.provenance.dataset.digest;
+        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+            return Err(PackageError::InvalidManifest("provenance.dataset.digest must be 64 lower-case hex digits".into()));
+        }
+        let created = &self.provenance.created;
+        if !is_rfc3339_utc_seconds(created) {
+            return Err(PackageError::InvalidManifest(format!("provenance.created '{created}' is not RFC 3339 UTC")));
+        }
+        Ok(())
+    }
+
+    /// The bytes stored as `manifest.json`: pretty JSON with a final newline (struct field
+    /// order and sorted maps make it deterministic).
+    pub fn to_json_bytes(&self) -> Result<Vec<u8>, PackageError> {
+        let mut v = serde_json::to_vec_pretty(self).map_err(|e| PackageError::InvalidManifest(e.to_string()))?;
+        v.push(b'\n');
+        Ok(v)
+    }
+
+    /// Parses signed `manifest.json` bytes: the format version first, with its own error,
+    /// so a newer package is reported as such rather than as a pile of unknown fields.
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, PackageError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| PackageError::BadManifest(e.to_string()))?;
+        match value.get("format_version") {
+            Some(serde_json::Value::Number(n)) if n.as_u64() == Some(FORMAT_VERSION as u64) => {}
+            Some(other) => {
+                return Err(PackageError::UnsupportedFormatVersion { found: other.to_string(), supported: FORMAT_VERSION })
+            }
+            None => return Err(PackageError::BadManifest("no format_version".into())),
+        }
+        let m: Manifest = serde_json::from_value(value).map_err(|e| PackageError::BadManifest(e.to_string()))?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// `<name>-<version>`: the package's identity in file names and in the signed subject.
+    pub fn id(&self) -> String {
+        format!("{}-{}", self.name, self.version)
+    }
+
+    /// A complete manifest for tests and examples; every field filled with plausible values.
+    #[doc(hidden)]
+    pub fn example(name: &str, version: &str) -> Self {
+        let cfg = Config::tiny();
+        let mut detect = cfg.detect.clone();
+        detect.pixel_threshold = Some(0.0125);
+        Manifest {
+            format_version: FORMAT_VERSION,
+            name: name.into(),
+            version: version.into(),
+            model: ModelShape::from_config(&cfg.model, 17),
+            detection: DetectionSettings::from_config(
+                &detect,
+                TuningData {
+                    source: "validation-normals".into(),
+                    images: Some(21),
+                    notes: Some("99.5th percentile of validation pixel scores".into()),
+                },
+            )
+            .expect("threshold set"),
+            provenance: Provenance {
+                dataset: DatasetInfo {
+                    digest: super::sha256_hex(b"example dataset"),
+                    images: 209,
+                    description: Some(format!("synthetic {name} train/good")),
+                },
+                training_config: serde_json::to_value(&cfg).expect("config serialises"),
+                seed: 42,
+                epochs: Epochs { vqvae: 30, prior: 40 },
+                final_losses: BTreeMap::from([("recon".into(), 0.0021), ("prior_nll".into(), 1.37)]),
+                codebook_usage: CodebookUsage { used_codes: 58, perplexity: Some(41.5) },
+                software: Software {
+                    tch: Some("0.26.0".into()),
+                    libtorch: Some("2.13.0".into()),
+                    onnxruntime: Some("1.31.1".into()),
+                    ..Software::this_build()
+                },
+                created: "2025-01-02T03:04:05Z".into(),
+            },
+            metrics: Some(BTreeMap::from([("image_auroc".into(), 0.97), ("pixel_auroc".into(), 0.95)])),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_round_trips_and_validates() {
+        let m = Manifest::example("bottle", "1.0.0");
+        m.validate().unwrap();
+        let b = m.to_json_bytes().unwrap();
+        assert_eq!(Manifest::from_json_bytes(&b).unwrap(), m);
+        assert_eq!(m.detection.to_config().pixel_threshold, Some(0.0125));
+        m.provenance.config().unwrap();
+    }
+
+    #[test]
+    fn bad_names_and_versions_are_refused() {
+        for (n, v) in [("Bottle", "1.0.0"), ("../x", "1.0.0"), ("", "1.0.0"), ("a b", "1.0.0"), ("ok", "1.0"), ("ok", "01.0.0"), ("ok", "1.0.0+build")] {
+            assert!(Manifest::example(n, v).validate().is_err(), "{n} {v}");
+        }
+    }
+
+    #[test]
+    fn unknown_format_version_has_its_own_error() {
+        let mut v = serde_json::to_value(Manifest::example("bottle", "1.0.0")).unwrap();
+        v["format_version"] = 2.into();
+        let e = Manifest::from_json_bytes(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(matches!(e, PackageError::UnsupportedFormatVersion { .. }), "{e}");
+    }
+
+    #[test]
+    fn missing_threshold_is_refused() {
+        let d = Config::tiny().detect;
+        let t = TuningData { source: "x".into(), images: None, notes: None };
+        assert!(matches!(DetectionSettings::from_config(&d, t), Err(PackageError::MissingThreshold)));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(format_rfc3339(0).unwrap(), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(1_700_000_000).unwrap(), "2023-11-14T22:13:20Z");
+    }
+}

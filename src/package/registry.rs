@@ -1,0 +1,175 @@
+//! A folder registry of published packages: `DIR/<name>/<version>/<name>-<version>.vqad`
+//! plus `DIR/index.json`.
+//!
+//! The index is a convenience listing and is not signed; every package is verified on its
+//! own, and [`verify_in_registry`] also checks the folder names against the signed manifest
+//! and the archive sha256 against the index, so a package moved to another name or version
+//! folder (swap, rollback) is refused.
+
+use super::archive::{package_file_name, read_limited, verify_bytes, write_atomic, VerifiedPackage};
+use super::keys::TrustedKey;
+use super::{Limits, PackageError};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The registry's index file name.
+pub const INDEX_FILE: &str = "index.json";
+
+/// One published package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexEntry {
+    pub name: String,
+    pub version: String,
+    /// Hex sha256 of the archive file.
+    pub archive_sha256: String,
+    /// Fingerprint of the key it verified with at publish time.
+    pub key_fingerprint: String,
+    /// The manifest's creation time.
+    pub created: String,
+    /// Path of the archive relative to the registry, with `/` separators.
+    pub path: String,
+}
+
+/// `index.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryIndex {
+    pub format_version: u32,
+    /// Sorted by name, then semver.
+    pub packages: Vec<IndexEntry>,
+}
+
+impl Default for RegistryIndex {
+    fn default() -> Self {
+        RegistryIndex { format_version: 1, packages: vec![] }
+    }
+}
+
+fn read_index(registry: &Path) -> Result<RegistryIndex, PackageError> {
+    let path = registry.join(INDEX_FILE);
+    match std::fs::read(&path) {
+        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Ok(RegistryIndex::default()),
+        Ok(b) => {
+            let idx: RegistryIndex =
+                serde_json::from_slice(&b).map_err(|e| PackageError::BadIndex { path: path.clone(), reason: e.to_string() })?;
+            if idx.format_version != 1 {
+                return Err(PackageError::BadIndex { path, reason: format!("format_version {}", idx.format_version) });
+            }
+            Ok(idx)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if registry.is_dir() {
+                Ok(RegistryIndex::default())
+            } else {
+                Err(PackageError::io(registry, e))
+            }
+        }
+        Err(e) => Err(PackageError::io(&path, e)),
+    }
+}
+
+fn sort_key(e: &IndexEntry) -> (String, Option<semver::Version>, String) {
+    (e.name.clone(), semver::Version::parse(&e.version).ok(), e.version.clone())
+}
+
+/// Holds `DIR/index.json.lock` (created exclusively) while the index is rewritten.
+struct Lock(PathBuf);
+
+impl Lock {
+    fn take(registry: &Path) -> Result<Self, PackageError> {
+        let p = registry.join(format!("{INDEX_FILE}.lock"));
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+            Ok(_) => Ok(Lock(p)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(PackageError::RegistryLocked { path: p }),
+            Err(e) => Err(PackageError::io(&p, e)),
+        }
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Verifies `package`, copies the verified bytes to `registry/<name>/<version>/` and adds it
+/// to `index.json` (rewritten atomically). A version already published is refused: a
+/// registry version is immutable, so a deployment can pin it.
+pub fn publish(package: &Path, registry: &Path, key: &TrustedKey) -> Result<PathBuf, PackageError> {
+    // Verify the bytes we will copy, not the file again later (no check-then-use gap).
+    let limits = Limits::default();
+    let bytes = read_limited(package, &limits)?;
+    let verified = verify_bytes(&bytes, key, &limits)?;
+    let m = &verified.manifest;
+    let file_name = package_file_name(m);
+    let found = package.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if found != file_name {
+        return Err(PackageError::FileNameMismatch { expected: file_name, found });
+    }
+    std::fs::create_dir_all(registry).map_err(|e| PackageError::io(registry, e))?;
+    let _lock = Lock::take(registry)?;
+    let mut index = read_index(registry)?;
+    let dir = registry.join(&m.name).join(&m.version);
+    let dest = dir.join(&file_name);
+    if dir.exists() || index.packages.iter().any(|e| e.name == m.name && e.version == m.version) {
+        return Err(PackageError::VersionExists { name: m.name.clone(), version: m.version.clone(), path: dest });
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| PackageError::io(&dir, e))?;
+    write_atomic(&dir, &dest, &bytes, false)?;
+    index.packages.push(IndexEntry {
+        name: m.name.clone(),
+        version: m.version.clone(),
+        archive_sha256: verified.archive_sha256.clone(),
+        key_fingerprint: verified.key_fingerprint.clone(),
+        created: m.provenance.created.clone(),
+        path: format!("{}/{}/{}", m.name, m.version, file_name),
+    });
+    index.packages.sort_by_key(sort_key);
+    let mut json = serde_json::to_vec_pretty(&index).map_err(|e| PackageError::BadIndex {
+        path: registry.join(INDEX_FILE),
+        reason: e.to_string(),
+    })?;
+    json.push(b'\n');
+    write_atomic(registry, &registry.join(INDEX_FILE), &json, true)?;
+    Ok(dest)
+}
+
+/// Published packages, optionally of one category, sorted by name then version.
+pub fn list(registry: &Path, category: Option<&str>) -> Result<Vec<IndexEntry>, PackageError> {
+    let mut v: Vec<IndexEntry> =
+        read_index(registry)?.packages.into_iter().filter(|e| category.is_none_or(|c| e.name == c)).collect();
+    v.sort_by_key(sort_key);
+    Ok(v)
+}
+
+/// Verifies a package inside a registry: the signature and files as [`VerifiedPackage::open`],
+/// the folder `registry/<name>/<version>/` and file name against the signed manifest, and
+/// the archive sha256 against the index entry for that name and version.
+pub fn verify_in_registry(path: &Path, registry: &Path, key: &TrustedKey) -> Result<VerifiedPackage, PackageError> {
+    let p = VerifiedPackage::open(path, key)?;
+    let m = &p.manifest;
+    let canon = |x: &Path| std::fs::canonicalize(x).map_err(|e| PackageError::io(x, e));
+    let reg = canon(registry)?;
+    let dir = canon(path.parent().unwrap_or(Path::new(".")))?;
+    let expected = reg.join(&m.name).join(&m.version);
+    if dir != expected {
+        let shown = dir.strip_prefix(&reg).map(|d| d.display().to_string()).unwrap_or_else(|_| dir.display().to_string());
+        return Err(PackageError::RegistryPathMismatch { expected: format!("{}/{}", m.name, m.version), found: shown });
+    }
+    let index = read_index(registry)?;
+    let entry = index
+        .packages
+        .iter()
+        .find(|e| e.name == m.name && e.version == m.version)
+        .ok_or_else(|| PackageError::NotInIndex { name: m.name.clone(), version: m.version.clone() })?;
+    if entry.archive_sha256 != p.archive_sha256 {
+        return Err(PackageError::IndexMismatch {
+            name: m.name.clone(),
+            version: m.version.clone(),
+            indexed: entry.archive_sha256.clone(),
+            actual: p.archive_sha256.clone(),
+        });
+    }
+    Ok(p)
+}
