@@ -1,0 +1,13 @@
+# The two commands of the README. Both install the native libraries on first use
+# (tools/setup-native.sh, cached outside the clone) and build in release mode, so one build
+# serves the demo and the tests.
+.PHONY: demo test build clean-cache
+
+demo:
+	@bash tools/with-native.sh cargo run --release --quiet --bin vqad -- demo $(ARGS)
+
+test:
+	@bash tools/with-native.sh cargo test --release --no-fail-fast $(ARGS)
+
+build:
+	@bash tools/with-native.sh cargo build --release

@@ -1,0 +1,187 @@
+//! keygen, package, verify, inspect, unpack, publish, list.
+
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+use vqad::package::{self, TrustedKey, VerifiedPackage};
+
+#[derive(Args)]
+pub struct KeygenArgs {
+    /// Writes PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub (SPKI PEM); refuses to overwrite.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn keygen(a: KeygenArgs) -> anyhow::Result<i32> {
+    let (k, p) = package::keygen(&a.out)?;
+    let fp = TrustedKey::load(&p)?.fingerprint();
+    println!("private key: {}\npublic key:  {}\nfingerprint: {fp}", k.display(), p.display());
+    Ok(0)
+}
+
+#[cfg(feature = "train")]
+#[derive(Args)]
+pub struct PackageArgs {
+    /// Training run folder (from `vqad train`).
+    pub run_dir: PathBuf,
+    /// Category name stored in the manifest (e.g. bottle).
+    #[arg(long)]
+    pub name: String,
+    /// Package version, semver (e.g. 1.0.0).
+    #[arg(long)]
+    pub version: String,
+    /// Signing key (PREFIX.key from `vqad keygen`).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Output folder or file path (<name>-<version>.vqad); default: the current folder.
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+    /// Path to libonnxruntime (for tuning when the run has not been tuned yet).
+    #[arg(long, env = "VQAD_ORT_LIB")]
+    pub ort_lib: Option<PathBuf>,
+    /// Replace an existing file at the output path.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[cfg(feature = "train")]
+pub fn package(a: PackageArgs) -> anyhow::Result<i32> {
+    let key = package::SigningKey::load(&a.key)?;
+    let info = vqad::pipeline::package_run(&vqad::pipeline::PackageRequest {
+        run_dir: a.run_dir.clone(),
+        name: a.name,
+        version: a.version,
+        out: a.out,
+        overwrite: a.overwrite,
+        ort_lib: a.ort_lib,
+        progress: true,
+    }, &key)?;
+    println!("{} ({} bytes, sha256 {})", info.path.display(), info.size, info.sha256);
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The .vqad package.
+    pub file: PathBuf,
+    /// Trusted public key (PREFIX.pub).
+    #[arg(long)]
+    pub pubkey: PathBuf,
+    /// Also check the package sits where the registry says (`<registry>/<name>/<version>/`).
+    #[arg(long)]
+    pub registry: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
+    let key = TrustedKey::load(&a.pubkey)?;
+    let v = match &a.registry {
+        Some(r) => package::verify_in_registry(&a.file, r, &key),
+        None => VerifiedPackage::open(&a.file, &key),
+    }
+    .with_context(|| format!("{}: verification failed", a.file.display()))?;
+    if a.json {
+        super::print_json(&serde_json::json!({
+            "valid": true,
+            "name": v.manifest.name,
+            "version": v.manifest.version,
+            "archive_sha256": v.archive_sha256,
+            "key_fingerprint": v.key_fingerprint,
+        }))?;
+    } else {
+        println!("{}", v.summary());
+    }
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// The .vqad package.
+    pub file: PathBuf,
+    /// Verify with this public key as well (otherwise the report says it is unverified).
+    #[arg(long)]
+    pub pubkey: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn inspect(a: InspectArgs) -> anyhow::Result<i32> {
+    let key = a.pubkey.as_deref().map(TrustedKey::load).transpose()?;
+    let r = package::inspect_with_key(&a.file, key.as_ref())?;
+    if a.json {
+        super::print_json(&r)?;
+    } else {
+        print!("{r}");
+    }
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct UnpackArgs {
+    /// The .vqad package.
+    pub file: PathBuf,
+    /// Trusted public key; nothing is written unless the package verifies.
+    #[arg(long)]
+    pub pubkey: PathBuf,
+    /// Empty or new folder to unpack into.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn unpack(a: UnpackArgs) -> anyhow::Result<i32> {
+    let key = TrustedKey::load(&a.pubkey)?;
+    let v = VerifiedPackage::open(&a.file, &key).with_context(|| format!("{}: verification failed", a.file.display()))?;
+    v.unpack(&a.out)?;
+    println!("{}\nunpacked into {} (check it with: model_signing verify key {} --signature {}/model.sig --public_key {})",
+        v.summary(), a.out.display(), a.out.display(), a.out.display(), a.pubkey.display());
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct PublishArgs {
+    /// The .vqad package.
+    pub file: PathBuf,
+    /// Registry folder (packages go to REGISTRY/<name>/<version>/).
+    #[arg(long, default_value = "model-packages")]
+    pub registry: PathBuf,
+    /// Trusted public key; the package is verified before it is copied.
+    #[arg(long)]
+    pub pubkey: PathBuf,
+}
+
+pub fn publish(a: PublishArgs) -> anyhow::Result<i32> {
+    let key = TrustedKey::load(&a.pubkey)?;
+    let p = package::publish(&a.file, &a.registry, &key)?;
+    println!("published {}", p.display());
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Registry folder.
+    #[arg(long, default_value = "model-packages")]
+    pub registry: PathBuf,
+    /// Only this category.
+    #[arg(long)]
+    pub category: Option<String>,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn list(a: ListArgs) -> anyhow::Result<i32> {
+    let entries = package::list(&a.registry, a.category.as_deref())?;
+    if a.json {
+        super::print_json(&entries)?;
+    } else if entries.is_empty() {
+        println!("no packages in {}", a.registry.display());
+    } else {
+        for e in entries {
+            println!("{:<16} {:<10} {}  key {}…  sha256 {}…", e.name, e.version, e.created, &e.key_fingerprint[..16.min(e.key_fingerprint.len())], &e.archive_sha256[..16.min(e.archive_sha256.len())]);
+        }
+    }
+    Ok(0)
+}
