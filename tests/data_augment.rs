@@ -9,7 +9,9 @@ const N: usize = 64;
 
 /// Mask with an off-centre block (rows 8..20, columns 26..38: top middle).
 fn block_mask() -> Array2<u8> {
-    Array2::from_shape_fn((N, N), |(y, x)| u8::from((8..20).contains(&y) && (26..38).contains(&x)))
+    Array2::from_shape_fn((N, N), |(y, x)| {
+        u8::from((8..20).contains(&y) && (26..38).contains(&x))
+    })
 }
 
 /// Channel 0 paints the mask (the marker), channel 1 is a unique index per pixel, channel 2 a
@@ -68,11 +70,24 @@ fn policies_follow_section_4_3_1() {
     assert!(tex.dihedral && tex.crop_min.is_some() && tex.max_rotation_deg == 0.0);
     for o in ["bottle", "hazelnut", "metal_nut", "screw"] {
         let p = Augmenter::new(CategoryKind::Object, o, 0).policy();
-        assert!(p.dihedral && p.crop_min.is_none() && p.max_rotation_deg == 0.0, "{o}");
+        assert!(
+            p.dihedral && p.crop_min.is_none() && p.max_rotation_deg == 0.0,
+            "{o}"
+        );
     }
-    for o in ["cable", "capsule", "pill", "toothbrush", "transistor", "zipper"] {
+    for o in [
+        "cable",
+        "capsule",
+        "pill",
+        "toothbrush",
+        "transistor",
+        "zipper",
+    ] {
         let p = Augmenter::new(CategoryKind::Object, o, 0).policy();
-        assert!(!p.dihedral && p.crop_min.is_none() && p.max_rotation_deg == 10.0, "{o}");
+        assert!(
+            !p.dihedral && p.crop_min.is_none() && p.max_rotation_deg == 10.0,
+            "{o}"
+        );
     }
 }
 
@@ -80,7 +95,10 @@ fn policies_follow_section_4_3_1() {
 fn dihedral_moves_are_exact_permutations_and_cover_the_group() {
     let m = block_mask();
     let img = marked_image(&m);
-    let policy = AugmentPolicy { crop_min: None, ..Augmenter::new(CategoryKind::Texture, "grid", 0).policy() };
+    let policy = AugmentPolicy {
+        crop_min: None,
+        ..Augmenter::new(CategoryKind::Texture, "grid", 0).policy()
+    };
     let mut aug = Augmenter::with_policy(policy, 7);
     let candidates = dihedral_candidates(&img.index_axis(Axis(0), 1).to_owned());
     let mut seen = [false; 8];
@@ -88,14 +106,20 @@ fn dihedral_moves_are_exact_permutations_and_cover_the_group() {
         let (out, om) = aug.apply(&img, Some(&m));
         let om = om.unwrap();
         assert_eq!(out.dim(), img.dim());
-        let idx = candidates.iter().position(|c| c == out.index_axis(Axis(0), 1)).expect("output is one of the 8 dihedral images");
+        let idx = candidates
+            .iter()
+            .position(|c| c == out.index_axis(Axis(0), 1))
+            .expect("output is one of the 8 dihedral images");
         seen[idx] = true;
         // Every channel got the same permutation, and the mask too.
         assert_eq!(out.index_axis(Axis(0), 0), om.mapv(|v| v as f32));
         let ramp = dihedral_candidates(&img.index_axis(Axis(0), 2).to_owned());
         assert_eq!(out.index_axis(Axis(0), 2), ramp[idx]);
     }
-    assert!(seen.iter().all(|&s| s), "all 8 dihedral elements occur: {seen:?}");
+    assert!(
+        seen.iter().all(|&s| s),
+        "all 8 dihedral elements occur: {seen:?}"
+    );
 }
 
 #[test]
@@ -130,7 +154,9 @@ fn texture_crops_rescale_image_and_mask_together() {
         if a != b {
             cropped += 1;
             // Zooming in never shrinks the defect.
-            assert!(om.iter().filter(|&&v| v == 1).count() >= m.iter().filter(|&&v| v == 1).count());
+            assert!(
+                om.iter().filter(|&&v| v == 1).count() >= m.iter().filter(|&&v| v == 1).count()
+            );
         }
     }
     assert!(cropped > 12, "crops happen ({cropped}/24)");

@@ -9,7 +9,11 @@ const N: u32 = 8;
 
 /// Pixel values that differ per position and channel, so a transposed or swapped channel shows.
 fn rgb_at(x: u32, y: u32) -> [u8; 3] {
-    [(x * 30 + 5) as u8, (y * 30 + 7) as u8, ((x + y) * 13 + 11) as u8]
+    [
+        (x * 30 + 5) as u8,
+        (y * 30 + 7) as u8,
+        ((x + y) * 13 + 11) as u8,
+    ]
 }
 
 fn save(img: &DynamicImage, dir: &Path, name: &str) -> PathBuf {
@@ -29,7 +33,11 @@ fn assert_rgb_exact(a: &Array3<f32>) {
             let want = rgb_at(x, y);
             for c in 0..3 {
                 let got = a[[c, y as usize, x as usize]];
-                assert!((got - want[c] as f32 / 255.0).abs() < 1e-6, "c{c} ({x},{y}): {got} vs {}", want[c]);
+                assert!(
+                    (got - want[c] as f32 / 255.0).abs() < 1e-6,
+                    "c{c} ({x},{y}): {got} vs {}",
+                    want[c]
+                );
             }
         }
     }
@@ -38,7 +46,9 @@ fn assert_rgb_exact(a: &Array3<f32>) {
 #[test]
 fn gray8_loads_as_one_or_three_equal_channels() {
     let d = tempfile::tempdir().unwrap();
-    let img = DynamicImage::ImageLuma8(ImageBuffer::from_fn(N, N, |x, y| Luma([(x * 20 + y) as u8])));
+    let img = DynamicImage::ImageLuma8(ImageBuffer::from_fn(N, N, |x, y| {
+        Luma([(x * 20 + y) as u8])
+    }));
     let p = save(&img, d.path(), "g.png");
     let one = load_image(&p, 1, N as usize).unwrap();
     let three = load_image(&p, 3, N as usize).unwrap();
@@ -63,7 +73,10 @@ fn rgb8_png_bmp_tiff_are_exact_and_gray_uses_bt601() {
         assert_rgb_exact(&load_image(&p, 3, N as usize).unwrap());
         let g = load_image(&p, 1, N as usize).unwrap();
         let [r, gg, b] = rgb_at(3, 5).map(|v| v as f32 / 255.0);
-        assert!((g[[0, 5, 3]] - (0.299 * r + 0.587 * gg + 0.114 * b)).abs() < 1e-6, "{name}");
+        assert!(
+            (g[[0, 5, 3]] - (0.299 * r + 0.587 * gg + 0.114 * b)).abs() < 1e-6,
+            "{name}"
+        );
     }
 }
 
@@ -82,14 +95,24 @@ fn rgba8_drops_alpha() {
 fn sixteen_bit_png_and_tiff_keep_full_precision() {
     let d = tempfile::tempdir().unwrap();
     // 40000/65535 is not a multiple of 1/255: an 8-bit detour would show.
-    let gray = DynamicImage::ImageLuma16(ImageBuffer::from_fn(N, N, |x, _| Luma([40000 + x as u16])));
-    let rgb = DynamicImage::ImageRgb16(ImageBuffer::from_fn(N, N, |x, _| Rgb([40000 + x as u16, 1000, 65535])));
+    let gray =
+        DynamicImage::ImageLuma16(ImageBuffer::from_fn(N, N, |x, _| Luma([40000 + x as u16])));
+    let rgb = DynamicImage::ImageRgb16(ImageBuffer::from_fn(N, N, |x, _| {
+        Rgb([40000 + x as u16, 1000, 65535])
+    }));
     for (img, name) in [(&gray, "g16.png"), (&gray, "g16.tif"), (&rgb, "c16.png")] {
         let p = save(img, d.path(), name);
         let a = load_image(&p, 3, N as usize).unwrap();
         let want = 40003.0 / 65535.0;
-        assert!((a[[0, 0, 3]] - want).abs() < 1e-6, "{name}: {}", a[[0, 0, 3]]);
-        assert!((a[[0, 0, 3]] - (a[[0, 0, 3]] * 255.0).round() / 255.0).abs() > 1e-4, "{name} was quantised to 8 bits");
+        assert!(
+            (a[[0, 0, 3]] - want).abs() < 1e-6,
+            "{name}: {}",
+            a[[0, 0, 3]]
+        );
+        assert!(
+            (a[[0, 0, 3]] - (a[[0, 0, 3]] * 255.0).round() / 255.0).abs() > 1e-4,
+            "{name} was quantised to 8 bits"
+        );
     }
     let a = load_image(&d.path().join("c16.png"), 3, N as usize).unwrap();
     assert!((a[[1, 2, 2]] - 1000.0 / 65535.0).abs() < 1e-6);
@@ -117,7 +140,9 @@ fn jpeg_gray_and_colour_are_close() {
 fn format_is_taken_from_the_bytes_not_the_name() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("really_a_png.jpg");
-    rgb8().save_with_format(&p, image::ImageFormat::Png).unwrap();
+    rgb8()
+        .save_with_format(&p, image::ImageFormat::Png)
+        .unwrap();
     assert_rgb_exact(&load_image(&p, 3, N as usize).unwrap());
 }
 
@@ -125,13 +150,17 @@ fn format_is_taken_from_the_bytes_not_the_name() {
 fn resize_shrinks_by_area_and_enlarges_bilinearly() {
     let d = tempfile::tempdir().unwrap();
     // 1-pixel checkerboard: area averaging gives flat 0.5; nearest or bilinear at centres would not.
-    let img = DynamicImage::ImageLuma8(ImageBuffer::from_fn(16, 16, |x, y| Luma([if (x + y) % 2 == 0 { 0 } else { 255 }])));
+    let img = DynamicImage::ImageLuma8(ImageBuffer::from_fn(16, 16, |x, y| {
+        Luma([if (x + y) % 2 == 0 { 0 } else { 255 }])
+    }));
     let p = save(&img, d.path(), "chk.png");
     let a = load_image(&p, 1, 8).unwrap();
     assert_eq!(a.dim(), (1, 8, 8));
     assert!(a.iter().all(|&v| (v - 0.5).abs() < 1e-6));
     // Left half black, right half white, 4 px → 8 px: edges stay flat, the middle interpolates.
-    let img = DynamicImage::ImageLuma8(ImageBuffer::from_fn(4, 4, |x, _| Luma([if x < 2 { 0 } else { 255 }])));
+    let img = DynamicImage::ImageLuma8(ImageBuffer::from_fn(4, 4, |x, _| {
+        Luma([if x < 2 { 0 } else { 255 }])
+    }));
     let p = save(&img, d.path(), "half.png");
     let a = load_image(&p, 1, 8).unwrap();
     let row: Vec<f32> = (0..8).map(|x| a[[0, 3, x]]).collect();
@@ -155,7 +184,9 @@ fn array_to_image_round_trips_8_bit_values() {
 fn masks_resize_nearest_and_stay_binary_in_place() {
     let d = tempfile::tempdir().unwrap();
     // Defect block: rows 6..12, columns 0..6 of a 12×12 mask.
-    let m = DynamicImage::ImageLuma8(ImageBuffer::from_fn(12, 12, |x, y| Luma([if y >= 6 && x < 6 { 255 } else { 0 }])));
+    let m = DynamicImage::ImageLuma8(ImageBuffer::from_fn(12, 12, |x, y| {
+        Luma([if y >= 6 && x < 6 { 255 } else { 0 }])
+    }));
     let p = save(&m, d.path(), "m_mask.png");
     let up = load_mask(&p, 24).unwrap();
     assert_eq!(up.dim(), (24, 24));
@@ -176,10 +207,14 @@ fn masks_resize_nearest_and_stay_binary_in_place() {
 #[test]
 fn mask_threshold_is_half_scale_and_colour_masks_work() {
     let d = tempfile::tempdir().unwrap();
-    let m = DynamicImage::ImageLuma8(ImageBuffer::from_fn(4, 1, |x, _| Luma([[0, 127, 128, 255][x as usize]])));
+    let m = DynamicImage::ImageLuma8(ImageBuffer::from_fn(4, 1, |x, _| {
+        Luma([[0, 127, 128, 255][x as usize]])
+    }));
     let p = save(&m, d.path(), "t.png");
     assert_eq!(load_mask(&p, 4).unwrap().row(0).to_vec(), vec![0, 0, 1, 1]);
-    let c = DynamicImage::ImageRgb8(ImageBuffer::from_fn(2, 2, |x, _| Rgb(if x == 1 { [255; 3] } else { [0; 3] })));
+    let c = DynamicImage::ImageRgb8(ImageBuffer::from_fn(2, 2, |x, _| {
+        Rgb(if x == 1 { [255; 3] } else { [0; 3] })
+    }));
     let p = save(&c, d.path(), "c.png");
     assert_eq!(load_mask(&p, 2).unwrap().as_slice().unwrap(), &[0, 1, 0, 1]);
 }
@@ -192,7 +227,10 @@ fn unreadable_and_missing_files_are_named_with_the_reason() {
     let e = load_image(&bad, 3, 8).unwrap_err();
     assert!(matches!(e, DataError::Decode { .. }), "{e:?}");
     let msg = e.to_string();
-    assert!(msg.contains("broken_007.png") && msg.contains("cannot decode"), "{msg}");
+    assert!(
+        msg.contains("broken_007.png") && msg.contains("cannot decode"),
+        "{msg}"
+    );
 
     // A truncated PNG: header fine, data cut off.
     let p = save(&rgb8(), d.path(), "cut.png");
@@ -203,7 +241,10 @@ fn unreadable_and_missing_files_are_named_with_the_reason() {
 
     let missing = d.path().join("nowhere.png");
     let e = load_image(&missing, 3, 8).unwrap_err();
-    assert!(matches!(e, DataError::Io { .. }) && e.to_string().contains("nowhere.png"), "{e}");
+    assert!(
+        matches!(e, DataError::Io { .. }) && e.to_string().contains("nowhere.png"),
+        "{e}"
+    );
     let e = load_mask(&bad, 8).unwrap_err();
     assert!(e.to_string().contains("broken_007.png"));
 }
@@ -226,13 +267,21 @@ fn load_many_reports_bad_files_and_keeps_the_rest_in_order() {
         if i == 2 {
             std::fs::write(&p, b"garbage").unwrap();
         } else {
-            DynamicImage::ImageLuma8(ImageBuffer::from_pixel(4, 4, Luma([i * 50]))).save(&p).unwrap();
+            DynamicImage::ImageLuma8(ImageBuffer::from_pixel(4, 4, Luma([i * 50])))
+                .save(&p)
+                .unwrap();
         }
         paths.push(p);
     }
     paths.push(d.path().join("missing.png"));
     let (ok, bad) = load_many(&paths, 1, 4);
-    assert_eq!(ok.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(), vec![&paths[0], &paths[1], &paths[3], &paths[4]].into_iter().cloned().collect::<Vec<_>>());
+    assert_eq!(
+        ok.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+        vec![&paths[0], &paths[1], &paths[3], &paths[4]]
+            .into_iter()
+            .cloned()
+            .collect::<Vec<_>>()
+    );
     for (p, a) in &ok {
         let i: u8 = p.file_stem().unwrap().to_str().unwrap().parse().unwrap();
         assert_eq!(a[[0, 0, 0]], (i * 50) as f32 / 255.0);
@@ -246,13 +295,27 @@ fn load_many_reports_bad_files_and_keeps_the_rest_in_order() {
 #[test]
 fn list_images_is_sorted_and_filters_by_extension() {
     let d = tempfile::tempdir().unwrap();
-    for n in ["b.png", "a.JPG", "c.tiff", "notes.txt", "d.bmp", "e.jpeg", "f.tif"] {
+    for n in [
+        "b.png",
+        "a.JPG",
+        "c.tiff",
+        "notes.txt",
+        "d.bmp",
+        "e.jpeg",
+        "f.tif",
+    ] {
         std::fs::write(d.path().join(n), b"x").unwrap();
     }
     std::fs::create_dir(d.path().join("sub.png")).unwrap(); // a folder, not an image
-    let names: Vec<String> =
-        list_images(d.path()).unwrap().iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    assert_eq!(names, ["a.JPG", "b.png", "c.tiff", "d.bmp", "e.jpeg", "f.tif"]);
+    let names: Vec<String> = list_images(d.path())
+        .unwrap()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["a.JPG", "b.png", "c.tiff", "d.bmp", "e.jpeg", "f.tif"]
+    );
     let e = list_images(&d.path().join("absent")).unwrap_err();
     assert!(e.to_string().contains("absent"));
 }

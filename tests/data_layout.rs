@@ -8,12 +8,18 @@ use vqad::data::*;
 
 fn png(path: &Path, w: u32, h: u32, v: u8) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    DynamicImage::ImageRgb8(ImageBuffer::from_pixel(w, h, Rgb([v, v / 2, 255 - v]))).save(path).unwrap();
+    DynamicImage::ImageRgb8(ImageBuffer::from_pixel(w, h, Rgb([v, v / 2, 255 - v])))
+        .save(path)
+        .unwrap();
 }
 
 fn mask(path: &Path, w: u32, h: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    DynamicImage::ImageLuma8(ImageBuffer::from_fn(w, h, |x, _| Luma([if x < 2 { 255 } else { 0 }]))).save(path).unwrap();
+    DynamicImage::ImageLuma8(ImageBuffer::from_fn(w, h, |x, _| {
+        Luma([if x < 2 { 255 } else { 0 }])
+    }))
+    .save(path)
+    .unwrap();
 }
 
 /// A small valid category: 4 train, test good ×2, crack ×2, dent ×1, all masks present.
@@ -25,7 +31,11 @@ fn make_category(root: &Path) -> PathBuf {
     for i in 0..2 {
         png(&c.join(format!("test/good/{i:03}.png")), 16, 16, 100);
         png(&c.join(format!("test/crack/{i:03}.png")), 16, 16, 200);
-        mask(&c.join(format!("ground_truth/crack/{i:03}_mask.png")), 16, 16);
+        mask(
+            &c.join(format!("ground_truth/crack/{i:03}_mask.png")),
+            16,
+            16,
+        );
     }
     png(&c.join("test/dent/000.png"), 16, 16, 50);
     mask(&c.join("ground_truth/dent/000_mask.png"), 16, 16);
@@ -43,7 +53,13 @@ fn open_lists_train_and_test_with_masks() {
     let summary: Vec<(String, String, bool)> = cat
         .test
         .iter()
-        .map(|t| (t.defect.clone(), t.path.file_name().unwrap().to_string_lossy().into_owned(), t.mask.is_some()))
+        .map(|t| {
+            (
+                t.defect.clone(),
+                t.path.file_name().unwrap().to_string_lossy().into_owned(),
+                t.mask.is_some(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -56,7 +72,10 @@ fn open_lists_train_and_test_with_masks() {
         ]
         .map(|(a, b, m)| (a.to_string(), b.to_string(), m))
     );
-    assert_eq!(cat.test[1].mask.as_deref(), Some(c.join("ground_truth/crack/001_mask.png").as_path()));
+    assert_eq!(
+        cat.test[1].mask.as_deref(),
+        Some(c.join("ground_truth/crack/001_mask.png").as_path())
+    );
     assert_eq!(cat.defect_types(), ["crack", "dent"]);
     // Train-only needs no test folder.
     std::fs::remove_dir_all(c.join("test")).unwrap();
@@ -72,7 +91,10 @@ fn missing_mask_error_names_the_image() {
     let e = Category::open(&c).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, DataError::MissingMask { .. }), "{e:?}");
-    assert!(msg.contains("test/crack/001.png") && msg.contains("001_mask.png"), "{msg}");
+    assert!(
+        msg.contains("test/crack/001.png") && msg.contains("001_mask.png"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -89,8 +111,14 @@ fn empty_train_good_is_an_error_naming_the_folder() {
     // And a folder without train/good at all says so.
     std::fs::remove_dir_all(c.join("train")).unwrap();
     let e = Category::open(&c).unwrap_err();
-    assert!(e.to_string().contains("carpet") && e.to_string().contains("train/good"), "{e}");
-    assert!(Category::open(&d.path().join("nope")).unwrap_err().to_string().contains("nope"));
+    assert!(
+        e.to_string().contains("carpet") && e.to_string().contains("train/good"),
+        "{e}"
+    );
+    assert!(Category::open(&d.path().join("nope"))
+        .unwrap_err()
+        .to_string()
+        .contains("nope"));
 }
 
 #[test]
@@ -98,21 +126,35 @@ fn kind_from_mvtec_name_config_or_default() {
     for t in ["carpet", "grid", "leather", "tile", "wood", "Carpet"] {
         assert_eq!(kind_from_name(t), Some(CategoryKind::Texture), "{t}");
     }
-    for o in MVTEC_OBJECTS.iter().copied().chain(["metal nut", "Metal-Nut"]) {
+    for o in MVTEC_OBJECTS
+        .iter()
+        .copied()
+        .chain(["metal nut", "Metal-Nut"])
+    {
         assert_eq!(kind_from_name(o), Some(CategoryKind::Object), "{o}");
     }
     assert_eq!(kind_from_name("widgets"), None);
     let d = tempfile::tempdir().unwrap();
     let cat = Category::open(&make_category(d.path())).unwrap();
     assert_eq!(cat.kind(None), CategoryKind::Texture);
-    assert_eq!(cat.kind(Some(CategoryKind::Object)), CategoryKind::Object, "config wins");
+    assert_eq!(
+        cat.kind(Some(CategoryKind::Object)),
+        CategoryKind::Object,
+        "config wins"
+    );
     let mut other = cat.clone();
     other.name = "widgets".into();
-    assert_eq!(other.kind(None), CategoryKind::Object, "unknown names default to object");
+    assert_eq!(
+        other.kind(None),
+        CategoryKind::Object,
+        "unknown names default to object"
+    );
 }
 
 fn names(n: usize) -> Vec<PathBuf> {
-    (0..n).map(|i| PathBuf::from(format!("/data/cat/train/good/{i:03}.png"))).collect()
+    (0..n)
+        .map(|i| PathBuf::from(format!("/data/cat/train/good/{i:03}.png")))
+        .collect()
 }
 
 #[test]
@@ -128,11 +170,22 @@ fn validation_split_is_deterministic_order_and_location_independent() {
     let mut rev = paths.clone();
     rev.reverse();
     rev.swap(3, 17);
-    assert_eq!(split_validation(&rev, 0.2), (train.clone(), val.clone()), "input order does not matter");
+    assert_eq!(
+        split_validation(&rev, 0.2),
+        (train.clone(), val.clone()),
+        "input order does not matter"
+    );
     // Same file names elsewhere: same selection.
-    let moved: Vec<PathBuf> = paths.iter().map(|p| Path::new("/elsewhere").join(p.file_name().unwrap())).collect();
+    let moved: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| Path::new("/elsewhere").join(p.file_name().unwrap()))
+        .collect();
     let (_, val2) = split_validation(&moved, 0.2);
-    let n = |v: &[PathBuf]| v.iter().map(|p| p.file_name().unwrap().to_owned()).collect::<Vec<_>>();
+    let n = |v: &[PathBuf]| {
+        v.iter()
+            .map(|p| p.file_name().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(n(&val2), n(&val));
     // Not simply the first or last files.
     assert_ne!(val, paths[..10].to_vec());
@@ -141,11 +194,23 @@ fn validation_split_is_deterministic_order_and_location_independent() {
 
 #[test]
 fn validation_split_edge_cases() {
-    assert_eq!(split_validation(&names(20), 0.01).1.len(), 1, "at least one when fraction > 0");
+    assert_eq!(
+        split_validation(&names(20), 0.01).1.len(),
+        1,
+        "at least one when fraction > 0"
+    );
     assert_eq!(split_validation(&names(20), 0.0).1.len(), 0);
     assert_eq!(split_validation(&names(20), f64::NAN).1.len(), 0);
-    assert_eq!(split_validation(&names(1), 0.5), (names(1), vec![]), "a single image stays in train");
-    assert_eq!(split_validation(&names(3), 1.0).0.len(), 1, "training keeps one");
+    assert_eq!(
+        split_validation(&names(1), 0.5),
+        (names(1), vec![]),
+        "a single image stays in train"
+    );
+    assert_eq!(
+        split_validation(&names(3), 1.0).0.len(),
+        1,
+        "training keeps one"
+    );
     assert_eq!(split_validation(&[], 0.3), (vec![], vec![]));
 }
 
@@ -164,7 +229,10 @@ fn check_reports_a_good_category() {
     assert_eq!(r.channels.get("3"), Some(&9));
     assert_eq!(r.kind, Some(CategoryKind::Texture));
     let text = r.to_string();
-    assert!(text.contains("carpet") && text.contains("problems: none") && text.contains("crack: 2"), "{text}");
+    assert!(
+        text.contains("carpet") && text.contains("problems: none") && text.contains("crack: 2"),
+        "{text}"
+    );
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["train_good"], 4);
     assert_eq!(json["problems"].as_array().unwrap().len(), 0);
@@ -178,27 +246,62 @@ fn check_lists_every_problem_of_a_broken_category() {
     std::fs::write(c.join("test/good/001.png"), b"not a png").unwrap(); // unreadable
     mask(&c.join("ground_truth/dent/000_mask.png"), 8, 8); // size differs from 16×16
     mask(&c.join("ground_truth/dent/009_mask.png"), 16, 16); // no test image 009
-    DynamicImage::ImageLuma8(ImageBuffer::from_pixel(16, 16, Luma([128]))).save(c.join("ground_truth/crack/000_mask.png")).unwrap();
+    DynamicImage::ImageLuma8(ImageBuffer::from_pixel(16, 16, Luma([128])))
+        .save(c.join("ground_truth/crack/000_mask.png"))
+        .unwrap();
     std::fs::write(c.join("train/good/notes.txt"), "x").unwrap(); // unknown file
     std::fs::create_dir_all(c.join("extras")).unwrap(); // unknown folder
 
     let r = check_category(&c).unwrap();
     assert!(r.has_problems());
-    let has = |kind: ProblemKind, path: &str| r.problems.iter().any(|p| p.kind == kind && p.path == c.join(path));
+    let has = |kind: ProblemKind, path: &str| {
+        r.problems
+            .iter()
+            .any(|p| p.kind == kind && p.path == c.join(path))
+    };
     assert!(has(ProblemKind::MissingMask, "test/crack/001.png"), "{r}");
     assert!(has(ProblemKind::Unreadable, "test/good/001.png"), "{r}");
-    assert!(has(ProblemKind::MaskSizeMismatch, "ground_truth/dent/000_mask.png"), "{r}");
-    assert!(has(ProblemKind::OrphanMask, "ground_truth/dent/009_mask.png"), "{r}");
-    assert!(has(ProblemKind::MaskNotBinary, "ground_truth/crack/000_mask.png"), "{r}");
+    assert!(
+        has(
+            ProblemKind::MaskSizeMismatch,
+            "ground_truth/dent/000_mask.png"
+        ),
+        "{r}"
+    );
+    assert!(
+        has(ProblemKind::OrphanMask, "ground_truth/dent/009_mask.png"),
+        "{r}"
+    );
+    assert!(
+        has(
+            ProblemKind::MaskNotBinary,
+            "ground_truth/crack/000_mask.png"
+        ),
+        "{r}"
+    );
     assert!(has(ProblemKind::UnknownFile, "train/good/notes.txt"), "{r}");
     assert!(has(ProblemKind::UnknownFile, "extras"), "{r}");
     assert_eq!(r.problems.len(), 7, "{r}");
-    let unreadable = r.problems.iter().find(|p| p.kind == ProblemKind::Unreadable).unwrap();
-    assert!(unreadable.detail.contains("cannot decode"), "{}", unreadable.detail);
+    let unreadable = r
+        .problems
+        .iter()
+        .find(|p| p.kind == ProblemKind::Unreadable)
+        .unwrap();
+    assert!(
+        unreadable.detail.contains("cannot decode"),
+        "{}",
+        unreadable.detail
+    );
     let text = r.to_string();
-    assert!(text.contains("missing mask") && text.contains("001.png") && text.contains("problems: 7"), "{text}");
+    assert!(
+        text.contains("missing mask") && text.contains("001.png") && text.contains("problems: 7"),
+        "{text}"
+    );
     let json = serde_json::to_string(&r).unwrap();
-    assert!(json.contains("\"missing_mask\"") && json.contains("\"orphan_mask\""), "{json}");
+    assert!(
+        json.contains("\"missing_mask\"") && json.contains("\"orphan_mask\""),
+        "{json}"
+    );
     // The readable images are still counted.
     assert_eq!(r.test.get("good"), Some(&2));
     assert_eq!(r.image_sizes.get("16x16"), Some(&8));
@@ -210,12 +313,30 @@ fn check_reports_missing_and_empty_training_folders() {
     let c = d.path().join("thing");
     std::fs::create_dir_all(c.join("train/good")).unwrap();
     let r = check_category(&c).unwrap();
-    assert!(r.problems.iter().any(|p| p.kind == ProblemKind::EmptyTrain && p.path == c.join("train/good")), "{r}");
-    assert!(r.problems.iter().any(|p| p.kind == ProblemKind::MissingFolder && p.path == c.join("test")), "{r}");
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::EmptyTrain && p.path == c.join("train/good")),
+        "{r}"
+    );
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::MissingFolder && p.path == c.join("test")),
+        "{r}"
+    );
     std::fs::remove_dir_all(c.join("train")).unwrap();
     let r = check_category(&c).unwrap();
-    assert!(r.problems.iter().any(|p| p.kind == ProblemKind::MissingFolder && p.path == c.join("train/good")), "{r}");
-    assert!(check_category(&d.path().join("absent")).unwrap_err().to_string().contains("absent"));
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::MissingFolder && p.path == c.join("train/good")),
+        "{r}"
+    );
+    assert!(check_category(&d.path().join("absent"))
+        .unwrap_err()
+        .to_string()
+        .contains("absent"));
 }
 
 /// The digest exactly as its documentation defines it.
@@ -240,26 +361,46 @@ fn dataset_digest_follows_its_definition() {
     std::fs::write(root.join("train/good/b.png"), b"BBBB").unwrap();
     std::fs::write(root.join("train/good/a.png"), b"AA").unwrap();
     std::fs::write(root.join("z.txt"), b"").unwrap();
-    let files = vec![root.join("train/good/b.png"), root.join("z.txt"), root.join("train/good/a.png")];
+    let files = vec![
+        root.join("train/good/b.png"),
+        root.join("z.txt"),
+        root.join("train/good/a.png"),
+    ];
     let got = dataset_digest(&root, &files).unwrap();
-    let want = reference_digest(&[("train/good/a.png", b"AA"), ("train/good/b.png", b"BBBB"), ("z.txt", b"")]);
+    let want = reference_digest(&[
+        ("train/good/a.png", b"AA"),
+        ("train/good/b.png", b"BBBB"),
+        ("z.txt", b""),
+    ]);
     assert_eq!(got, want);
     assert_eq!(got.len(), 64);
 
     // Order, relative spelling and duplicates do not matter.
-    let rel = vec![PathBuf::from("z.txt"), PathBuf::from("train/good/a.png"), root.join("train/good/b.png"), PathBuf::from("z.txt")];
+    let rel = vec![
+        PathBuf::from("z.txt"),
+        PathBuf::from("train/good/a.png"),
+        root.join("train/good/b.png"),
+        PathBuf::from("z.txt"),
+    ];
     assert_eq!(dataset_digest(&root, &rel).unwrap(), got);
     // Moving the dataset does not change it.
     let moved = d.path().join("moved");
     std::fs::rename(&root, &moved).unwrap();
-    let files2: Vec<PathBuf> = files.iter().map(|p| moved.join(p.strip_prefix(&root).unwrap())).collect();
+    let files2: Vec<PathBuf> = files
+        .iter()
+        .map(|p| moved.join(p.strip_prefix(&root).unwrap()))
+        .collect();
     assert_eq!(dataset_digest(&moved, &files2).unwrap(), got);
     // One byte changed, or a renamed file, changes it.
     std::fs::write(moved.join("train/good/a.png"), b"AB").unwrap();
     assert_ne!(dataset_digest(&moved, &files2).unwrap(), got);
     std::fs::write(moved.join("train/good/a.png"), b"AA").unwrap();
     std::fs::rename(moved.join("z.txt"), moved.join("y.txt")).unwrap();
-    let files3 = vec![moved.join("train/good/b.png"), moved.join("y.txt"), moved.join("train/good/a.png")];
+    let files3 = vec![
+        moved.join("train/good/b.png"),
+        moved.join("y.txt"),
+        moved.join("train/good/a.png"),
+    ];
     assert_ne!(dataset_digest(&moved, &files3).unwrap(), got);
 }
 

@@ -33,19 +33,36 @@ pub struct AugmentPolicy {
 impl AugmentPolicy {
     /// The paper's policy for a category of this kind and name.
     pub fn for_category(kind: CategoryKind, category_name: &str) -> Self {
-        let n = category_name.trim().to_ascii_lowercase().replace([' ', '-'], "_");
+        let n = category_name
+            .trim()
+            .to_ascii_lowercase()
+            .replace([' ', '-'], "_");
         match kind {
-            CategoryKind::Texture => AugmentPolicy { dihedral: true, max_rotation_deg: 0.0, crop_min: Some(0.875) },
-            CategoryKind::Object if DIHEDRAL_OBJECTS.contains(&n.as_str()) => {
-                AugmentPolicy { dihedral: true, max_rotation_deg: 0.0, crop_min: None }
-            }
-            CategoryKind::Object => AugmentPolicy { dihedral: false, max_rotation_deg: 10.0, crop_min: None },
+            CategoryKind::Texture => AugmentPolicy {
+                dihedral: true,
+                max_rotation_deg: 0.0,
+                crop_min: Some(0.875),
+            },
+            CategoryKind::Object if DIHEDRAL_OBJECTS.contains(&n.as_str()) => AugmentPolicy {
+                dihedral: true,
+                max_rotation_deg: 0.0,
+                crop_min: None,
+            },
+            CategoryKind::Object => AugmentPolicy {
+                dihedral: false,
+                max_rotation_deg: 10.0,
+                crop_min: None,
+            },
         }
     }
 
     /// Leaves images unchanged.
     pub fn none() -> Self {
-        AugmentPolicy { dihedral: false, max_rotation_deg: 0.0, crop_min: None }
+        AugmentPolicy {
+            dihedral: false,
+            max_rotation_deg: 0.0,
+            crop_min: None,
+        }
     }
 }
 
@@ -63,7 +80,10 @@ impl Augmenter {
     }
 
     pub fn with_policy(policy: AugmentPolicy, seed: u64) -> Self {
-        Augmenter { policy, rng: ChaCha8Rng::seed_from_u64(seed) }
+        Augmenter {
+            policy,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
     }
 
     pub fn policy(&self) -> AugmentPolicy {
@@ -73,34 +93,59 @@ impl Augmenter {
     /// Draws one random transform and applies it to `img` (`[C, H, W]`) and, identically, to
     /// `mask` (`[H, W]`, 0/1; resized to the image first if its size differs). Outputs have
     /// the input's shape; the mask stays binary (nearest sampling).
-    pub fn apply(&mut self, img: &Array3<f32>, mask: Option<&Array2<u8>>) -> (Array3<f32>, Option<Array2<u8>>) {
+    pub fn apply(
+        &mut self,
+        img: &Array3<f32>,
+        mask: Option<&Array2<u8>>,
+    ) -> (Array3<f32>, Option<Array2<u8>>) {
         let (_, h, w) = img.dim();
         let mut img = img.clone();
-        let mut mask = mask.map(|m| if m.dim() == (h, w) { m.clone() } else { resize_mask_nearest(&m.view(), h, w) });
+        let mut mask = mask.map(|m| {
+            if m.dim() == (h, w) {
+                m.clone()
+            } else {
+                resize_mask_nearest(&m.view(), h, w)
+            }
+        });
         if h == 0 || w == 0 {
             return (img, mask);
         }
         let p = self.policy;
         if p.dihedral {
-            let turns = if h == w { self.rng.random_range(0..4u8) } else { 2 * self.rng.random_range(0..2u8) };
+            let turns = if h == w {
+                self.rng.random_range(0..4u8)
+            } else {
+                2 * self.rng.random_range(0..2u8)
+            };
             let flip = self.rng.random_bool(0.5);
             img = dihedral3(&img, turns, flip);
             mask = mask.map(|m| dihedral2(&m, turns, flip));
         }
         if p.max_rotation_deg > 0.0 && p.max_rotation_deg.is_finite() {
-            let deg = self.rng.random_range(-p.max_rotation_deg..=p.max_rotation_deg);
+            let deg = self
+                .rng
+                .random_range(-p.max_rotation_deg..=p.max_rotation_deg);
             let (img2, mask2) = rotate(&img, mask.as_ref(), deg.to_radians());
             img = img2;
             mask = mask2;
         }
         if let Some(min) = p.crop_min {
-            let min = if min.is_finite() { min.clamp(0.05, 1.0) } else { 1.0 };
-            let frac = if min < 1.0 { self.rng.random_range(min..=1.0) } else { 1.0 };
+            let min = if min.is_finite() {
+                min.clamp(0.05, 1.0)
+            } else {
+                1.0
+            };
+            let frac = if min < 1.0 {
+                self.rng.random_range(min..=1.0)
+            } else {
+                1.0
+            };
             let side = ((frac * h.min(w) as f32).round() as usize).clamp(1, h.min(w));
             let y0 = self.rng.random_range(0..=h - side);
             let x0 = self.rng.random_range(0..=w - side);
             img = resize_planar(&img.slice(s![.., y0..y0 + side, x0..x0 + side]), h, w);
-            mask = mask.map(|m| resize_mask_nearest(&m.slice(s![y0..y0 + side, x0..x0 + side]), h, w));
+            mask =
+                mask.map(|m| resize_mask_nearest(&m.slice(s![y0..y0 + side, x0..x0 + side]), h, w));
         }
         (img, mask)
     }
@@ -143,7 +188,11 @@ fn dihedral2(m: &Array2<u8>, turns: u8, flip: bool) -> Array2<u8> {
 /// Rotates about the image centre by `theta` radians (counter-clockwise on screen): the
 /// image bilinearly, the mask by nearest sample at the same source point, both with
 /// replicated borders so image and mask agree pixel for pixel away from edges.
-fn rotate(a: &Array3<f32>, m: Option<&Array2<u8>>, theta: f32) -> (Array3<f32>, Option<Array2<u8>>) {
+fn rotate(
+    a: &Array3<f32>,
+    m: Option<&Array2<u8>>,
+    theta: f32,
+) -> (Array3<f32>, Option<Array2<u8>>) {
     let (c, h, w) = a.dim();
     let (cy, cx) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
     let (sin, cos) = theta.sin_cos();
@@ -171,7 +220,10 @@ fn rotate(a: &Array3<f32>, m: Option<&Array2<u8>>, theta: f32) -> (Array3<f32>, 
     let mask = m.map(|m| {
         Array2::from_shape_fn((h, w), |(y, x)| {
             let (sy, sx) = src(y, x);
-            m[[(sy.round() as usize).min(h - 1), (sx.round() as usize).min(w - 1)]]
+            m[[
+                (sy.round() as usize).min(h - 1),
+                (sx.round() as usize).min(w - 1),
+            ]]
         })
     });
     (out, mask)

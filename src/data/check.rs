@@ -86,7 +86,11 @@ impl CheckReport {
 
     /// Test images that are not "good".
     pub fn test_defective(&self) -> usize {
-        self.test.iter().filter(|(k, _)| *k != "good").map(|(_, v)| v).sum()
+        self.test
+            .iter()
+            .filter(|(k, _)| *k != "good")
+            .map(|(_, v)| v)
+            .sum()
     }
 }
 
@@ -101,14 +105,28 @@ impl fmt::Display for CheckReport {
             if m.is_empty() {
                 "none".to_string()
             } else {
-                m.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")
+                m.iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         };
         writeln!(f, "category {}{kind} at {}", self.name, self.root.display())?;
         writeln!(f, "  train/good: {} images", self.train_good)?;
-        writeln!(f, "  test: {} (defective: {}, masks: {})", join(&self.test), self.test_defective(), self.masks)?;
+        writeln!(
+            f,
+            "  test: {} (defective: {}, masks: {})",
+            join(&self.test),
+            self.test_defective(),
+            self.masks
+        )?;
         writeln!(f, "  sizes: {}", join(&self.image_sizes))?;
-        writeln!(f, "  channels: {}  ({})", join(&self.channels), join(&self.color_types))?;
+        writeln!(
+            f,
+            "  channels: {}  ({})",
+            join(&self.channels),
+            join(&self.color_types)
+        )?;
         if self.problems.is_empty() {
             writeln!(f, "  problems: none")
         } else {
@@ -135,23 +153,46 @@ fn probe(path: &Path) -> Result<Info, DataError> {
     let binary = match &img {
         image::DynamicImage::ImageLuma8(b) => b.as_raw().iter().all(|&v| v == 0 || v == 255),
         image::DynamicImage::ImageLuma16(b) => b.as_raw().iter().all(|&v| v == 0 || v == 65535),
-        other => other.to_luma8().as_raw().iter().all(|&v| v == 0 || v == 255),
+        other => other
+            .to_luma8()
+            .as_raw()
+            .iter()
+            .all(|&v| v == 0 || v == 255),
     };
     let color = img.color();
-    Ok(Info { w: img.width(), h: img.height(), channels: color.channel_count(), color: format!("{color:?}"), binary })
+    Ok(Info {
+        w: img.width(),
+        h: img.height(),
+        channels: color.channel_count(),
+        color: format!("{color:?}"),
+        binary,
+    })
 }
 
 /// Decodes all paths on all cores, results in input order.
 fn probe_all(paths: &[PathBuf]) -> Vec<Result<Info, DataError>> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 16);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 16);
     let chunk = paths.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
-        let hs: Vec<_> = paths.chunks(chunk).map(|part| s.spawn(move || part.iter().map(|p| probe(p)).collect::<Vec<_>>())).collect();
+        let hs: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(|p| probe(p)).collect::<Vec<_>>()))
+            .collect();
         hs.into_iter()
             .zip(paths.chunks(chunk))
             .flat_map(|(h, part)| {
                 h.join().unwrap_or_else(|_| {
-                    part.iter().map(|p| Err(DataError::Decode { path: p.clone(), reason: "decoder panicked".into() })).collect()
+                    part.iter()
+                        .map(|p| {
+                            Err(DataError::Decode {
+                                path: p.clone(),
+                                reason: "decoder panicked".into(),
+                            })
+                        })
+                        .collect()
                 })
             })
             .collect()
@@ -168,7 +209,9 @@ fn entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Checks an MVTec-style category folder. Only an unreadable `dir` itself is an `Err`;
@@ -178,7 +221,10 @@ pub fn check_category(dir: &Path) -> Result<CheckReport, DataError> {
     let name = {
         let n = file_name(dir);
         if n.is_empty() {
-            dir.canonicalize().ok().map(|p| file_name(&p)).unwrap_or_default()
+            dir.canonicalize()
+                .ok()
+                .map(|p| file_name(&p))
+                .unwrap_or_default()
         } else {
             n
         }
@@ -196,14 +242,27 @@ pub fn check_category(dir: &Path) -> Result<CheckReport, DataError> {
         problems: Vec::new(),
     };
     let problem = |r: &mut CheckReport, kind, path: &Path, detail: String| {
-        r.problems.push(Problem { kind, path: path.to_path_buf(), detail })
+        r.problems.push(Problem {
+            kind,
+            path: path.to_path_buf(),
+            detail,
+        })
     };
     const ROOT_FILES: [&str; 3] = [SYNTH_META, "license.txt", "readme.txt"];
     for p in &top {
         let n = file_name(p);
-        let known = if p.is_dir() { ["train", "test", "ground_truth"].contains(&n.as_str()) } else { ROOT_FILES.contains(&n.as_str()) };
+        let known = if p.is_dir() {
+            ["train", "test", "ground_truth"].contains(&n.as_str())
+        } else {
+            ROOT_FILES.contains(&n.as_str())
+        };
         if !known {
-            problem(&mut r, ProblemKind::UnknownFile, p, "not part of the MVTec layout".into());
+            problem(
+                &mut r,
+                ProblemKind::UnknownFile,
+                p,
+                "not part of the MVTec layout".into(),
+            );
         }
     }
 
@@ -216,7 +275,12 @@ pub fn check_category(dir: &Path) -> Result<CheckReport, DataError> {
     if train.is_dir() {
         for p in entries(&train)? {
             if p != good {
-                problem(&mut r, ProblemKind::UnknownFile, &p, "train/ should hold only good/".into());
+                problem(
+                    &mut r,
+                    ProblemKind::UnknownFile,
+                    &p,
+                    "train/ should hold only good/".into(),
+                );
             }
         }
     }
@@ -226,14 +290,29 @@ pub fn check_category(dir: &Path) -> Result<CheckReport, DataError> {
                 r.train_good += 1;
                 images.push(p);
             } else {
-                problem(&mut r, ProblemKind::UnknownFile, &p, "not an image file".into());
+                problem(
+                    &mut r,
+                    ProblemKind::UnknownFile,
+                    &p,
+                    "not an image file".into(),
+                );
             }
         }
         if r.train_good == 0 {
-            problem(&mut r, ProblemKind::EmptyTrain, &good, "no training images".into());
+            problem(
+                &mut r,
+                ProblemKind::EmptyTrain,
+                &good,
+                "no training images".into(),
+            );
         }
     } else {
-        problem(&mut r, ProblemKind::MissingFolder, &good, "training images are required".into());
+        problem(
+            &mut r,
+            ProblemKind::MissingFolder,
+            &good,
+            "training images are required".into(),
+        );
     }
 
     let test = dir.join("test");
@@ -243,18 +322,31 @@ pub fn check_category(dir: &Path) -> Result<CheckReport, DataError> {
     if test.is_dir() {
         for d in entries(&test)? {
             if !d.is_dir() {
-                problem(&mut r, ProblemKind::UnknownFile, &d, "test/ should hold only folders".into());
+                problem(
+                    &mut r,
+                    ProblemKind::UnknownFile,
+                    &d,
+                    "test/ should hold only folders".into(),
+                );
                 continue;
             }
             let defect = file_name(&d);
             let mut count = 0;
             for p in entries(&d)? {
                 if !(p.is_file() && is_image_path(&p)) {
-                    problem(&mut r, ProblemKind::UnknownFile, &p, "not an image file".into());
+                    problem(
+                        &mut r,
+                        ProblemKind::UnknownFile,
+                        &p,
+                        "not an image file".into(),
+                    );
                     continue;
                 }
                 count += 1;
-                let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let stem = p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 stems.entry(defect.clone()).or_default().push(stem.clone());
                 if defect != "good" {
                     let gdir = gt.join(&defect);
@@ -271,7 +363,10 @@ pub fn check_category(dir: &Path) -> Result<CheckReport, DataError> {
                             &mut r,
                             ProblemKind::MissingMask,
                             &p,
-                            format!("expected {}", gdir.join(format!("{stem}_mask.png")).display()),
+                            format!(
+                                "expected {}",
+                                gdir.join(format!("{stem}_mask.png")).display()
+                            ),
                         ),
                     }
                 }
@@ -280,26 +375,49 @@ pub fn check_category(dir: &Path) -> Result<CheckReport, DataError> {
             r.test.insert(defect, count);
         }
     } else {
-        problem(&mut r, ProblemKind::MissingFolder, &test, "no test images".into());
+        problem(
+            &mut r,
+            ProblemKind::MissingFolder,
+            &test,
+            "no test images".into(),
+        );
     }
 
     if gt.is_dir() {
         for d in entries(&gt)? {
             if !d.is_dir() {
-                problem(&mut r, ProblemKind::UnknownFile, &d, "ground_truth/ should hold only folders".into());
+                problem(
+                    &mut r,
+                    ProblemKind::UnknownFile,
+                    &d,
+                    "ground_truth/ should hold only folders".into(),
+                );
                 continue;
             }
             let defect = file_name(&d);
             let known = stems.get(&defect);
             for m in entries(&d)? {
                 if !(m.is_file() && is_mask_name(&m)) {
-                    problem(&mut r, ProblemKind::UnknownFile, &m, "not a <stem>_mask image".into());
+                    problem(
+                        &mut r,
+                        ProblemKind::UnknownFile,
+                        &m,
+                        "not a <stem>_mask image".into(),
+                    );
                     continue;
                 }
-                let stem = m.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let stem = m
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 let stem = stem.trim_end_matches("_mask").to_string();
                 if defect == "good" || !known.is_some_and(|k| k.contains(&stem)) {
-                    problem(&mut r, ProblemKind::OrphanMask, &m, format!("no test image test/{defect}/{stem}.*"));
+                    problem(
+                        &mut r,
+                        ProblemKind::OrphanMask,
+                        &m,
+                        format!("no test image test/{defect}/{stem}.*"),
+                    );
                 }
             }
         }
@@ -330,18 +448,32 @@ pub fn check_category(dir: &Path) -> Result<CheckReport, DataError> {
                             &mut r,
                             ProblemKind::MaskSizeMismatch,
                             m,
-                            format!("mask is {}x{}, image {} is {w}x{h}", i.w, i.h, img.display()),
+                            format!(
+                                "mask is {}x{}, image {} is {w}x{h}",
+                                i.w,
+                                i.h,
+                                img.display()
+                            ),
                         );
                     }
                 }
                 if !i.binary {
-                    problem(&mut r, ProblemKind::MaskNotBinary, m, "values other than 0 and 255".into());
+                    problem(
+                        &mut r,
+                        ProblemKind::MaskNotBinary,
+                        m,
+                        "values other than 0 and 255".into(),
+                    );
                 }
             }
             Err(e) => problem(&mut r, ProblemKind::Unreadable, m, error_reason(&e)),
         }
     }
-    r.problems.sort_by(|a, b| a.path.cmp(&b.path).then((a.kind as u8).cmp(&(b.kind as u8))));
+    r.problems.sort_by(|a, b| {
+        a.path
+            .cmp(&b.path)
+            .then((a.kind as u8).cmp(&(b.kind as u8)))
+    });
     Ok(r)
 }
 

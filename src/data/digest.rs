@@ -33,18 +33,26 @@ pub fn dataset_digest(root: &Path, files: &[PathBuf]) -> Result<String, DataErro
         let mut parts = Vec::new();
         for c in rel.components() {
             match c {
-                Component::Normal(s) => parts.push(s.to_str().ok_or_else(|| DataError::BadPath {
-                    path: f.clone(),
-                    reason: "file name is not UTF-8".into(),
-                })?),
+                Component::Normal(s) => {
+                    parts.push(s.to_str().ok_or_else(|| DataError::BadPath {
+                        path: f.clone(),
+                        reason: "file name is not UTF-8".into(),
+                    })?)
+                }
                 Component::CurDir => {}
                 _ => {
-                    return Err(DataError::BadPath { path: f.clone(), reason: "path leaves the dataset root".into() })
+                    return Err(DataError::BadPath {
+                        path: f.clone(),
+                        reason: "path leaves the dataset root".into(),
+                    })
                 }
             }
         }
         if parts.is_empty() {
-            return Err(DataError::BadPath { path: f.clone(), reason: "names the root, not a file".into() });
+            return Err(DataError::BadPath {
+                path: f.clone(),
+                reason: "names the root, not a file".into(),
+            });
         }
         entries.push((parts.join("/"), root.join(rel)));
     }
@@ -69,7 +77,10 @@ pub fn dataset_digest(root: &Path, files: &[PathBuf]) -> Result<String, DataErro
             h.update(&buf[..n]);
         }
         if seen != len {
-            return Err(DataError::io(path, std::io::Error::other("file changed while it was hashed")));
+            return Err(DataError::io(
+                path,
+                std::io::Error::other("file changed while it was hashed"),
+            ));
         }
     }
     Ok(hex::encode(h.finalize()))

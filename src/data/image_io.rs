@@ -30,7 +30,10 @@ pub(crate) fn decode(path: &Path) -> Result<DynamicImage, DataError> {
         .map_err(|e| DataError::io(path, e))?;
     reader.decode().map_err(|e| match e {
         ImageError::IoError(e) => DataError::io(path, e),
-        other => DataError::Decode { path: path.to_path_buf(), reason: other.to_string() },
+        other => DataError::Decode {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
     })
 }
 
@@ -47,8 +50,21 @@ fn samples(img: &DynamicImage) -> (Vec<f32>, usize, bool) {
         DynamicImage::ImageLumaA16(b) => (u16s(b.as_raw()), 2, true),
         DynamicImage::ImageRgb16(b) => (u16s(b.as_raw()), 3, false),
         DynamicImage::ImageRgba16(b) => (u16s(b.as_raw()), 4, true),
-        DynamicImage::ImageRgb32F(b) => (b.as_raw().iter().map(|v| v.clamp(0.0, 1.0)).collect(), 3, false),
-        other => (other.to_rgba32f().as_raw().iter().map(|v| v.clamp(0.0, 1.0)).collect(), 4, true),
+        DynamicImage::ImageRgb32F(b) => (
+            b.as_raw().iter().map(|v| v.clamp(0.0, 1.0)).collect(),
+            3,
+            false,
+        ),
+        other => (
+            other
+                .to_rgba32f()
+                .as_raw()
+                .iter()
+                .map(|v| v.clamp(0.0, 1.0))
+                .collect(),
+            4,
+            true,
+        ),
     }
 }
 
@@ -60,7 +76,11 @@ pub fn image_to_array(img: &DynamicImage, channels: usize, size: usize) -> Array
     let (w, h) = (img.width() as usize, img.height() as usize);
     let (s, n, alpha) = samples(img);
     let colour = if alpha { n - 1 } else { n };
-    let out_c = if (1..=4).contains(&channels) { channels } else { 3 };
+    let out_c = if (1..=4).contains(&channels) {
+        channels
+    } else {
+        3
+    };
     let want_colour = if out_c >= 3 { 3 } else { 1 };
     let mut a = Array3::<f32>::zeros((out_c, h, w));
     for y in 0..h {
@@ -83,7 +103,9 @@ pub fn image_to_array(img: &DynamicImage, channels: usize, size: usize) -> Array
 /// Loads an image file as `[channels, size, size]` in [0, 1]; `channels` must be 1 or 3.
 pub fn load_image(path: &Path, channels: usize, size: usize) -> Result<Array3<f32>, DataError> {
     if channels != 1 && channels != 3 {
-        return Err(DataError::Invalid(format!("channels must be 1 or 3, got {channels}")));
+        return Err(DataError::Invalid(format!(
+            "channels must be 1 or 3, got {channels}"
+        )));
     }
     if size == 0 {
         return Err(DataError::Invalid("image size must be positive".into()));
@@ -95,7 +117,13 @@ pub fn load_image(path: &Path, channels: usize, size: usize) -> Result<Array3<f3
 /// → Rgba8 of the first four. Values are clamped and rounded; NaN becomes 0.
 pub fn array_to_image(a: &ArrayView3<f32>) -> DynamicImage {
     let (c, h, w) = a.dim();
-    let q = |v: f32| if v.is_nan() { 0 } else { (v.clamp(0.0, 1.0) * 255.0).round() as u8 };
+    let q = |v: f32| {
+        if v.is_nan() {
+            0
+        } else {
+            (v.clamp(0.0, 1.0) * 255.0).round() as u8
+        }
+    };
     let take = match c {
         0 => 0,
         1..=4 => c,
@@ -126,7 +154,13 @@ pub fn array_to_image(a: &ArrayView3<f32>) -> DynamicImage {
 /// 0/1 mask → 8-bit 0/255 image (the MVTec convention on disk).
 pub fn mask_to_image(m: &ndarray::ArrayView2<u8>) -> image::GrayImage {
     let (h, w) = m.dim();
-    image::GrayImage::from_fn(w as u32, h as u32, |x, y| image::Luma([if m[[y as usize, x as usize]] > 0 { 255 } else { 0 }]))
+    image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
+        image::Luma([if m[[y as usize, x as usize]] > 0 {
+            255
+        } else {
+            0
+        }])
+    })
 }
 
 /// Loads a ground-truth mask as 0/1 at `size × size`: gray value above half scale (>127 of
@@ -141,7 +175,11 @@ pub fn load_mask(path: &Path, size: usize) -> Result<Array2<u8>, DataError> {
     let colour = if alpha { n - 1 } else { n };
     let m = Array2::from_shape_fn((h, w), |(y, x)| {
         let p = &s[(y * w + x) * n..(y * w + x + 1) * n];
-        let v = if colour == 1 { p[0] } else { 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2] };
+        let v = if colour == 1 {
+            p[0]
+        } else {
+            0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
+        };
         u8::from(v > 127.5 / 255.0)
     });
     Ok(resize_mask_nearest(&m.view(), size, size))
@@ -149,17 +187,27 @@ pub fn load_mask(path: &Path, size: usize) -> Result<Array2<u8>, DataError> {
 
 /// Loads many images, decoding on all cores. Bad files do not stop the batch: they come back
 /// in the second list with their error, in input order, and the good ones in the first.
+#[allow(clippy::type_complexity)] // the signature other modules call
 pub fn load_many(
     paths: &[PathBuf],
     channels: usize,
     size: usize,
 ) -> (Vec<(PathBuf, Array3<f32>)>, Vec<(PathBuf, DataError)>) {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 16);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 16);
     let chunk = paths.len().div_ceil(threads).max(1);
     let results: Vec<Result<Array3<f32>, DataError>> = std::thread::scope(|s| {
         let handles: Vec<_> = paths
             .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(|p| load_image(p, channels, size)).collect::<Vec<_>>()))
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|p| load_image(p, channels, size))
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         handles
             .into_iter()
@@ -167,7 +215,12 @@ pub fn load_many(
             .flat_map(|(h, part)| {
                 h.join().unwrap_or_else(|_| {
                     part.iter()
-                        .map(|p| Err(DataError::Decode { path: p.clone(), reason: "decoder panicked".into() }))
+                        .map(|p| {
+                            Err(DataError::Decode {
+                                path: p.clone(),
+                                reason: "decoder panicked".into(),
+                            })
+                        })
                         .collect()
                 })
             })

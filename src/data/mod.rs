@@ -19,9 +19,13 @@ pub use image_io::{
     array_to_image, image_to_array, is_image_path, list_images, load_image, load_many, load_mask,
     mask_to_image, IMAGE_EXTENSIONS,
 };
-pub use mvtec::{kind_from_name, split_validation, Category, TestItem, MVTEC_OBJECTS, MVTEC_TEXTURES};
+pub use mvtec::{
+    kind_from_name, split_validation, Category, TestItem, MVTEC_OBJECTS, MVTEC_TEXTURES,
+};
 pub use resize::{resize_mask_nearest, resize_planar};
-pub use synth::{pattern_for, synth_category, synth_sample, Defect, Pattern, SynthSample, SynthSpec, SYNTH_META};
+pub use synth::{
+    pattern_for, synth_category, synth_sample, Defect, Pattern, SynthSample, SynthSpec, SYNTH_META,
+};
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +34,10 @@ use std::path::{Path, PathBuf};
 pub enum DataError {
     /// The file or folder could not be read or written.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The bytes are not an image the decoders understand (reason from the decoder).
     #[error("{}: cannot decode image: {reason}", path.display())]
     Decode { path: PathBuf, reason: String },
@@ -59,6 +66,9 @@ pub enum DataError {
 
 impl DataError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        DataError::Io { path: path.to_path_buf(), source }
+        DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }

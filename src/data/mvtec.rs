@@ -17,7 +17,16 @@ use std::path::{Path, PathBuf};
 pub const MVTEC_TEXTURES: [&str; 5] = ["carpet", "grid", "leather", "tile", "wood"];
 /// The ten MVTec AD object categories.
 pub const MVTEC_OBJECTS: [&str; 10] = [
-    "bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw", "toothbrush", "transistor", "zipper",
+    "bottle",
+    "cable",
+    "capsule",
+    "hazelnut",
+    "metal_nut",
+    "pill",
+    "screw",
+    "toothbrush",
+    "transistor",
+    "zipper",
 ];
 
 /// One test image with its defect type (`"good"` for normals) and its mask (None for normals).
@@ -53,7 +62,11 @@ pub fn kind_from_name(name: &str) -> Option<CategoryKind> {
 fn category_name(dir: &Path) -> String {
     dir.file_name()
         .map(|n| n.to_owned())
-        .or_else(|| dir.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_owned())))
+        .or_else(|| {
+            dir.canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_owned()))
+        })
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "category".into())
 }
@@ -61,7 +74,10 @@ fn category_name(dir: &Path) -> String {
 /// The mask MVTec would have for `image` of `defect`: `<stem>_mask.png`, or the same stem with
 /// another image extension if a dataset was re-encoded.
 fn find_mask(root: &Path, defect: &str, image: &Path) -> Result<PathBuf, DataError> {
-    let stem = image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = image
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let dir = root.join("ground_truth").join(defect);
     let expected = dir.join(format!("{stem}_mask.png"));
     if expected.is_file() {
@@ -75,7 +91,10 @@ fn find_mask(root: &Path, defect: &str, image: &Path) -> Result<PathBuf, DataErr
             }
         }
     }
-    Err(DataError::MissingMask { image: image.to_path_buf(), expected })
+    Err(DataError::MissingMask {
+        image: image.to_path_buf(),
+        expected,
+    })
 }
 
 impl Category {
@@ -85,7 +104,10 @@ impl Category {
         let mut c = Self::open_train_only(dir)?;
         let test_dir = dir.join("test");
         if !test_dir.is_dir() {
-            return Err(DataError::Layout { dir: dir.to_path_buf(), reason: "no test/ folder".into() });
+            return Err(DataError::Layout {
+                dir: dir.to_path_buf(),
+                reason: "no test/ folder".into(),
+            });
         }
         let mut defects = Vec::new();
         for e in std::fs::read_dir(&test_dir).map_err(|e| DataError::io(&test_dir, e))? {
@@ -96,10 +118,21 @@ impl Category {
         }
         defects.sort();
         for d in defects {
-            let defect = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let defect = d
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             for path in list_images(&d)? {
-                let mask = if defect == "good" { None } else { Some(find_mask(dir, &defect, &path)?) };
-                c.test.push(TestItem { path, defect: defect.clone(), mask });
+                let mask = if defect == "good" {
+                    None
+                } else {
+                    Some(find_mask(dir, &defect, &path)?)
+                };
+                c.test.push(TestItem {
+                    path,
+                    defect: defect.clone(),
+                    mask,
+                });
             }
         }
         Ok(c)
@@ -109,17 +142,28 @@ impl Category {
     pub fn open_train_only(dir: &Path) -> Result<Category, DataError> {
         let md = std::fs::metadata(dir).map_err(|e| DataError::io(dir, e))?;
         if !md.is_dir() {
-            return Err(DataError::Layout { dir: dir.to_path_buf(), reason: "not a folder".into() });
+            return Err(DataError::Layout {
+                dir: dir.to_path_buf(),
+                reason: "not a folder".into(),
+            });
         }
         let good = dir.join("train").join("good");
         if !good.is_dir() {
-            return Err(DataError::Layout { dir: dir.to_path_buf(), reason: "no train/good/ folder".into() });
+            return Err(DataError::Layout {
+                dir: dir.to_path_buf(),
+                reason: "no train/good/ folder".into(),
+            });
         }
         let train_good = list_images(&good)?;
         if train_good.is_empty() {
             return Err(DataError::EmptyTrain { dir: good });
         }
-        Ok(Category { root: dir.to_path_buf(), name: category_name(dir), train_good, test: Vec::new() })
+        Ok(Category {
+            root: dir.to_path_buf(),
+            name: category_name(dir),
+            train_good,
+            test: Vec::new(),
+        })
     }
 
     /// Texture or object, in order of authority: the configured kind, the MVTec name, the
@@ -131,14 +175,22 @@ impl Category {
             .or_else(|| kind_from_name(&self.name))
             .or_else(|| synth_kind(&self.root))
             .unwrap_or_else(|| {
-                tracing::warn!("category '{}': kind unknown, treating it as an object", self.name);
+                tracing::warn!(
+                    "category '{}': kind unknown, treating it as an object",
+                    self.name
+                );
                 CategoryKind::Object
             })
     }
 
     /// Defect types present in the test split (without "good"), sorted.
     pub fn defect_types(&self) -> Vec<String> {
-        let mut d: Vec<String> = self.test.iter().filter(|t| t.defect != "good").map(|t| t.defect.clone()).collect();
+        let mut d: Vec<String> = self
+            .test
+            .iter()
+            .filter(|t| t.defect != "good")
+            .map(|t| t.defect.clone())
+            .collect();
         d.dedup();
         d
     }
@@ -167,7 +219,10 @@ pub fn split_validation(paths: &[PathBuf], fraction: f64) -> (Vec<PathBuf>, Vec<
     let mut ranked: Vec<([u8; 32], &PathBuf)> = paths
         .iter()
         .map(|p| {
-            let name = p.file_name().map(|s| s.as_encoded_bytes()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|s| s.as_encoded_bytes())
+                .unwrap_or_default();
             (Sha256::digest(name).into(), p)
         })
         .collect();
@@ -181,5 +236,8 @@ pub fn split_validation(paths: &[PathBuf], fraction: f64) -> (Vec<PathBuf>, Vec<
 
 /// Whether a path looks like an MVTec mask file (`*_mask.<image ext>`).
 pub(crate) fn is_mask_name(p: &Path) -> bool {
-    is_image_path(p) && p.file_stem().and_then(|s| s.to_str()).is_some_and(|s| s.ends_with("_mask"))
+    is_image_path(p)
+        && p.file_stem()
+            .and_then(|s| s.to_str())
+            .is_some_and(|s| s.ends_with("_mask"))
 }

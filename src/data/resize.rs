@@ -86,8 +86,12 @@ pub fn resize_mask_nearest(m: &ArrayView2<u8>, out_h: usize, out_w: usize) -> Ar
     if h == 0 || w == 0 {
         return Array2::zeros((out_h, out_w));
     }
-    let src = |i: usize, s: usize, d: usize| (((i as f64 + 0.5) * s as f64 / d as f64) as usize).min(s - 1);
-    Array2::from_shape_fn((out_h, out_w), |(y, x)| m[[src(y, h, out_h), src(x, w, out_w)]])
+    let src = |i: usize, s: usize, d: usize| {
+        (((i as f64 + 0.5) * s as f64 / d as f64) as usize).min(s - 1)
+    };
+    Array2::from_shape_fn((out_h, out_w), |(y, x)| {
+        m[[src(y, h, out_h), src(x, w, out_w)]]
+    })
 }
 
 #[cfg(test)]

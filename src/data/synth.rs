@@ -49,7 +49,11 @@ pub fn pattern_for(kind: CategoryKind, name: &str) -> Pattern {
     let n = name.to_ascii_lowercase();
     match kind {
         CategoryKind::Object => Pattern::Object,
-        CategoryKind::Texture if ["leather", "wood", "grain", "noise", "irregular", "marble"].iter().any(|k| n.contains(k)) => {
+        CategoryKind::Texture
+            if ["leather", "wood", "grain", "noise", "irregular", "marble"]
+                .iter()
+                .any(|k| n.contains(k)) =>
+        {
             Pattern::Irregular
         }
         CategoryKind::Texture => Pattern::Regular,
@@ -68,7 +72,13 @@ pub enum Defect {
 }
 
 impl Defect {
-    pub const ALL: [Defect; 5] = [Defect::Scratch, Defect::Hole, Defect::Stain, Defect::Contamination, Defect::MissingPart];
+    pub const ALL: [Defect; 5] = [
+        Defect::Scratch,
+        Defect::Hole,
+        Defect::Stain,
+        Defect::Contamination,
+        Defect::MissingPart,
+    ];
 
     /// Folder name under `test/` and `ground_truth/`.
     pub fn name(self) -> &'static str {
@@ -98,7 +108,15 @@ pub struct SynthSpec {
 impl SynthSpec {
     /// Defaults: 128 px, seed 0, 64 train, 10 good and 4 per defect type in test.
     pub fn new(category: &str, kind: CategoryKind) -> Self {
-        SynthSpec { category: category.into(), kind, size: 128, seed: 0, train: 64, test_good: 10, test_bad: 4 }
+        SynthSpec {
+            category: category.into(),
+            kind,
+            size: 128,
+            seed: 0,
+            train: 64,
+            test_good: 10,
+            test_bad: 4,
+        }
     }
 
     pub fn pattern(&self) -> Pattern {
@@ -108,13 +126,20 @@ impl SynthSpec {
     fn validate(&self) -> Result<(), DataError> {
         let c = &self.category;
         if c.is_empty() || c == "." || c == ".." || c.contains(['/', '\\', '\0']) {
-            return Err(DataError::Invalid(format!("category name '{c}' is not a plain folder name")));
+            return Err(DataError::Invalid(format!(
+                "category name '{c}' is not a plain folder name"
+            )));
         }
         if !(16..=4096).contains(&self.size) {
-            return Err(DataError::Invalid(format!("synthetic image size must be 16..=4096, got {}", self.size)));
+            return Err(DataError::Invalid(format!(
+                "synthetic image size must be 16..=4096, got {}",
+                self.size
+            )));
         }
         if self.train == 0 {
-            return Err(DataError::Invalid("synthetic category needs at least one training image".into()));
+            return Err(DataError::Invalid(
+                "synthetic category needs at least one training image".into(),
+            ));
         }
         Ok(())
     }
@@ -188,10 +213,14 @@ fn render_normal(pattern: Pattern, n: usize, rng: &mut ChaCha8Rng) -> Scene {
         Pattern::Irregular => {
             let cell = (nf / 8.0).max(2.0);
             let g = (nf / cell).ceil() as usize + 2;
-            let lattice: Vec<f64> = (0..g * g).map(|_| rng.random::<f64>() * 2.0 - 1.0).collect();
+            let lattice: Vec<f64> = (0..g * g)
+                .map(|_| rng.random::<f64>() * 2.0 - 1.0)
+                .collect();
             let fine_cell = cell / 2.0;
             let gf = (nf / fine_cell).ceil() as usize + 2;
-            let fine: Vec<f64> = (0..gf * gf).map(|_| rng.random::<f64>() * 2.0 - 1.0).collect();
+            let fine: Vec<f64> = (0..gf * gf)
+                .map(|_| rng.random::<f64>() * 2.0 - 1.0)
+                .collect();
             let value = |lat: &[f64], g: usize, cell: f64, x: f64, y: f64| {
                 let (fx, fy) = (x / cell, y / cell);
                 let (ix, iy) = (fx.floor() as usize, fy.floor() as usize);
@@ -206,7 +235,8 @@ fn render_normal(pattern: Pattern, n: usize, rng: &mut ChaCha8Rng) -> Scene {
             for y in 0..n {
                 for x in 0..n {
                     let (xf, yf) = (x as f64, y as f64);
-                    let v = value(&lattice, g, cell, xf, yf) + 0.5 * value(&fine, gf, fine_cell, xf, yf);
+                    let v = value(&lattice, g, cell, xf, yf)
+                        + 0.5 * value(&fine, gf, fine_cell, xf, yf);
                     let f = 1.0 + 0.10 * v;
                     let mut p = [0.0; 3];
                     for (c, b) in base.iter().enumerate() {
@@ -219,7 +249,10 @@ fn render_normal(pattern: Pattern, n: usize, rng: &mut ChaCha8Rng) -> Scene {
         Pattern::Object => {
             let bg = [0.86, 0.86, 0.84];
             let metal = [0.42, 0.46, 0.54];
-            let (cx, cy) = (nf / 2.0 + noise(rng, 0.02 * nf), nf / 2.0 + noise(rng, 0.02 * nf));
+            let (cx, cy) = (
+                nf / 2.0 + noise(rng, 0.02 * nf),
+                nf / 2.0 + noise(rng, 0.02 * nf),
+            );
             centre = (cx, cy);
             let radius = 0.30 * nf * (1.0 + noise(rng, 0.01));
             let inner = 0.10 * nf;
@@ -235,7 +268,9 @@ fn render_normal(pattern: Pattern, n: usize, rng: &mut ChaCha8Rng) -> Scene {
                 for x in 0..n {
                     let (xf, yf) = (x as f64 + 0.5, y as f64 + 0.5);
                     let r = ((xf - cx).powi(2) + (yf - cy).powi(2)).sqrt();
-                    let bolt = bolts.iter().any(|&(bx, by)| (xf - bx).powi(2) + (yf - by).powi(2) <= bolt_r * bolt_r);
+                    let bolt = bolts
+                        .iter()
+                        .any(|&(bx, by)| (xf - bx).powi(2) + (yf - by).powi(2) <= bolt_r * bolt_r);
                     let i = y * n + x;
                     let background: [f64; 3] = std::array::from_fn(|c| bg[c] + noise(rng, 0.012));
                     behind[i] = background;
@@ -254,7 +289,14 @@ fn render_normal(pattern: Pattern, n: usize, rng: &mut ChaCha8Rng) -> Scene {
             }
         }
     }
-    Scene { n, img, body, behind, pattern, centre }
+    Scene {
+        n,
+        img,
+        body,
+        behind,
+        pattern,
+        centre,
+    }
 }
 
 fn lum(p: [f64; 3]) -> f64 {
@@ -295,7 +337,10 @@ fn defect_centre(s: &Scene, rng: &mut ChaCha8Rng) -> (f64, f64) {
             let a = rng.random::<f64>() * 2.0 * PI;
             (s.centre.0 + r * a.cos(), s.centre.1 + r * a.sin())
         }
-        _ => (rng.random_range(0.2..0.8) * nf, rng.random_range(0.2..0.8) * nf),
+        _ => (
+            rng.random_range(0.2..0.8) * nf,
+            rng.random_range(0.2..0.8) * nf,
+        ),
     }
 }
 
@@ -316,7 +361,9 @@ fn paint(s: &Scene, defect: Defect, rng: &mut ChaCha8Rng) -> Buf {
             }
         }
     };
-    let disc = |x0: f64, y0: f64, r: f64| move |x: f64, y: f64| (x - x0).powi(2) + (y - y0).powi(2) <= r * r;
+    let disc = |x0: f64, y0: f64, r: f64| {
+        move |x: f64, y: f64| (x - x0).powi(2) + (y - y0).powi(2) <= r * r
+    };
     match defect {
         Defect::Scratch => {
             let len = rng.random_range(0.22..0.36) * nf;
@@ -335,14 +382,24 @@ fn paint(s: &Scene, defect: Defect, rng: &mut ChaCha8Rng) -> Buf {
         }
         Defect::Stain => {
             let blobs: Vec<(f64, f64, f64)> = (0..rng.random_range(3..6))
-                .map(|_| (cx + noise(rng, 0.04 * nf), cy + noise(rng, 0.04 * nf), rng.random_range(0.025..0.05) * nf))
+                .map(|_| {
+                    (
+                        cx + noise(rng, 0.04 * nf),
+                        cy + noise(rng, 0.04 * nf),
+                        rng.random_range(0.025..0.05) * nf,
+                    )
+                })
                 .collect();
             set(&|x, y| blobs.iter().any(|&(bx, by, r)| disc(bx, by, r)(x, y)));
         }
         Defect::Contamination => {
             let parts: Vec<(f64, f64, f64)> = (0..rng.random_range(4..8))
                 .map(|_| {
-                    (cx + noise(rng, 0.10 * nf), cy + noise(rng, 0.10 * nf), (rng.random_range(0.016..0.028) * nf).max(1.2))
+                    (
+                        cx + noise(rng, 0.10 * nf),
+                        cy + noise(rng, 0.10 * nf),
+                        (rng.random_range(0.016..0.028) * nf).max(1.2),
+                    )
                 })
                 .collect();
             set(&|x, y| parts.iter().any(|&(bx, by, r)| disc(bx, by, r)(x, y)));
@@ -360,7 +417,10 @@ fn paint(s: &Scene, defect: Defect, rng: &mut ChaCha8Rng) -> Buf {
                 });
             }
             _ => {
-                let (w, h) = (rng.random_range(0.08..0.16) * nf, rng.random_range(0.08..0.16) * nf);
+                let (w, h) = (
+                    rng.random_range(0.08..0.16) * nf,
+                    rng.random_range(0.08..0.16) * nf,
+                );
                 set(&|x, y| (x - cx).abs() <= w / 2.0 && (y - cy).abs() <= h / 2.0);
             }
         },
@@ -394,17 +454,29 @@ fn paint(s: &Scene, defect: Defect, rng: &mut ChaCha8Rng) -> Buf {
 
 /// Generates one sample. `split` names the random stream ("train" or "test"); `defect`
 /// `None` gives a normal image. Used by [`synth_category`] for every file it writes.
-pub fn synth_sample(spec: &SynthSpec, split: &str, defect: Option<Defect>, index: usize) -> SynthSample {
+pub fn synth_sample(
+    spec: &SynthSpec,
+    split: &str,
+    defect: Option<Defect>,
+    index: usize,
+) -> SynthSample {
     let n = spec.size.clamp(16, 4096) as usize;
     let dname = defect.map(Defect::name).unwrap_or("good");
     let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(spec.seed, split, dname, index));
     let scene = render_normal(spec.pattern(), n, &mut rng);
     let normal = quantize(&scene.img, n);
     let Some(defect) = defect else {
-        return SynthSample { image: normal.clone(), mask: GrayImage::new(n as u32, n as u32), normal };
+        return SynthSample {
+            image: normal.clone(),
+            mask: GrayImage::new(n as u32, n as u32),
+            normal,
+        };
     };
     // Redraw until the defect covers 0.6–4.5 % of the image (inside the promised 0.5–5 %).
-    let (lo, hi) = ((0.006 * (n * n) as f64).ceil() as usize, (0.045 * (n * n) as f64) as usize);
+    let (lo, hi) = (
+        (0.006 * (n * n) as f64).ceil() as usize,
+        (0.045 * (n * n) as f64) as usize,
+    );
     let mut best: Option<(RgbImage, GrayImage, usize)> = None;
     for _ in 0..32 {
         let image = quantize(&paint(&scene, defect, &mut rng), n);
@@ -422,8 +494,13 @@ pub fn synth_sample(spec: &SynthSpec, split: &str, defect: Option<Defect>, index
             break;
         }
     }
-    let (image, mask, _) = best.unwrap_or_else(|| (normal.clone(), GrayImage::new(n as u32, n as u32), 0));
-    SynthSample { normal, image, mask }
+    let (image, mask, _) =
+        best.unwrap_or_else(|| (normal.clone(), GrayImage::new(n as u32, n as u32), 0));
+    SynthSample {
+        normal,
+        image,
+        mask,
+    }
 }
 
 #[derive(Serialize)]
@@ -453,8 +530,14 @@ impl Drop for Cleanup {
 
 fn write_png(path: &Path, img: &image::DynamicImage) -> Result<(), DataError> {
     let mut bytes = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .map_err(|e| DataError::Encode { path: path.to_path_buf(), reason: e.to_string() })?;
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| DataError::Encode {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     std::fs::write(path, bytes).map_err(|e| DataError::io(path, e))
 }
 
@@ -479,8 +562,15 @@ pub fn synth_category(spec: &SynthSpec, out_dir: &Path) -> Result<PathBuf, DataE
         Err(e) => return Err(DataError::io(&target, e)),
     };
     std::fs::create_dir_all(out_dir).map_err(|e| DataError::io(out_dir, e))?;
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let tmp = out_dir.join(format!(".{}.tmp-{}-{nanos}", spec.category, std::process::id()));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let tmp = out_dir.join(format!(
+        ".{}.tmp-{}-{nanos}",
+        spec.category,
+        std::process::id()
+    ));
     std::fs::create_dir(&tmp).map_err(|e| DataError::io(&tmp, e))?;
     let mut guard = Cleanup(Some(tmp.clone()));
 
@@ -499,7 +589,10 @@ pub fn synth_category(spec: &SynthSpec, out_dir: &Path) -> Result<PathBuf, DataE
     }
     if spec.test_bad > 0 {
         for d in Defect::ALL {
-            let (img_dir, gt_dir) = (tmp.join("test").join(d.name()), tmp.join("ground_truth").join(d.name()));
+            let (img_dir, gt_dir) = (
+                tmp.join("test").join(d.name()),
+                tmp.join("ground_truth").join(d.name()),
+            );
             mkdir(&img_dir)?;
             mkdir(&gt_dir)?;
             for i in 0..spec.test_bad {
@@ -520,10 +613,15 @@ pub fn synth_category(spec: &SynthSpec, out_dir: &Path) -> Result<PathBuf, DataE
         train: spec.train,
         test_good: spec.test_good,
         test_bad: spec.test_bad,
-        defects: if spec.test_bad > 0 { Defect::ALL.iter().map(|d| d.name()).collect() } else { vec![] },
+        defects: if spec.test_bad > 0 {
+            Defect::ALL.iter().map(|d| d.name()).collect()
+        } else {
+            vec![]
+        },
     };
     let meta_path = tmp.join(SYNTH_META);
-    let json = serde_json::to_string_pretty(&meta).map_err(|e| DataError::Invalid(e.to_string()))?;
+    let json =
+        serde_json::to_string_pretty(&meta).map_err(|e| DataError::Invalid(e.to_string()))?;
     std::fs::write(&meta_path, json + "\n").map_err(|e| DataError::io(&meta_path, e))?;
 
     if target_exists {
@@ -531,7 +629,11 @@ pub fn synth_category(spec: &SynthSpec, out_dir: &Path) -> Result<PathBuf, DataE
         std::fs::remove_dir(&target).map_err(|e| DataError::io(&target, e))?;
     }
     std::fs::rename(&tmp, &target).map_err(|e| match e.kind() {
-        std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::AlreadyExists => DataError::Exists { dir: target.clone() },
+        std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::AlreadyExists => {
+            DataError::Exists {
+                dir: target.clone(),
+            }
+        }
         _ => DataError::io(&target, e),
     })?;
     guard.0 = None;
