@@ -416,3 +416,23 @@ fn dataset_digest_rejects_paths_outside_the_root_and_names_missing_files() {
     assert!(e.to_string().contains("gone.png"), "{e}");
     assert_eq!(dataset_digest(&root, &[]).unwrap(), reference_digest(&[]));
 }
+
+#[cfg(unix)]
+#[test]
+fn dataset_digest_resolves_a_linked_root() {
+    let d = tempfile::tempdir().unwrap();
+    let real = d.path().join("real");
+    std::fs::create_dir_all(real.join("train/good")).unwrap();
+    std::fs::write(real.join("train/good/a.png"), b"AA").unwrap();
+    let link = d.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let want = reference_digest(&[("train/good/a.png", b"AA")]);
+    assert_eq!(
+        dataset_digest(&link, &[real.join("train/good/a.png")]).unwrap(),
+        want
+    );
+    assert_eq!(
+        dataset_digest(&real, &[link.join("train/good/a.png")]).unwrap(),
+        want
+    );
+}

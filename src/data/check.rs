@@ -2,7 +2,7 @@
 //! failing on the first bad file halfway through a training run.
 
 use super::image_io::{decode, is_image_path};
-use super::mvtec::{is_mask_name, kind_from_name};
+use super::mvtec::{find_mask, is_mask_name, kind_from_name};
 use super::synth::SYNTH_META;
 use super::DataError;
 use crate::config::CategoryKind;
@@ -350,10 +350,8 @@ pub fn check_category(dir: &Path) -> Result<CheckReport, DataError> {
                 stems.entry(defect.clone()).or_default().push(stem.clone());
                 if defect != "good" {
                     let gdir = gt.join(&defect);
-                    let found = super::IMAGE_EXTENSIONS
-                        .iter()
-                        .map(|e| gdir.join(format!("{stem}_mask.{e}")))
-                        .find(|m| m.is_file());
+                    // The same lookup as Category::open, so check and training agree.
+                    let found = find_mask(dir, &defect, &p).ok();
                     match found {
                         Some(m) => {
                             r.masks += 1;

@@ -8,9 +8,10 @@ use std::path::{Component, Path, PathBuf};
 /// Hex sha256 identifying a set of files under `root`, independent of where `root` lives and
 /// of the order `files` are given in.
 ///
-/// Each file's relative path is `file` with `root` stripped (a relative `file` is taken as
-/// relative to `root`), written with `/` separators; it must be UTF-8 and must not leave
-/// `root`. Duplicates count once. The digest is sha256 over, for each file in ascending
+/// Each file's relative path is `file` with `root` stripped (a relative `file` not starting
+/// with `root` is taken as relative to it; an absolute one is compared after resolving
+/// links), written with `/` separators; it must be UTF-8 and must not leave `root`.
+/// Duplicates count once. The digest is sha256 over, for each file in ascending
 /// byte order of relative path:
 ///
 /// ```text
@@ -22,13 +23,21 @@ use std::path::{Component, Path, PathBuf};
 pub fn dataset_digest(root: &Path, files: &[PathBuf]) -> Result<String, DataError> {
     let mut entries: Vec<(String, PathBuf)> = Vec::with_capacity(files.len());
     for f in files {
-        let rel = if f.is_absolute() || f.starts_with(root) {
-            f.strip_prefix(root).map_err(|_| DataError::BadPath {
-                path: f.clone(),
-                reason: format!("not under the dataset root {}", root.display()),
-            })?
+        let outside = || DataError::BadPath {
+            path: f.clone(),
+            reason: format!("not under the dataset root {}", root.display()),
+        };
+        let rel: PathBuf = if let Ok(r) = f.strip_prefix(root) {
+            r.to_path_buf()
+        } else if f.is_absolute() {
+            // An absolute file under a relative (or symlinked) root: compare real paths.
+            let (rf, rr) = (f.canonicalize(), root.canonicalize());
+            match (rf, rr) {
+                (Ok(rf), Ok(rr)) => rf.strip_prefix(&rr).map_err(|_| outside())?.to_path_buf(),
+                _ => return Err(outside()),
+            }
         } else {
-            f.as_path()
+            f.clone()
         };
         let mut parts = Vec::new();
         for c in rel.components() {

@@ -73,7 +73,7 @@ fn category_name(dir: &Path) -> String {
 
 /// The mask MVTec would have for `image` of `defect`: `<stem>_mask.png`, or the same stem with
 /// another image extension if a dataset was re-encoded.
-fn find_mask(root: &Path, defect: &str, image: &Path) -> Result<PathBuf, DataError> {
+pub(crate) fn find_mask(root: &Path, defect: &str, image: &Path) -> Result<PathBuf, DataError> {
     let stem = image
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
