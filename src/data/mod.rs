@@ -1,14 +1,74 @@
-//! TEMPORARY type-check shim until the data branch merges.
-#![allow(unused)]
+//! The data layer: MVTec AD folders, image decoding and resizing, the §4.3.1 augmentation,
+//! a synthetic category generator, a folder checker and a dataset digest for provenance.
+//!
+//! Everything here returns [`DataError`] rather than panicking, and every error names the
+//! file it is about, because the usual failure is one bad file among thousands.
+
+mod augment;
+mod check;
+mod digest;
+mod image_io;
+mod mvtec;
+mod resize;
+mod synth;
+
+pub use augment::{AugmentPolicy, Augmenter, DIHEDRAL_OBJECTS};
+pub use check::{check_category, CheckReport, Problem, ProblemKind};
+pub use digest::dataset_digest;
+pub use image_io::{
+    array_to_image, image_to_array, is_image_path, list_images, load_image, load_many, load_mask,
+    mask_to_image, IMAGE_EXTENSIONS,
+};
+pub use mvtec::{
+    kind_from_name, split_validation, Category, TestItem, MVTEC_OBJECTS, MVTEC_TEXTURES,
+};
+pub use resize::{resize_mask_nearest, resize_planar};
+pub use synth::{
+    pattern_for, synth_category, synth_sample, Defect, Pattern, SynthSample, SynthSpec, SYNTH_META,
+};
+
 use std::path::{Path, PathBuf};
-use crate::config::CategoryKind;
+
+/// Errors of the data layer. Each message starts with the path it concerns.
 #[derive(Debug, thiserror::Error)]
-pub enum DataError { #[error("x")] X }
-pub struct Category { pub root: PathBuf, pub name: String, pub train_good: Vec<PathBuf>, pub test: Vec<TestItem> }
-pub struct TestItem { pub path: PathBuf, pub defect: String, pub mask: Option<PathBuf> }
-impl Category { pub fn open(dir: &Path) -> Result<Category, DataError> { todo!() } pub fn open_train_only(dir:&Path) -> Result<Category, DataError> { todo!() } pub fn kind(&self, configured: Option<CategoryKind>) -> CategoryKind { todo!() } }
-pub fn split_validation(paths: &[PathBuf], fraction: f64) -> (Vec<PathBuf>, Vec<PathBuf>) { todo!() }
-pub fn load_many(paths: &[PathBuf], channels: usize, size: usize) -> (Vec<(PathBuf, ndarray::Array3<f32>)>, Vec<(PathBuf, DataError)>) { todo!() }
-pub fn dataset_digest(root: &Path, files: &[PathBuf]) -> Result<String, DataError> { todo!() }
-pub struct Augmenter;
-impl Augmenter { pub fn new(kind: CategoryKind, category_name: &str, seed: u64) -> Self { todo!() } pub fn apply(&mut self, img: &ndarray::Array3<f32>, mask: Option<&ndarray::Array2<u8>>) -> (ndarray::Array3<f32>, Option<ndarray::Array2<u8>>) { todo!() } }
+pub enum DataError {
+    /// The file or folder could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The bytes are not an image the decoders understand (reason from the decoder).
+    #[error("{}: cannot decode image: {reason}", path.display())]
+    Decode { path: PathBuf, reason: String },
+    /// An image could not be encoded or written.
+    #[error("{}: cannot encode image: {reason}", path.display())]
+    Encode { path: PathBuf, reason: String },
+    /// A defective test image has no ground-truth mask.
+    #[error("{}: no ground-truth mask (expected {})", image.display(), expected.display())]
+    MissingMask { image: PathBuf, expected: PathBuf },
+    /// `train/good` exists but holds no image.
+    #[error("{}: no training images (train/good is empty)", dir.display())]
+    EmptyTrain { dir: PathBuf },
+    /// The folder does not have the MVTec layout.
+    #[error("{}: not an MVTec category: {reason}", dir.display())]
+    Layout { dir: PathBuf, reason: String },
+    /// The generator refuses to overwrite a category.
+    #[error("{}: already exists and is not empty; refusing to overwrite", dir.display())]
+    Exists { dir: PathBuf },
+    /// A file given to the digest lies outside its root or has a non-UTF-8 name.
+    #[error("{}: {reason}", path.display())]
+    BadPath { path: PathBuf, reason: String },
+    /// A parameter is out of range (channel count, image size, generator spec).
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+impl DataError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

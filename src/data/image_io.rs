@@ -1,0 +1,254 @@
+//! Decoding files into `[C, H, W]` f32 arrays in [0, 1] and back.
+//!
+//! Conversions are done here on raw samples rather than through the `image` crate's
+//! colour conversions, so the numbers are stated: 8-bit samples are divided by 255, 16-bit by
+//! 65535; alpha is dropped (MVTec has none; compositing would invent a background); colour
+//! to gray uses ITU-R BT.601 weights (0.299, 0.587, 0.114), as PIL's `convert("L")` does, so
+//! gray models see the values MVTec reference code sees; gray to colour repeats the channel.
+
+use super::resize::{resize_mask_nearest, resize_planar};
+use super::DataError;
+use image::{DynamicImage, ImageError, ImageReader};
+use ndarray::{Array2, Array3, ArrayView3};
+use std::path::{Path, PathBuf};
+
+/// File extensions treated as images (compared case-insensitively).
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
+
+/// Whether the path has one of [`IMAGE_EXTENSIONS`].
+pub fn is_image_path(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+        .unwrap_or(false)
+}
+
+/// Decodes a file, guessing the format from its bytes (a misnamed file still loads).
+pub(crate) fn decode(path: &Path) -> Result<DynamicImage, DataError> {
+    let reader = ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| DataError::io(path, e))?;
+    reader.decode().map_err(|e| match e {
+        ImageError::IoError(e) => DataError::io(path, e),
+        other => DataError::Decode {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    })
+}
+
+/// Interleaved samples in [0, 1], channel count and whether the last channel is alpha.
+fn samples(img: &DynamicImage) -> (Vec<f32>, usize, bool) {
+    let u8s = |v: &[u8]| v.iter().map(|&x| x as f32 / 255.0).collect::<Vec<_>>();
+    let u16s = |v: &[u16]| v.iter().map(|&x| x as f32 / 65535.0).collect::<Vec<_>>();
+    match img {
+        DynamicImage::ImageLuma8(b) => (u8s(b.as_raw()), 1, false),
+        DynamicImage::ImageLumaA8(b) => (u8s(b.as_raw()), 2, true),
+        DynamicImage::ImageRgb8(b) => (u8s(b.as_raw()), 3, false),
+        DynamicImage::ImageRgba8(b) => (u8s(b.as_raw()), 4, true),
+        DynamicImage::ImageLuma16(b) => (u16s(b.as_raw()), 1, false),
+        DynamicImage::ImageLumaA16(b) => (u16s(b.as_raw()), 2, true),
+        DynamicImage::ImageRgb16(b) => (u16s(b.as_raw()), 3, false),
+        DynamicImage::ImageRgba16(b) => (u16s(b.as_raw()), 4, true),
+        DynamicImage::ImageRgb32F(b) => (
+            b.as_raw().iter().map(|v| v.clamp(0.0, 1.0)).collect(),
+            3,
+            false,
+        ),
+        other => (
+            other
+                .to_rgba32f()
+                .as_raw()
+                .iter()
+                .map(|v| v.clamp(0.0, 1.0))
+                .collect(),
+            4,
+            true,
+        ),
+    }
+}
+
+/// Converts an image to `[channels, size, size]` in [0, 1]: channel conversion as in the
+/// module notes, then area (shrink) / bilinear (enlarge) resampling. Non-square images are
+/// stretched. `channels` 1 or 3 are what the model takes; 2 and 4 keep alpha (1.0 when the
+/// image has none); any other value is treated as 3.
+pub fn image_to_array(img: &DynamicImage, channels: usize, size: usize) -> Array3<f32> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (s, n, alpha) = samples(img);
+    let colour = if alpha { n - 1 } else { n };
+    let out_c = if (1..=4).contains(&channels) {
+        channels
+    } else {
+        3
+    };
+    let want_colour = if out_c >= 3 { 3 } else { 1 };
+    let mut a = Array3::<f32>::zeros((out_c, h, w));
+    for y in 0..h {
+        for x in 0..w {
+            let p = &s[(y * w + x) * n..(y * w + x + 1) * n];
+            match (colour, want_colour) {
+                (1, 1) => a[[0, y, x]] = p[0],
+                (1, _) => (0..3).for_each(|c| a[[c, y, x]] = p[0]),
+                (_, 1) => a[[0, y, x]] = 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2],
+                _ => (0..3).for_each(|c| a[[c, y, x]] = p[c]),
+            }
+            if out_c == 2 || out_c == 4 {
+                a[[out_c - 1, y, x]] = if alpha { p[n - 1] } else { 1.0 };
+            }
+        }
+    }
+    resize_planar(&a.view(), size, size)
+}
+
+/// Loads an image file as `[channels, size, size]` in [0, 1]; `channels` must be 1 or 3.
+pub fn load_image(path: &Path, channels: usize, size: usize) -> Result<Array3<f32>, DataError> {
+    if channels != 1 && channels != 3 {
+        return Err(DataError::Invalid(format!(
+            "channels must be 1 or 3, got {channels}"
+        )));
+    }
+    if size == 0 {
+        return Err(DataError::Invalid("image size must be positive".into()));
+    }
+    Ok(image_to_array(&decode(path)?, channels, size))
+}
+
+/// `[C, H, W]` in [0, 1] → 8-bit image: 1 channel → Luma8, 2 → LumaA8, 3 → Rgb8, 4 or more
+/// → Rgba8 of the first four. Values are clamped and rounded; NaN becomes 0.
+pub fn array_to_image(a: &ArrayView3<f32>) -> DynamicImage {
+    let (c, h, w) = a.dim();
+    let q = |v: f32| {
+        if v.is_nan() {
+            0
+        } else {
+            (v.clamp(0.0, 1.0) * 255.0).round() as u8
+        }
+    };
+    let take = match c {
+        0 => 0,
+        1..=4 => c,
+        _ => 4,
+    };
+    let mut buf = Vec::with_capacity(h * w * take.max(1));
+    for y in 0..h {
+        for x in 0..w {
+            if take == 0 {
+                buf.push(0);
+            }
+            for ch in 0..take {
+                buf.push(q(a[[ch, y, x]]));
+            }
+        }
+    }
+    let (w, h) = (w as u32, h as u32);
+    let img = match take {
+        0 | 1 => image::GrayImage::from_raw(w, h, buf).map(DynamicImage::ImageLuma8),
+        2 => image::GrayAlphaImage::from_raw(w, h, buf).map(DynamicImage::ImageLumaA8),
+        3 => image::RgbImage::from_raw(w, h, buf).map(DynamicImage::ImageRgb8),
+        _ => image::RgbaImage::from_raw(w, h, buf).map(DynamicImage::ImageRgba8),
+    };
+    // The buffer length is h*w*channels by construction, so from_raw cannot fail.
+    img.unwrap_or_else(|| DynamicImage::new_luma8(w, h))
+}
+
+/// 0/1 mask → 8-bit 0/255 image (the MVTec convention on disk).
+pub fn mask_to_image(m: &ndarray::ArrayView2<u8>) -> image::GrayImage {
+    let (h, w) = m.dim();
+    image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
+        image::Luma([if m[[y as usize, x as usize]] > 0 {
+            255
+        } else {
+            0
+        }])
+    })
+}
+
+/// Loads a ground-truth mask as 0/1 at `size × size`: gray value above half scale (>127 of
+/// 255) is defect; colour masks go through luma first. Nearest-neighbour resize keeps it binary.
+pub fn load_mask(path: &Path, size: usize) -> Result<Array2<u8>, DataError> {
+    if size == 0 {
+        return Err(DataError::Invalid("mask size must be positive".into()));
+    }
+    let img = decode(path)?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (s, n, alpha) = samples(&img);
+    let colour = if alpha { n - 1 } else { n };
+    let m = Array2::from_shape_fn((h, w), |(y, x)| {
+        let p = &s[(y * w + x) * n..(y * w + x + 1) * n];
+        let v = if colour == 1 {
+            p[0]
+        } else {
+            0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
+        };
+        u8::from(v > 127.5 / 255.0)
+    });
+    Ok(resize_mask_nearest(&m.view(), size, size))
+}
+
+/// Loads many images, decoding on all cores. Bad files do not stop the batch: they come back
+/// in the second list with their error, in input order, and the good ones in the first.
+#[allow(clippy::type_complexity)] // the signature other modules call
+pub fn load_many(
+    paths: &[PathBuf],
+    channels: usize,
+    size: usize,
+) -> (Vec<(PathBuf, Array3<f32>)>, Vec<(PathBuf, DataError)>) {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 16);
+    let chunk = paths.len().div_ceil(threads).max(1);
+    let results: Vec<Result<Array3<f32>, DataError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|p| load_image(p, channels, size))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(paths.chunks(chunk))
+            .flat_map(|(h, part)| {
+                h.join().unwrap_or_else(|_| {
+                    part.iter()
+                        .map(|p| {
+                            Err(DataError::Decode {
+                                path: p.clone(),
+                                reason: "decoder panicked".into(),
+                            })
+                        })
+                        .collect()
+                })
+            })
+            .collect()
+    });
+    let (mut ok, mut bad) = (Vec::new(), Vec::new());
+    for (p, r) in paths.iter().zip(results) {
+        match r {
+            Ok(a) => ok.push((p.clone(), a)),
+            Err(e) => {
+                tracing::warn!("skipping {e}");
+                bad.push((p.clone(), e))
+            }
+        }
+    }
+    (ok, bad)
+}
+
+/// Image files directly in `dir` (by extension), sorted by path so every run sees the same order.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let entry = entry.map_err(|e| DataError::io(dir, e))?;
+        let p = entry.path();
+        if p.is_file() && is_image_path(&p) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
