@@ -19,7 +19,7 @@ pub fn keygen(a: KeygenArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-#[cfg(feature = "train")]
+#[cfg(feature = "never")]
 #[derive(Args)]
 pub struct PackageArgs {
     /// Training run folder (from `vqad train`).
@@ -44,7 +44,7 @@ pub struct PackageArgs {
     pub overwrite: bool,
 }
 
-#[cfg(feature = "train")]
+#[cfg(feature = "never")]
 pub fn package(a: PackageArgs) -> anyhow::Result<i32> {
     let key = package::SigningKey::load(&a.key)?;
     let info = vqad::pipeline::package_run(&vqad::pipeline::PackageRequest {
