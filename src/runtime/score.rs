@@ -57,7 +57,8 @@ const EXP_BINS: usize = 1 << 12;
 /// float32 image (`bilateralFilter_32f`, OpenCV 4.x), so packages behave like the Python
 /// pipelines people compare against:
 ///
-/// - σ ≤ 0 is taken as 1; radius = d/2 when d > 0, else round(1.5·σ_space); at least 1.
+/// - A σ ≤ 0 returns the map unchanged (what OpenCV 4.12 does); radius = d/2 when d > 0,
+///   else round(1.5·σ_space); at least 1.
 /// - Space weights exp(−r²/(2σ_space²)) only for offsets with r ≤ radius (a disc, not the
 ///   square), the centre excluded and added afterwards with weight 1:
 ///   out = (Σ w·v + centre) / (Σ w + 1).
@@ -94,8 +95,10 @@ pub fn bilateral_filter<S: Data<Elem = f32>>(
         min_v = min_v.min(v);
         max_v = max_v.max(v);
     }
-    let sigma_color = if sigma_color <= 0.0 { 1.0 } else { sigma_color };
-    let sigma_space = if sigma_space <= 0.0 { 1.0 } else { sigma_space };
+    // OpenCV 4.12 returns the input when a sigma is not positive (measured with cv2).
+    if !(sigma_color > 0.0 && sigma_space > 0.0) {
+        return Ok(map.to_owned());
+    }
     let gauss_color = -0.5 / (sigma_color * sigma_color);
     let gauss_space = -0.5 / (sigma_space * sigma_space);
     let radius: usize = if d <= 0 { (sigma_space * 1.5).round() as i64 } else { (d / 2) as i64 }.max(1) as usize;
