@@ -89,7 +89,13 @@ fn brute_auroc(s: &[f64], l: &[bool]) -> f64 {
         for j in 0..s.len() {
             if l[i] && !l[j] {
                 den += 1.0;
-                num += if s[i] > s[j] { 1.0 } else if s[i] == s[j] { 0.5 } else { 0.0 };
+                num += if s[i] > s[j] {
+                    1.0
+                } else if s[i] == s[j] {
+                    0.5
+                } else {
+                    0.0
+                };
             }
         }
     }
@@ -204,7 +210,9 @@ fn aupro_equals_the_per_threshold_brute_force() {
             let has = gts.iter().any(|g| g.iter().any(|&v| v != 0)) && gts.iter().any(|g| g.iter().any(|&v| v == 0));
             match got {
                 None => assert!(!has),
-                Some(v) => assert!((v - brute_aupro(&maps, &gts, max_fpr)).abs() < 1e-9, "trial {trial} max_fpr {max_fpr}"),
+                Some(v) => {
+                    assert!((v - brute_aupro(&maps, &gts, max_fpr)).abs() < 1e-9, "trial {trial} max_fpr {max_fpr}")
+                }
             }
         }
     }
@@ -215,7 +223,11 @@ fn aupro_is_fast_on_a_test_set_sized_input() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let maps: Vec<Array2<f32>> = (0..100).map(|_| Array2::from_shape_fn((64, 64), |_| rng.random::<f32>())).collect();
     let gts: Vec<Array2<u8>> = (0..100)
-        .map(|i| Array2::from_shape_fn((64, 64), |(y, x)| u8::from(i % 2 == 0 && (10..20).contains(&y) && (5..30).contains(&x))))
+        .map(|i| {
+            Array2::from_shape_fn((64, 64), |(y, x)| {
+                u8::from(i % 2 == 0 && (10..20).contains(&y) && (5..30).contains(&x))
+            })
+        })
         .collect();
     let t = std::time::Instant::now();
     let v = aupro(&maps, &gts, 0.3).unwrap().unwrap();
@@ -230,15 +242,15 @@ fn threshold_protocol_by_hand() {
     // One map: a 3-pixel blob at 0.8 and a 1-pixel spot at 0.9, background 0.1.
     let m = array![[0.1f32, 0.8, 0.8, 0.1], [0.1, 0.8, 0.1, 0.1], [0.1, 0.1, 0.1, 0.9]];
     // min_area 3: at 0.1 the blob (3) is not below 3; at 0.8 only the spot (1) remains.
-    let c = select_threshold(&[m.clone()], 3).unwrap();
+    let c = select_threshold(std::slice::from_ref(&m), 3).unwrap();
     assert_eq!((c.threshold, c.largest_area, c.candidates), (0.8, 1, 3));
     assert!(!is_anomalous(&m, c.threshold, 3) && is_anomalous(&m, 0.1, 3));
     // min_area 4: already at 0.1 the largest component (3) is below 4. And below every value
     // the whole 12-pixel map is on, so the smallest value is the answer.
-    assert_eq!(select_threshold(&[m.clone()], 4).unwrap().threshold, 0.1);
+    assert_eq!(select_threshold(std::slice::from_ref(&m), 4).unwrap().threshold, 0.1);
     // min_area 1 (and 0, which acts as 1): nothing may be above -> the maximum.
-    assert_eq!(select_threshold(&[m.clone()], 1).unwrap().threshold, 0.9);
-    assert_eq!(select_threshold(&[m.clone()], 0).unwrap().threshold, 0.9);
+    assert_eq!(select_threshold(std::slice::from_ref(&m), 1).unwrap().threshold, 0.9);
+    assert_eq!(select_threshold(std::slice::from_ref(&m), 0).unwrap().threshold, 0.9);
     assert!(select_threshold(&[], 3).is_err());
     assert!(matches!(select_threshold(&[array![[f32::NAN]]], 3), Err(EvalError::NaN(0))));
 }

@@ -72,8 +72,9 @@ fn reference(prior: &mut dyn Prior, table: &Array2<i64>, eta: f64, local: bool) 
                 }
             }
             if fire {
-                let k_best = (0..prior.num_codes())
-                    .fold(0usize, |best, k| if lp[[0, k, m, n]] > lp[[0, best, m, n]] { k } else { best });
+                let k_best =
+                    (0..prior.num_codes())
+                        .fold(0usize, |best, k| if lp[[0, k, m, n]] > lp[[0, best, m, n]] { k } else { best });
                 z[[m, n]] = k_best as i64;
             }
         }

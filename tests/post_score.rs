@@ -94,9 +94,11 @@ print("cv2", cv2.__version__)
         dir = dir.path().to_str().unwrap(),
         jobs = jobs.join(",")
     );
-    let out = Command::new(&py).arg("-c").arg(&script).output().unwrap_or_else(|e| {
-        panic!("cannot run {py:?}: {e}; run `bash tools/setup-native.sh`")
-    });
+    let out = Command::new(&py)
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {py:?}: {e}; run `bash tools/setup-native.sh`"));
     assert!(
         out.status.success(),
         "reference Python failed (run `bash tools/setup-native.sh`): {}",

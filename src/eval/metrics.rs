@@ -230,7 +230,11 @@ pub fn image_auroc(maps: &[Array2<f32>], labels: &[bool]) -> Result<Option<f64>,
         if m.iter().any(|v| v.is_nan()) {
             return Err(EvalError::NaN(i));
         }
-        let s = m.iter().copied().reduce(f32::max).ok_or_else(|| EvalError::InvalidArgument(format!("score map {i} is empty")))?;
+        let s = m
+            .iter()
+            .copied()
+            .reduce(f32::max)
+            .ok_or_else(|| EvalError::InvalidArgument(format!("score map {i} is empty")))?;
         scores.push(s as f64);
     }
     auroc(&scores, labels)

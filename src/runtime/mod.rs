@@ -4,5 +4,10 @@
 pub mod resample;
 pub mod score;
 
-pub use resample::{resample, resample_batch, BatchStats, Prior, PriorError, ResampleMode, ResampleOptions, ResampleOutcome};
-pub use score::{bilateral_filter, binarize, connected_components, image_score, is_anomalous, largest_component, score_map, ScoreError};
+pub use resample::{
+    resample, resample_batch, BatchStats, Prior, PriorError, ResampleMode, ResampleOptions, ResampleOutcome,
+};
+pub use score::{
+    bilateral_filter, binarize, connected_components, image_score, is_anomalous, largest_component, score_map,
+    ScoreError,
+};

@@ -268,7 +268,8 @@ fn decide(
         }
     };
     let own = read(m, n, table[[m, n]] as usize)?;
-    if !(own < ln_eta) {
+    // Neither side is NaN here (read() rejects NaN; eta is validated), so >= is the negation.
+    if own >= ln_eta {
         return Ok(None);
     }
     if local {
@@ -294,7 +295,7 @@ fn decide(
                 visit(m + 1, n + 1)?;
             }
         }
-        if any && !(min_lp < ln_eta) {
+        if any && min_lp >= ln_eta {
             return Ok(None);
         }
     }
@@ -335,7 +336,8 @@ mod tests {
         let lp = Array3::from_shape_vec((3, 1, 1), vec![-20.0f32, -0.7, -0.7]).unwrap();
         let mut p = Fixed(lp);
         let t = Array2::zeros((1, 1));
-        let o = resample(&mut p, &t, &ResampleOptions { eta: 0.01, local_constraint: true }, ResampleMode::Incremental).unwrap();
+        let o = resample(&mut p, &t, &ResampleOptions { eta: 0.01, local_constraint: true }, ResampleMode::Incremental)
+            .unwrap();
         assert_eq!(o.table[[0, 0]], 1);
         assert_eq!(o.resampled, vec![(0, 0)]);
     }
@@ -346,22 +348,38 @@ mod tests {
         let mut p = Fixed(lp);
         let opts = ResampleOptions::default();
         let bad = Array3::from_elem((1, 2, 2), 5i64);
-        assert!(matches!(resample_batch(&mut p, &bad, &opts, ResampleMode::Incremental), Err(PriorError::CodeOutOfRange { .. })));
+        assert!(matches!(
+            resample_batch(&mut p, &bad, &opts, ResampleMode::Incremental),
+            Err(PriorError::CodeOutOfRange { .. })
+        ));
         let wrong_shape = Array3::zeros((1, 3, 2));
-        assert!(matches!(resample_batch(&mut p, &wrong_shape, &opts, ResampleMode::Incremental), Err(PriorError::OutputShape { .. })));
+        assert!(matches!(
+            resample_batch(&mut p, &wrong_shape, &opts, ResampleMode::Incremental),
+            Err(PriorError::OutputShape { .. })
+        ));
         let nan = ResampleOptions { eta: f64::NAN, local_constraint: true };
-        assert!(matches!(resample_batch(&mut p, &Array3::zeros((1, 2, 2)), &nan, ResampleMode::Naive), Err(PriorError::InvalidInput(_))));
+        assert!(matches!(
+            resample_batch(&mut p, &Array3::zeros((1, 2, 2)), &nan, ResampleMode::Naive),
+            Err(PriorError::InvalidInput(_))
+        ));
         let mut q = Fixed(Array3::from_elem((2, 2, 2), f32::NAN));
-        assert!(matches!(resample_batch(&mut q, &Array3::zeros((1, 2, 2)), &opts, ResampleMode::Naive), Err(PriorError::NonFinite { .. })));
+        assert!(matches!(
+            resample_batch(&mut q, &Array3::zeros((1, 2, 2)), &opts, ResampleMode::Naive),
+            Err(PriorError::NonFinite { .. })
+        ));
     }
 
     #[test]
     fn empty_batch_and_empty_grid_need_no_pass() {
         let mut p = Fixed(Array3::from_elem((2, 0, 3), 0.0f32));
-        let (o, s) = resample_batch(&mut p, &Array3::zeros((2, 0, 3)), &ResampleOptions::default(), ResampleMode::Incremental).unwrap();
+        let (o, s) =
+            resample_batch(&mut p, &Array3::zeros((2, 0, 3)), &ResampleOptions::default(), ResampleMode::Incremental)
+                .unwrap();
         assert_eq!((o.len(), s.prior_calls), (2, 0));
         let mut p = Fixed(Array3::from_elem((2, 2, 2), 0.0f32));
-        let (o, s) = resample_batch(&mut p, &Array3::zeros((0, 2, 2)), &ResampleOptions::default(), ResampleMode::Incremental).unwrap();
+        let (o, s) =
+            resample_batch(&mut p, &Array3::zeros((0, 2, 2)), &ResampleOptions::default(), ResampleMode::Incremental)
+                .unwrap();
         assert_eq!((o.len(), s.prior_calls), (0, 0));
     }
 }
