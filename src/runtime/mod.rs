@@ -1,3 +1,14 @@
-//! Running verified packages: ONNX Runtime sessions, the resampling loop, scoring.
+//! Inference: ONNX Runtime sessions, resampling (eq. 5), scoring (eq. 6 + post-processing)
+//! and the detector that ties them together.
 
+pub mod resample;
+pub mod score;
 pub mod session;
+
+pub use resample::{
+    resample, resample_batch, BatchStats, Prior, PriorError, ResampleMode, ResampleOptions, ResampleOutcome,
+};
+pub use score::{
+    bilateral_filter, binarize, connected_components, image_score, is_anomalous, largest_component, score_map,
+    ScoreError,
+};
