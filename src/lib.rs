@@ -17,6 +17,8 @@ pub mod runtime;
 #[cfg(feature = "train")]
 pub mod nn;
 #[cfg(feature = "train")]
+pub mod pipeline;
+#[cfg(feature = "train")]
 pub mod train;
 
 /// vqad's own version, recorded in package provenance.

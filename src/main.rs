@@ -47,7 +47,7 @@ enum Cmd {
     /// Create an ECDSA P-256 signing key pair (PREFIX.key, PREFIX.pub).
     Keygen(cli::package::KeygenArgs),
     /// Export (if needed), tune (if needed) and sign a run into <name>-<version>.vqad.
-    #[cfg(feature = "never")]
+    #[cfg(feature = "train")]
     Package(cli::package::PackageArgs),
     /// Verify a package's signature and every file in it.
     Verify(cli::package::VerifyArgs),
@@ -98,7 +98,7 @@ fn main() {
         #[cfg(feature = "train")]
         Cmd::Tune(a) => cli::eval::tune(a),
         Cmd::Keygen(a) => cli::package::keygen(a),
-        #[cfg(feature = "never")]
+        #[cfg(feature = "train")]
         Cmd::Package(a) => cli::package::package(a),
         Cmd::Verify(a) => cli::package::verify(a),
         Cmd::Inspect(a) => cli::package::inspect(a),

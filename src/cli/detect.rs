@@ -1,7 +1,320 @@
+//! detect and bench.
+
+use anyhow::Context;
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use vqad::package::{TrustedKey, VerifiedPackage};
+use vqad::runtime::output::{stem_for, write_detection, RecordContext};
+use vqad::runtime::session::{parse_providers, SessionOptions};
+use vqad::runtime::{Detector, DetectorOptions, ResampleMode};
+
+/// Flags shared by everything that runs a package.
+#[derive(Args, Clone)]
+pub struct RunFlags {
+    /// Execution providers in order of preference: tensorrt, cuda, cpu.
+    #[arg(long, default_value = "tensorrt,cuda,cpu")]
+    pub ep: String,
+    /// Fail if the first provider in --ep cannot run a graph instead of falling back.
+    #[arg(long)]
+    pub strict_ep: bool,
+    /// TensorRT engine cache folder (keyed by package digest inside).
+    #[arg(long)]
+    pub trt_cache: Option<PathBuf>,
+    /// Path to libonnxruntime (default: $VQAD_ORT_LIB, beside the executable, the set-up cache).
+    #[arg(long, env = "VQAD_ORT_LIB")]
+    pub ort_lib: Option<PathBuf>,
+    /// Override the package's η.
+    #[arg(long)]
+    pub eta: Option<f64>,
+    /// Resample on p < η alone (the paper's ablation).
+    #[arg(long)]
+    pub no_local_constraint: bool,
+    /// incremental (one prior pass + one per change) or naive (M·N passes; same result).
+    #[arg(long, default_value = "incremental", value_parser = ["incremental", "naive"])]
+    pub resample: String,
+    /// Images per batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Intra-op threads for ONNX Runtime (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl RunFlags {
+    pub fn options(&self) -> anyhow::Result<DetectorOptions> {
+        let providers = parse_providers(&self.ep)?;
+        anyhow::ensure!(!providers.is_empty(), "--ep names no provider");
+        Ok(DetectorOptions {
+            session: SessionOptions {
+                providers,
+                strict: self.strict_ep,
+                trt_cache: self.trt_cache.clone(),
+                threads: self.threads,
+                ort_lib: self.ort_lib.clone(),
+            },
+            eta: self.eta,
+            local_constraint: self.no_local_constraint.then_some(false),
+            mode: if self.resample == "naive" { ResampleMode::Naive } else { ResampleMode::Incremental },
+            batch: self.batch.max(1),
+        })
+    }
+}
+
+/// Verifies a package and opens a detector, with the CLI's error wording.
+pub fn open_detector(package: &Path, pubkey: &Path, opts: DetectorOptions) -> anyhow::Result<(VerifiedPackage, Detector)> {
+    let key = TrustedKey::load(pubkey)?;
+    let pkg = VerifiedPackage::open(package, &key).with_context(|| format!("{}: refusing to run: verification failed", package.display()))?;
+    let det = Detector::from_verified(&pkg, opts)?;
+    Ok((pkg, det))
+}
+
 #[derive(Args)]
-pub struct DetectArgs {}
+pub struct DetectArgs {
+    /// The .vqad package.
+    pub package: PathBuf,
+    /// Trusted public key; the package must verify with it.
+    #[arg(long)]
+    pub pubkey: PathBuf,
+    /// Image files and/or folders (searched recursively).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Output folder (created; existing result files of the same names are replaced).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the raw and smoothed score maps as float32 .npy.
+    #[arg(long)]
+    pub save_maps: bool,
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+/// Image files under each input (folders recursively, sorted), with the root they came from.
+pub fn collect_inputs(inputs: &[PathBuf]) -> (Vec<(PathBuf, PathBuf)>, Vec<(PathBuf, String)>) {
+    let mut files = vec![];
+    let mut bad = vec![];
+    fn walk(root: &Path, dir: &Path, files: &mut Vec<(PathBuf, PathBuf)>, bad: &mut Vec<(PathBuf, String)>) {
+        let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(e) => {
+                bad.push((dir.to_path_buf(), e.to_string()));
+                return;
+            }
+        };
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(root, &p, files, bad);
+            } else if vqad::data::is_image_path(&p) {
+                files.push((root.to_path_buf(), p));
+            }
+        }
+    }
+    for i in inputs {
+        if i.is_dir() {
+            walk(i, i, &mut files, &mut bad);
+        } else if i.is_file() {
+            files.push((i.parent().unwrap_or(Path::new("")).to_path_buf(), i.clone()));
+        } else {
+            bad.push((i.clone(), "no such file or folder".into()));
+        }
+    }
+    (files, bad)
+}
+
+fn bar(n: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(n);
+    pb.set_style(ProgressStyle::with_template("{prefix:>7} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}").expect("template").progress_chars("=> "));
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+pub fn detect(a: DetectArgs) -> anyhow::Result<i32> {
+    let (pkg, mut det) = open_detector(&a.package, &a.pubkey, a.run.options()?)?;
+    eprintln!("{}", pkg.summary());
+    let providers = det.providers();
+    eprintln!("providers: {}", providers.iter().map(|(g, p)| format!("{g}={p}")).collect::<Vec<_>>().join(" "));
+    let (files, mut failed) = collect_inputs(&a.inputs);
+    anyhow::ensure!(!files.is_empty() || !failed.is_empty(), "no images found in {:?}", a.inputs);
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let (c, s) = (det.shape.channels as usize, det.shape.image_size as usize);
+    let pb = bar(files.len() as u64, "detect");
+    let mut records = vec![];
+    let start = Instant::now();
+    let mut stems = std::collections::HashSet::new();
+    for chunk in files.chunks(det.batch) {
+        let mut ok = vec![];
+        for (root, p) in chunk {
+            match vqad::data::load_image(p, c, s) {
+                Ok(img) => ok.push((root, p, img)),
+                Err(e) => {
+                    pb.suspend(|| eprintln!("skipping {}: {e}", p.display()));
+                    failed.push((p.clone(), e.to_string()));
+                }
+            }
+        }
+        if ok.is_empty() {
+            pb.inc(chunk.len() as u64);
+            continue;
+        }
+        let arrays: Vec<_> = ok.iter().map(|(_, _, a)| a.clone()).collect();
+        let dets = det.detect_arrays(&arrays)?;
+        let ctx = RecordContext { providers: &providers, settings: &det.settings };
+        for ((root, p, _), d) in ok.iter().zip(dets.iter()) {
+            let mut stem = stem_for(root, p);
+            while !stems.insert(stem.clone()) {
+                stem.push('_');
+            }
+            let rec = write_detection(&a.out, &stem, &p.display().to_string(), d, &ctx, a.save_maps)
+                .with_context(|| format!("writing results for {} into {}", p.display(), a.out.display()))?;
+            records.push(rec);
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    let anomalous = records.iter().filter(|r| r.anomalous).count();
+    let summary = serde_json::json!({
+        "package": a.package.display().to_string(),
+        "name": pkg.manifest.name,
+        "version": pkg.manifest.version,
+        "archive_sha256": pkg.archive_sha256,
+        "providers": providers,
+        "images": records.len(),
+        "anomalous": anomalous,
+        "failed": failed.iter().map(|(p, e)| serde_json::json!({"path": p.display().to_string(), "error": e})).collect::<Vec<_>>(),
+        "seconds": secs,
+        "images_per_s": records.len() as f64 / secs.max(1e-9),
+        "results": records.iter().map(|r| serde_json::json!({"image": r.image, "image_score": r.image_score, "anomalous": r.anomalous})).collect::<Vec<_>>(),
+    });
+    let p = a.out.join("summary.json");
+    vqad::fsutil::write_atomic(&p, format!("{}\n", serde_json::to_string_pretty(&summary)?).as_bytes())?;
+    println!("{} images, {} anomalous, {} failed; results in {} ({:.1} images/s)", records.len(), anomalous, failed.len(), a.out.display(), records.len() as f64 / secs.max(1e-9));
+    for (p, e) in &failed {
+        eprintln!("failed: {}: {e}", p.display());
+    }
+    Ok(if failed.is_empty() { 0 } else { 4 })
+}
+
 #[derive(Args)]
-pub struct BenchArgs {}
-pub fn detect(_a: DetectArgs) -> anyhow::Result<i32> { anyhow::bail!("not yet") }
-pub fn bench(_a: BenchArgs) -> anyhow::Result<i32> { anyhow::bail!("not yet") }
+pub struct BenchArgs {
+    /// The .vqad package.
+    pub package: PathBuf,
+    /// Trusted public key.
+    #[arg(long)]
+    pub pubkey: PathBuf,
+    /// Folder of images to run (default: synthetic normal images of the package's size).
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// Batch sizes to measure, comma separated.
+    #[arg(long, default_value = "1,8")]
+    pub batches: String,
+    /// Images per measurement.
+    #[arg(long, default_value_t = 16)]
+    pub count: usize,
+    /// Also run the naive M·N-pass loop side by side (slow at the paper grid).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub naive: bool,
+    /// Images for the naive loop (it needs M·N prior passes each).
+    #[arg(long, default_value_t = 2)]
+    pub naive_count: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+/// Peak resident memory of this process (Linux VmHWM), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub fn bench(a: BenchArgs) -> anyhow::Result<i32> {
+    let base = a.run.options()?;
+    let (pkg, mut det) = open_detector(&a.package, &a.pubkey, base.clone())?;
+    let (c, s) = (det.shape.channels as usize, det.shape.image_size as usize);
+    let images: Vec<ndarray::Array3<f32>> = match &a.images {
+        Some(dir) => {
+            let (files, _) = collect_inputs(std::slice::from_ref(dir));
+            let paths: Vec<PathBuf> = files.into_iter().map(|(_, p)| p).take(a.count).collect();
+            let (ok, bad) = vqad::data::load_many(&paths, c, s);
+            for (p, e) in bad {
+                eprintln!("skipping {}: {e}", p.display());
+            }
+            ok.into_iter().map(|(_, a)| a).collect()
+        }
+        None => {
+            let spec = vqad::data::SynthSpec { size: s as u32, ..vqad::data::SynthSpec::new("bench_texture", vqad::config::CategoryKind::Texture) };
+            (0..a.count).map(|i| vqad::data::synth_sample(&spec, "test", None, i).image).map(|img| det.prepare(&image::DynamicImage::ImageRgb8(img))).collect()
+        }
+    };
+    anyhow::ensure!(!images.is_empty(), "no images to benchmark");
+    let grid = (det.shape.grid_m * det.shape.grid_n) as f64;
+    let mut rows = vec![];
+    let batches: Vec<usize> = a.batches.split(',').filter_map(|b| b.trim().parse().ok()).collect();
+    let _ = det.detect_arrays(&images[..1])?; // warm-up: session initialisation is not throughput
+    for &b in &batches {
+        for mode in [ResampleMode::Incremental, ResampleMode::Naive] {
+            if mode == ResampleMode::Naive && !a.naive {
+                continue;
+            }
+            let n = if mode == ResampleMode::Naive { a.naive_count.min(images.len()).max(1) } else { images.len() };
+            det.mode = mode;
+            det.batch = b;
+            let t = Instant::now();
+            let dets = det.detect_arrays(&images[..n])?;
+            let secs = t.elapsed().as_secs_f64();
+            let mut ms: BTreeMap<&str, f64> = BTreeMap::new();
+            for d in &dets {
+                *ms.entry("encode").or_default() += d.millis.encode / n as f64;
+                *ms.entry("prior").or_default() += d.millis.prior / n as f64;
+                *ms.entry("decode").or_default() += d.millis.decode / n as f64;
+                *ms.entry("filter").or_default() += d.millis.filter / n as f64;
+            }
+            let passes = dets.iter().map(|d| d.prior_passes as f64).sum::<f64>() / n as f64;
+            let resampled = dets.iter().map(|d| d.resampled.len() as f64).sum::<f64>() / n as f64;
+            let row = serde_json::json!({
+                "mode": if mode == ResampleMode::Naive { "naive" } else { "incremental" },
+                "batch": b,
+                "images": n,
+                "images_per_s": n as f64 / secs,
+                "ms_per_image": ms,
+                "ms_per_prior_pass": ms["prior"] / passes.max(1.0),
+                "prior_passes_per_image": passes,
+                "resampled_per_image": resampled,
+                "grid_positions": grid,
+                "peak_rss_mib": peak_rss_mib(),
+            });
+            if !a.json {
+                println!(
+                    "{:<11} batch {:>2}: {:>8.2} images/s  encode {:>7.2} ms  prior {:>8.2} ms ({:>6.1} passes, {:.2} ms/pass)  decode {:>7.2} ms  filter {:>6.2} ms  resampled {:>5.1}  peak {:>6.0} MiB",
+                    row["mode"].as_str().unwrap_or(""), b, n as f64 / secs, ms["encode"], ms["prior"], passes, ms["prior"] / passes.max(1.0), ms["decode"], ms["filter"], resampled, peak_rss_mib().unwrap_or(0.0)
+                );
+            }
+            rows.push(row);
+        }
+    }
+    let speedups: Vec<serde_json::Value> = batches
+        .iter()
+        .filter_map(|&b| {
+            let get = |m: &str| rows.iter().find(|r| r["mode"] == m && r["batch"] == b).and_then(|r| r["images_per_s"].as_f64());
+            let pass = |m: &str| rows.iter().find(|r| r["mode"] == m && r["batch"] == b).and_then(|r| r["prior_passes_per_image"].as_f64());
+            Some(serde_json::json!({"batch": b, "speedup": get("incremental")? / get("naive")?, "pass_ratio": pass("naive")? / pass("incremental")?}))
+        })
+        .collect();
+    if !a.json {
+        for s in &speedups {
+            println!("batch {}: incremental is {:.1}× the naive loop's images/s with {:.1}× fewer prior passes", s["batch"], s["speedup"].as_f64().unwrap_or(0.0), s["pass_ratio"].as_f64().unwrap_or(0.0));
+        }
+        println!("providers: {:?}; package {} {}; peak memory {:.0} MiB", det.providers(), pkg.manifest.name, pkg.manifest.version, peak_rss_mib().unwrap_or(0.0));
+    } else {
+        super::print_json(&serde_json::json!({"package": pkg.manifest.name, "version": pkg.manifest.version, "providers": det.providers(), "rows": rows, "speedups": speedups, "peak_rss_mib": peak_rss_mib()}))?;
+    }
+    Ok(0)
+}

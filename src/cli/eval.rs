@@ -1,7 +1,128 @@
+//! eval and tune.
+
+use super::detect::{open_detector, RunFlags};
+use anyhow::Context;
 use clap::Args;
+use std::path::{Path, PathBuf};
+use vqad::data::Category;
+use vqad::eval::report::{combine, evaluate_category, write_report, EvalOptions};
+
 #[derive(Args)]
-pub struct EvalArgs {}
+pub struct EvalArgs {
+    /// A .vqad package, or a folder of packages (a registry) when CATEGORY_DIR holds several
+    /// categories: each category uses the newest `<category>-<version>.vqad` found there.
+    pub package: PathBuf,
+    /// Trusted public key.
+    #[arg(long)]
+    pub pubkey: PathBuf,
+    /// A category folder (MVTec layout), or a folder of category folders.
+    pub category_dir: PathBuf,
+    /// Output folder: report.json, report.md, results/, panels/.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Add the Fig. 8 ablations: ℓ2 input–output score, and no local constraint.
+    #[arg(long)]
+    pub ablation: bool,
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+/// Category folders under `dir`: itself if it has `test/`, else its subfolders that do.
+fn categories(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if dir.join("test").is_dir() {
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("test").is_dir())
+        .collect();
+    v.sort();
+    anyhow::ensure!(!v.is_empty(), "{}: neither a category folder (no test/) nor a folder of categories", dir.display());
+    Ok(v)
+}
+
+/// The newest `<name>-<semver>.vqad` under `dir` (searched recursively).
+fn find_package(dir: &Path, name: &str) -> Option<PathBuf> {
+    let mut best: Option<(semver::Version, PathBuf)> = None;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Some(v) = p.file_name().and_then(|f| f.to_str()).and_then(|f| f.strip_prefix(&format!("{name}-"))).and_then(|f| f.strip_suffix(".vqad")).and_then(|v| semver::Version::parse(v).ok()) {
+                if best.as_ref().is_none_or(|(b, _)| v > *b) {
+                    best = Some((v, p));
+                }
+            }
+        }
+    }
+    best.map(|(_, p)| p)
+}
+
+pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
+    let cats = categories(&a.category_dir)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut reports = vec![];
+    for cat_dir in &cats {
+        let cat = Category::open(cat_dir)?;
+        let pkg_path = if a.package.is_dir() {
+            find_package(&a.package, &cat.name).with_context(|| format!("no {}-<version>.vqad under {}", cat.name, a.package.display()))?
+        } else {
+            a.package.clone()
+        };
+        let (pkg, mut det) = open_detector(&pkg_path, &a.pubkey, a.run.options()?)?;
+        if !a.package.is_dir() && pkg.manifest.name != cat.name {
+            eprintln!("note: package '{}' evaluated on category folder '{}'", pkg.manifest.name, cat.name);
+        }
+        let val_fraction = pkg.manifest.provenance.config().map(|c| c.train.val_fraction).unwrap_or(0.1);
+        eprintln!("evaluating {} with {} {} ({} test images)", cat.name, pkg.manifest.name, pkg.manifest.version, cat.test.len());
+        let pb = indicatif::ProgressBar::new(cat.test.len() as u64);
+        let progress = |done: usize, _total: usize| pb.set_position(done as u64);
+        let r = evaluate_category(&mut det, &cat, &pkg_path.display().to_string(), &pkg.manifest.version, &EvalOptions { out: &a.out, ablation: a.ablation, val_fraction, progress: &progress })?;
+        pb.finish_and_clear();
+        reports.push(r);
+    }
+    let report = combine(reports);
+    let (j, m) = write_report(&report, &a.out)?;
+    print!("{}", vqad::eval::report::markdown(&report));
+    println!("\nwrote {} and {}", j.display(), m.display());
+    Ok(0)
+}
+
+#[cfg(feature = "train")]
+#[derive(Args)]
+pub struct TuneArgs {
+    /// Training run folder; writes RUN_DIR/tune.json (used by `vqad package`).
+    pub run_dir: PathBuf,
+    /// η values to search, comma separated (default: 1e-5 … 1e-1, log-spaced).
+    #[arg(long)]
+    pub etas: Option<String>,
+    /// Path to libonnxruntime.
+    #[arg(long, env = "VQAD_ORT_LIB")]
+    pub ort_lib: Option<PathBuf>,
+}
+
+#[cfg(not(feature = "train"))]
 #[derive(Args)]
 pub struct TuneArgs {}
-pub fn eval(_a: EvalArgs) -> anyhow::Result<i32> { anyhow::bail!("not yet") }
-pub fn tune(_a: TuneArgs) -> anyhow::Result<i32> { anyhow::bail!("not yet") }
+
+#[cfg(feature = "train")]
+pub fn tune(a: TuneArgs) -> anyhow::Result<i32> {
+    let grid: Vec<f64> = match &a.etas {
+        Some(s) => s.split(',').map(|x| x.trim().parse::<f64>().with_context(|| format!("bad η '{x}'"))).collect::<anyhow::Result<_>>()?,
+        None => vec![],
+    };
+    let r = vqad::pipeline::tune_run(&a.run_dir, a.ort_lib.as_deref(), &grid, &|s| eprintln!("{s}"))?;
+    println!(
+        "η = {} , pixel threshold = {:.6}, minimum area = {} px ({} validation normals, {} synthetic negatives); wrote {}",
+        r.detect.eta,
+        r.detect.pixel_threshold.unwrap_or(f64::NAN),
+        r.detect.min_area,
+        r.validation_images,
+        r.negatives,
+        vqad::pipeline::tune_path(&a.run_dir).display()
+    );
+    Ok(0)
+}

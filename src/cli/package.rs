@@ -19,7 +19,7 @@ pub fn keygen(a: KeygenArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-#[cfg(feature = "never")]
+#[cfg(feature = "train")]
 #[derive(Args)]
 pub struct PackageArgs {
     /// Training run folder (from `vqad train`).
@@ -44,7 +44,7 @@ pub struct PackageArgs {
     pub overwrite: bool,
 }
 
-#[cfg(feature = "never")]
+#[cfg(feature = "train")]
 pub fn package(a: PackageArgs) -> anyhow::Result<i32> {
     let key = package::SigningKey::load(&a.key)?;
     let info = vqad::pipeline::package_run(&vqad::pipeline::PackageRequest {
@@ -112,7 +112,7 @@ pub fn inspect(a: InspectArgs) -> anyhow::Result<i32> {
     let key = a.pubkey.as_deref().map(TrustedKey::load).transpose()?;
     let r = package::inspect_with_key(&a.file, key.as_ref())?;
     if a.json {
-        super::print_json(&r)?;
+        super::print_json(&r.to_json())?;
     } else {
         print!("{r}");
     }

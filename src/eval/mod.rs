@@ -3,7 +3,9 @@
 //! protocol and the §4.3.3 synthetic negatives.
 
 pub mod metrics;
+pub mod report;
 pub mod threshold;
+pub mod tune;
 
 pub use metrics::{
     aupro, auroc, image_accuracy, image_auroc, image_f1, pixel_auroc, pixel_confusion, pixel_f1, pro_at_threshold,

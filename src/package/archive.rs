@@ -324,6 +324,34 @@ pub struct SignatureClaims {
     pub signatures: usize,
 }
 
+impl InspectReport {
+    /// Machine-readable form (`vqad inspect --json`); `verified` is `null` when no key was given.
+    pub fn to_json(&self) -> serde_json::Value {
+        let either = |r: Result<serde_json::Value, &String>| match r {
+            Ok(v) => v,
+            Err(e) => serde_json::json!({ "error": e }),
+        };
+        serde_json::json!({
+            "path": self.path,
+            "archive_sha256": self.archive_sha256,
+            "size": self.size,
+            "entries": self.entries.iter().map(|e| serde_json::json!({
+                "name": e.name, "size": e.size, "compressed": e.compressed,
+                "sha256": e.sha256, "signed_sha256": e.signed_sha256,
+            })).collect::<Vec<_>>(),
+            "manifest": either(self.manifest.as_ref().map(|m| serde_json::to_value(m).unwrap_or_default())),
+            "signature": either(self.signature.as_ref().map(|s| serde_json::json!({
+                "subject_name": s.subject_name, "root_digest": s.root_digest,
+                "key_hint": s.key_hint, "signatures": s.signatures,
+            }))),
+            "verified": self.verified.as_ref().map(|v| match v {
+                Ok(s) => serde_json::json!({ "valid": true, "summary": s }),
+                Err(e) => serde_json::json!({ "valid": false, "reason": e }),
+            }),
+        })
+    }
+}
+
 impl std::fmt::Display for InspectReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.verified {

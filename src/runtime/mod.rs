@@ -1,6 +1,8 @@
 //! Inference: ONNX Runtime sessions, resampling (eq. 5), scoring (eq. 6 + post-processing)
 //! and the detector that ties them together.
 
+pub mod detector;
+pub mod output;
 pub mod resample;
 pub mod score;
 pub mod session;
@@ -12,3 +14,4 @@ pub use score::{
     bilateral_filter, binarize, connected_components, image_score, is_anomalous, largest_component, score_map,
     ScoreError,
 };
+pub use detector::{Detection, DetectError, Detector, DetectorOptions, StageMillis};

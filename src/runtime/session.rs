@@ -99,9 +99,15 @@ pub fn loaded_library() -> Option<PathBuf> {
     ORT.get().map(|l| l.lib.clone())
 }
 
-/// ONNX Runtime's own version string, once loaded.
+/// ONNX Runtime's version, once loaded: from the versioned library file name
+/// (`libonnxruntime.so.1.31.1`), else ONNX Runtime's build-info string.
 pub fn ort_version() -> Option<String> {
-    ORT.get().map(|_| ort::info().to_string())
+    let l = ORT.get()?;
+    let name = l.lib.file_name()?.to_string_lossy().into_owned();
+    Some(match name.split_once(".so.") {
+        Some((_, v)) if !v.is_empty() => v.to_string(),
+        _ => ort::info().to_string(),
+    })
 }
 
 /// Where and how sessions are created.

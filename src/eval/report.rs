@@ -1,0 +1,387 @@
+//! `vqad eval`: run a package over a category's test split and report the paper's metrics
+//! (Tables 1–4) and MVTec's (image AUROC, AUPRO@0.3), per defect type and overall, with the
+//! Figure 8 ablations side by side.
+//!
+//! Thresholds are never fitted here: the full method uses the package's; each ablation variant
+//! gets its own by the same label-free protocol on the validation normals of `train/good`
+//! (the deterministic split the training used), so the comparison is fair.
+
+use super::metrics::{aupro, auroc, image_accuracy, image_f1, pixel_auroc, pixel_f1, pro_at_threshold, EvalError};
+use super::threshold::select_threshold;
+use crate::data::{self, Category, DataError};
+use crate::runtime::detector::l2_input_output_map;
+use crate::runtime::output::{map_image, stem_for, write_detection, RecordContext};
+use crate::runtime::{DetectError, Detection, Detector};
+use ndarray::{Array2, Array3};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Detect(#[from] DetectError),
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+    #[error(transparent)]
+    Score(#[from] crate::runtime::ScoreError),
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The metrics of one set of test images.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MetricRow {
+    /// Defect type, `overall`, or `mean` (over categories).
+    pub subset: String,
+    pub images: usize,
+    /// Table 1: mean of the accuracy on good and on defective images.
+    pub image_accuracy: Option<f64>,
+    pub accuracy_good: Option<f64>,
+    pub accuracy_defective: Option<f64>,
+    /// Table 2: PRO at the pixel threshold (eq. 7).
+    pub pro: Option<f64>,
+    /// Table 3.
+    pub pixel_auroc: Option<f64>,
+    /// Table 4.
+    pub image_f1: Option<f64>,
+    pub pixel_f1: Option<f64>,
+    /// MVTec's current protocol.
+    pub image_auroc: Option<f64>,
+    pub aupro_30: Option<f64>,
+}
+
+/// One ablation variant's overall row (Fig. 8).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VariantRow {
+    /// `full`, `l2_input_output` or `no_local_constraint`.
+    pub variant: String,
+    /// Pixel threshold used (the package's for `full`, chosen on validation normals otherwise).
+    pub pixel_threshold: f64,
+    pub row: MetricRow,
+}
+
+/// Results of one category.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CategoryReport {
+    pub category: String,
+    pub package: String,
+    pub version: String,
+    pub eta: f64,
+    pub pixel_threshold: f64,
+    pub min_area: i64,
+    /// Per defect type (each with the good images), then `overall`.
+    pub rows: Vec<MetricRow>,
+    pub ablation: Vec<VariantRow>,
+    pub failed: Vec<String>,
+}
+
+/// `report.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvalReport {
+    pub vqad_version: String,
+    pub categories: Vec<CategoryReport>,
+    /// Mean of the categories' overall rows (present with more than one category).
+    pub mean: Option<MetricRow>,
+    /// Mean of each ablation variant over categories.
+    pub ablation_mean: Vec<VariantRow>,
+}
+
+/// Computes every metric for maps, ground truths and image decisions.
+pub fn metric_row(subset: &str, maps: &[Array2<f32>], gts: &[Array2<u8>], decisions: &[bool], threshold: f32) -> Result<MetricRow, EvalError> {
+    let labels: Vec<bool> = gts.iter().map(|g| g.iter().any(|&v| v > 0)).collect();
+    let acc = image_accuracy(decisions, &labels)?;
+    let scores: Vec<f64> = maps.iter().map(|m| m.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64).collect();
+    Ok(MetricRow {
+        subset: subset.into(),
+        images: maps.len(),
+        image_accuracy: acc.mean,
+        accuracy_good: acc.good,
+        accuracy_defective: acc.defective,
+        pro: pro_at_threshold(maps, gts, threshold)?,
+        pixel_auroc: pixel_auroc(maps, gts)?,
+        image_f1: image_f1(decisions, &labels)?,
+        pixel_f1: pixel_f1(maps, gts, threshold)?,
+        image_auroc: auroc(&scores, &labels)?,
+        aupro_30: aupro(maps, gts, 0.3)?,
+    })
+}
+
+/// Mean of rows field by field (fields missing in some rows average the rest).
+pub fn mean_row(subset: &str, rows: &[&MetricRow]) -> MetricRow {
+    let avg = |f: &dyn Fn(&MetricRow) -> Option<f64>| {
+        let v: Vec<f64> = rows.iter().filter_map(|r| f(r)).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    MetricRow {
+        subset: subset.into(),
+        images: rows.iter().map(|r| r.images).sum(),
+        image_accuracy: avg(&|r| r.image_accuracy),
+        accuracy_good: avg(&|r| r.accuracy_good),
+        accuracy_defective: avg(&|r| r.accuracy_defective),
+        pro: avg(&|r| r.pro),
+        pixel_auroc: avg(&|r| r.pixel_auroc),
+        image_f1: avg(&|r| r.image_f1),
+        pixel_f1: avg(&|r| r.pixel_f1),
+        image_auroc: avg(&|r| r.image_auroc),
+        aupro_30: avg(&|r| r.aupro_30),
+    }
+}
+
+/// Decision rule of the package: a component above `threshold` with at least `min_area` pixels.
+fn decide(maps: &[Array2<f32>], threshold: f32, min_area: usize) -> Vec<bool> {
+    maps.iter().map(|m| crate::runtime::is_anomalous(m, threshold, min_area)).collect()
+}
+
+/// A Figure-3 panel: input, direct reconstruction, restored image, score map, mask, truth.
+fn panel(det: &Detection, gt: &Array2<u8>, scale: f32) -> image::RgbImage {
+    let tiles = [
+        data::array_to_image(&det.input.view()).to_rgb8(),
+        data::array_to_image(&det.direct.view()).to_rgb8(),
+        data::array_to_image(&det.restored.view()).to_rgb8(),
+        map_image(&det.smoothed.view(), scale),
+        image::DynamicImage::ImageLuma8(data::mask_to_image(&det.mask.view())).to_rgb8(),
+        image::DynamicImage::ImageLuma8(data::mask_to_image(&gt.view())).to_rgb8(),
+    ];
+    let (w, h) = (tiles[0].width(), tiles[0].height());
+    let gap = 2;
+    let mut out = image::RgbImage::from_pixel(tiles.len() as u32 * (w + gap) - gap, h, image::Rgb([255, 255, 255]));
+    for (i, t) in tiles.iter().enumerate() {
+        image::imageops::overlay(&mut out, t, (i as u32 * (w + gap)) as i64, 0);
+    }
+    out
+}
+
+fn save_png(path: &Path, img: &image::RgbImage) -> Result<(), ReportError> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut buf, image::ImageFormat::Png).map_err(|e| ReportError::Io(path.display().to_string(), std::io::Error::other(e)))?;
+    crate::fsutil::write_atomic(path, &buf.into_inner()).map_err(|e| ReportError::Io(path.display().to_string(), e))
+}
+
+/// Options of one category's evaluation.
+pub struct EvalOptions<'a> {
+    pub out: &'a Path,
+    pub ablation: bool,
+    /// Validation split fraction used at training time (from the package's provenance).
+    pub val_fraction: f64,
+    pub progress: &'a dyn Fn(usize, usize),
+}
+
+/// Evaluates one category with `det` and writes per-image results and panels under `out`.
+pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, version: &str, o: &EvalOptions) -> Result<CategoryReport, ReportError> {
+    let (c, s) = (det.shape.channels as usize, det.shape.image_size as usize);
+    let threshold = det
+        .settings
+        .pixel_threshold
+        .ok_or_else(|| ReportError::Invalid("the package has no pixel threshold".into()))? as f32;
+    let min_area = det.settings.min_area.max(1) as usize;
+    let results_dir = o.out.join("results").join(&cat.name);
+    let panels_dir = o.out.join("panels").join(&cat.name);
+    let providers = det.providers();
+    let mut maps = vec![];
+    let mut l2_maps = vec![];
+    let mut gts = vec![];
+    let mut defects = vec![];
+    let mut failed = vec![];
+    let mut inputs: Vec<(usize, Array3<f32>, Array2<u8>)> = vec![];
+    for (i, item) in cat.test.iter().enumerate() {
+        let img = match data::load_image(&item.path, c, s) {
+            Ok(a) => a,
+            Err(e) => {
+                failed.push(format!("{}: {e}", item.path.display()));
+                continue;
+            }
+        };
+        let gt = match &item.mask {
+            Some(m) => match data::load_mask(m, s) {
+                Ok(g) => g,
+                Err(e) => {
+                    failed.push(format!("{}: {e}", m.display()));
+                    continue;
+                }
+            },
+            None => Array2::zeros((s, s)),
+        };
+        inputs.push((i, img, gt));
+    }
+    let total = inputs.len();
+    let mut done = 0;
+    for chunk in inputs.chunks(det.batch) {
+        let arrays: Vec<Array3<f32>> = chunk.iter().map(|(_, a, _)| a.clone()).collect();
+        let dets = det.detect_arrays(&arrays)?;
+        let ctx = RecordContext { providers: &providers, settings: &det.settings };
+        for ((i, _, gt), d) in chunk.iter().zip(dets) {
+            let item = &cat.test[*i];
+            let stem = stem_for(&cat.root.join("test"), &item.path);
+            write_detection(&results_dir, &stem, &item.path.display().to_string(), &d, &ctx, false)
+                .map_err(|e| ReportError::Io(results_dir.display().to_string(), e))?;
+            save_png(&panels_dir.join(format!("{stem}.png")), &panel(&d, gt, 2.0 * threshold))?;
+            if o.ablation {
+                l2_maps.push(det.smooth(&l2_input_output_map(&d)?)?);
+            }
+            maps.push(d.smoothed);
+            gts.push(gt.clone());
+            defects.push(item.defect.clone());
+        }
+        done += chunk.len();
+        (o.progress)(done, total);
+    }
+    if maps.is_empty() {
+        return Err(ReportError::Invalid(format!("{}: no readable test images", cat.root.display())));
+    }
+    let decisions = decide(&maps, threshold, min_area);
+    let mut rows = vec![];
+    let mut kinds: Vec<String> = defects.iter().filter(|d| *d != "good").cloned().collect();
+    kinds.sort();
+    kinds.dedup();
+    let pick = |want: &dyn Fn(&str) -> bool| -> Vec<usize> { (0..defects.len()).filter(|&i| want(&defects[i])).collect() };
+    for k in &kinds {
+        let idx = pick(&|d: &str| d == "good" || d == k);
+        let sel = |v: &[Array2<f32>]| idx.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
+        let g: Vec<Array2<u8>> = idx.iter().map(|&i| gts[i].clone()).collect();
+        let dsel: Vec<bool> = idx.iter().map(|&i| decisions[i]).collect();
+        rows.push(metric_row(k, &sel(&maps), &g, &dsel, threshold)?);
+    }
+    let overall = metric_row("overall", &maps, &gts, &decisions, threshold)?;
+    rows.push(overall.clone());
+
+    let mut ablation = vec![];
+    if o.ablation {
+        ablation.push(VariantRow { variant: "full".into(), pixel_threshold: threshold as f64, row: overall });
+        // Validation normals of the training split, for the variants' own thresholds.
+        let (_, val) = data::split_validation(&cat.train_good, o.val_fraction);
+        let (val_imgs, _) = data::load_many(&val, c, s);
+        let val_arrays: Vec<Array3<f32>> = val_imgs.into_iter().map(|(_, a)| a).collect();
+        if val_arrays.is_empty() {
+            return Err(ReportError::Invalid(format!("{}: no validation normals for the ablation thresholds", cat.root.display())));
+        }
+        let val_dets = det.detect_arrays(&val_arrays)?;
+        let val_l2: Vec<Array2<f32>> = val_dets.iter().map(|d| det.smooth(&l2_input_output_map(d)?)).collect::<Result<_, _>>()?;
+        let t_l2 = select_threshold(&val_l2, min_area)?.threshold;
+        ablation.push(VariantRow {
+            variant: "l2_input_output".into(),
+            pixel_threshold: t_l2 as f64,
+            row: metric_row("overall", &l2_maps, &gts, &decide(&l2_maps, t_l2, min_area), t_l2)?,
+        });
+        let keep = det.settings.local_constraint;
+        det.settings.local_constraint = false;
+        let val_nl: Vec<Array2<f32>> = det.detect_arrays(&val_arrays)?.into_iter().map(|d| d.smoothed).collect();
+        let t_nl = select_threshold(&val_nl, min_area)?.threshold;
+        let test_arrays: Vec<Array3<f32>> = inputs.iter().map(|(_, a, _)| a.clone()).collect();
+        let nl_maps: Vec<Array2<f32>> = det.detect_arrays(&test_arrays)?.into_iter().map(|d| d.smoothed).collect();
+        det.settings.local_constraint = keep;
+        ablation.push(VariantRow {
+            variant: "no_local_constraint".into(),
+            pixel_threshold: t_nl as f64,
+            row: metric_row("overall", &nl_maps, &gts, &decide(&nl_maps, t_nl, min_area), t_nl)?,
+        });
+    }
+    Ok(CategoryReport {
+        category: cat.name.clone(),
+        package: package.into(),
+        version: version.into(),
+        eta: det.settings.eta,
+        pixel_threshold: threshold as f64,
+        min_area: min_area as i64,
+        rows,
+        ablation,
+        failed,
+    })
+}
+
+/// Combines category reports, adding mean rows.
+pub fn combine(categories: Vec<CategoryReport>) -> EvalReport {
+    let overall: Vec<&MetricRow> = categories.iter().filter_map(|c| c.rows.iter().find(|r| r.subset == "overall")).collect();
+    let mean = (categories.len() > 1).then(|| mean_row("mean", &overall));
+    let mut ablation_mean = vec![];
+    if categories.iter().all(|c| !c.ablation.is_empty()) && !categories.is_empty() {
+        for v in ["full", "l2_input_output", "no_local_constraint"] {
+            let rows: Vec<&MetricRow> = categories.iter().filter_map(|c| c.ablation.iter().find(|a| a.variant == v)).map(|a| &a.row).collect();
+            ablation_mean.push(VariantRow { variant: v.into(), pixel_threshold: f64::NAN, row: mean_row("mean", &rows) });
+        }
+    }
+    EvalReport { vqad_version: crate::VERSION.into(), categories, mean, ablation_mean }
+}
+
+fn f(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "–".into())
+}
+
+/// `report.md`: tables shaped like the paper's.
+pub fn markdown(r: &EvalReport) -> String {
+    let mut s = String::from("# vqad evaluation\n\n");
+    let header = "| | images | image acc. (T1) | PRO (T2) | pixel AUROC (T3) | image F1 (T4) | pixel F1 (T4) | image AUROC | AUPRO@0.3 |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    let line = |name: &str, row: &MetricRow| {
+        format!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            row.images,
+            f(row.image_accuracy),
+            f(row.pro),
+            f(row.pixel_auroc),
+            f(row.image_f1),
+            f(row.pixel_f1),
+            f(row.image_auroc),
+            f(row.aupro_30)
+        )
+    };
+    if r.categories.len() > 1 {
+        s.push_str("## Categories\n\n");
+        s.push_str(header);
+        for c in &r.categories {
+            if let Some(o) = c.rows.iter().find(|x| x.subset == "overall") {
+                s.push_str(&line(&c.category, o));
+            }
+        }
+        if let Some(m) = &r.mean {
+            s.push_str(&line("**mean**", m));
+        }
+        s.push('\n');
+    }
+    for c in &r.categories {
+        s.push_str(&format!(
+            "## {} ({} {})\n\nη = {}, pixel threshold = {:.6}, minimum area = {} px. Rows per defect type include the good images.\n\n",
+            c.category, c.package, c.version, c.eta, c.pixel_threshold, c.min_area
+        ));
+        s.push_str(header);
+        for row in &c.rows {
+            let name = if row.subset == "overall" { "**overall**".to_string() } else { row.subset.clone() };
+            s.push_str(&line(&name, row));
+        }
+        if !c.ablation.is_empty() {
+            s.push_str("\n### Ablation (Fig. 8)\n\nEach variant's threshold is chosen on validation normals by the same protocol.\n\n");
+            s.push_str(&header.replacen("| |", "| variant |", 1));
+            for v in &c.ablation {
+                s.push_str(&line(&v.variant, &v.row));
+            }
+        }
+        if !c.failed.is_empty() {
+            s.push_str(&format!("\nSkipped {} unreadable files:\n\n", c.failed.len()));
+            for e in &c.failed {
+                s.push_str(&format!("- {e}\n"));
+            }
+        }
+        s.push('\n');
+    }
+    if !r.ablation_mean.is_empty() && r.categories.len() > 1 {
+        s.push_str("## Ablation, mean over categories\n\n");
+        s.push_str(&header.replacen("| |", "| variant |", 1));
+        for v in &r.ablation_mean {
+            s.push_str(&line(&v.variant, &v.row));
+        }
+    }
+    s
+}
+
+/// Writes `report.json` and `report.md` into `out`.
+pub fn write_report(r: &EvalReport, out: &Path) -> Result<(PathBuf, PathBuf), ReportError> {
+    let j = out.join("report.json");
+    let m = out.join("report.md");
+    let mut bytes = serde_json::to_vec_pretty(r).expect("serialisable");
+    bytes.push(b'\n');
+    crate::fsutil::write_atomic(&j, &bytes).map_err(|e| ReportError::Io(j.display().to_string(), e))?;
+    crate::fsutil::write_atomic(&m, markdown(r).as_bytes()).map_err(|e| ReportError::Io(m.display().to_string(), e))?;
+    Ok((j, m))
+}

@@ -1,0 +1,287 @@
+//! The detector: a verified package's three graphs on ONNX Runtime, the resampling loop of
+//! eq. 5 in Rust, and the score of eq. 6 with the package's filter and thresholds.
+//!
+//! ```text
+//! image ─▶ encoder ─▶ z ─▶ resample (prior passes) ─▶ z'
+//!                      └────────── decoder([z; z']) ─▶ x_d, x_r ─▶ Σ_c (x_r − x_d)² ─▶ bilateral ─▶ map, mask, score
+//! ```
+
+use super::resample::{resample_batch, Prior, PriorError, ResampleMode, ResampleOptions};
+use super::score::{bilateral_filter, binarize, image_score, is_anomalous, score_map, ScoreError};
+use super::session::{open_graph, Graph, Provider, SessionError, SessionOptions};
+use crate::config::DetectConfig;
+use crate::package::{ModelShape, PackageError, TrustedKey, VerifiedPackage};
+use ndarray::{s, Array2, Array3, Array4, ArrayD, Axis};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+/// Why detection could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("resampling: {0}")]
+    Prior(#[from] PriorError),
+    #[error("scoring: {0}")]
+    Score(#[from] ScoreError),
+    #[error("{0}")]
+    Shape(String),
+}
+
+/// How a detector runs, beyond what the package fixes.
+#[derive(Debug, Clone)]
+pub struct DetectorOptions {
+    pub session: SessionOptions,
+    /// Overrides the package's η.
+    pub eta: Option<f64>,
+    /// Overrides the package's local-constraint switch.
+    pub local_constraint: Option<bool>,
+    pub mode: ResampleMode,
+    /// Images per encoder/prior/decoder batch.
+    pub batch: usize,
+}
+
+impl Default for DetectorOptions {
+    fn default() -> Self {
+        DetectorOptions { session: SessionOptions::default(), eta: None, local_constraint: None, mode: ResampleMode::Incremental, batch: 8 }
+    }
+}
+
+/// Milliseconds per stage, for one image (a batch's time divided by its size).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct StageMillis {
+    pub encode: f64,
+    pub prior: f64,
+    pub decode: f64,
+    pub filter: f64,
+    pub total: f64,
+}
+
+/// The result for one image.
+#[derive(Debug, Clone)]
+pub struct Detection {
+    /// Maximum of the smoothed map.
+    pub image_score: f32,
+    /// Some component above the pixel threshold has at least the minimum area.
+    pub anomalous: bool,
+    /// Latent positions whose code was resampled, raster order.
+    pub resampled: Vec<(usize, usize)>,
+    /// Prior passes this image took part in.
+    pub prior_passes: usize,
+    pub millis: StageMillis,
+    /// Input as the model saw it, [C, H, W] in [0, 1].
+    pub input: Array3<f32>,
+    /// Direct reconstruction x_d (original table decoded).
+    pub direct: Array3<f32>,
+    /// Restored image x_r (resampled table decoded).
+    pub restored: Array3<f32>,
+    /// Eq. 6 before filtering.
+    pub raw_map: Array2<f32>,
+    /// After the bilateral filter.
+    pub smoothed: Array2<f32>,
+    /// Binarised smoothed map (1 = anomalous pixel).
+    pub mask: Array2<u8>,
+}
+
+/// PixelSNAIL behind ONNX Runtime, as the resampling loop's [`Prior`].
+struct OrtPrior {
+    graph: Graph,
+    k: usize,
+}
+
+impl Prior for OrtPrior {
+    fn log_probs(&mut self, tables: &Array3<i64>) -> Result<Array4<f32>, PriorError> {
+        let out: ArrayD<f32> = self.graph.run_one(tables.clone().into_dyn()).map_err(|e| PriorError::Backend(Box::new(e)))?;
+        out.into_dimensionality().map_err(|e| PriorError::InvalidInput(format!("pixelsnail.onnx output: {e}")))
+    }
+    fn num_codes(&self) -> usize {
+        self.k
+    }
+}
+
+/// A loaded package, ready to detect.
+pub struct Detector {
+    encoder: Graph,
+    decoder: Graph,
+    prior: OrtPrior,
+    pub shape: ModelShape,
+    /// The settings in force (the package's, with any overrides applied).
+    pub settings: DetectConfig,
+    pub mode: ResampleMode,
+    pub batch: usize,
+}
+
+impl Detector {
+    /// Verifies `package` with `trust`, then loads it. Nothing runs unless it verifies.
+    pub fn open(package: &Path, trust: &TrustedKey, options: DetectorOptions) -> Result<Self, DetectError> {
+        let pkg = VerifiedPackage::open(package, trust)?;
+        Self::from_verified(&pkg, options)
+    }
+
+    /// Loads an already verified package.
+    pub fn from_verified(pkg: &VerifiedPackage, options: DetectorOptions) -> Result<Self, DetectError> {
+        let mut opts = options;
+        if let Some(dir) = &opts.session.trt_cache {
+            // Engines are not portable: key the cache by package digest (and, inside the
+            // folder, TensorRT keys by GPU and versions itself).
+            opts.session.trt_cache = Some(dir.join(&pkg.archive_sha256[..16.min(pkg.archive_sha256.len())]));
+        }
+        Self::from_graphs(&pkg.files, pkg.manifest.model.clone(), pkg.manifest.detection.to_config(), opts)
+    }
+
+    /// Loads graphs that did not come from a package: a training run's own export, while its
+    /// thresholds are being chosen (`tune`). Deployed models go through [`Detector::open`].
+    pub(crate) fn from_graphs(
+        files: &BTreeMap<String, Vec<u8>>,
+        shape: ModelShape,
+        mut settings: DetectConfig,
+        options: DetectorOptions,
+    ) -> Result<Self, DetectError> {
+        let get = |n: &str| files.get(n).ok_or_else(|| DetectError::Shape(format!("{n} missing")));
+        let encoder = open_graph("encoder.onnx", get("encoder.onnx")?, &options.session)?;
+        let decoder = open_graph("decoder.onnx", get("decoder.onnx")?, &options.session)?;
+        let prior = open_graph("pixelsnail.onnx", get("pixelsnail.onnx")?, &options.session)?;
+        for (g, input, output) in [(&encoder, "image", "indices"), (&decoder, "indices", "image"), (&prior, "indices", "log_probs")] {
+            let ins: Vec<&str> = g.session.inputs().iter().map(|i| i.name()).collect();
+            let outs: Vec<&str> = g.session.outputs().iter().map(|o| o.name()).collect();
+            if ins != [input] || outs != [output] {
+                return Err(DetectError::Shape(format!("{}: expected {input} → {output}, found {ins:?} → {outs:?}", g.name)));
+            }
+        }
+        if let Some(e) = options.eta {
+            settings.eta = e;
+        }
+        if let Some(l) = options.local_constraint {
+            settings.local_constraint = l;
+        }
+        let k = shape.num_codes as usize;
+        Ok(Detector { encoder, decoder, prior: OrtPrior { graph: prior, k }, shape, settings, mode: options.mode, batch: options.batch.max(1) })
+    }
+
+    /// Provider that runs each graph.
+    pub fn providers(&self) -> BTreeMap<String, Provider> {
+        [(&self.encoder, "encoder.onnx"), (&self.decoder, "decoder.onnx"), (&self.prior.graph, "pixelsnail.onnx")]
+            .into_iter()
+            .map(|(g, n)| (n.to_string(), g.provider))
+            .collect()
+    }
+
+    /// Converts decoded images to the model's input tensor layout.
+    pub fn prepare(&self, img: &image::DynamicImage) -> Array3<f32> {
+        crate::data::image_to_array(img, self.shape.channels as usize, self.shape.image_size as usize)
+    }
+
+    /// Detects anomalies in decoded images (converted and resized to the model's input).
+    pub fn detect(&mut self, images: &[image::DynamicImage]) -> Result<Vec<Detection>, DetectError> {
+        let arrays: Vec<Array3<f32>> = images.iter().map(|i| self.prepare(i)).collect();
+        self.detect_arrays(&arrays)
+    }
+
+    fn check_input(&self, a: &Array3<f32>, i: usize) -> Result<(), DetectError> {
+        let (c, s) = (self.shape.channels as usize, self.shape.image_size as usize);
+        if a.dim() != (c, s, s) {
+            return Err(DetectError::Shape(format!("image {i}: shape {:?}, the model takes ({c}, {s}, {s})", a.dim())));
+        }
+        Ok(())
+    }
+
+    /// Index tables [B, M, N] of images [C, H, W].
+    pub fn encode(&mut self, images: &[Array3<f32>]) -> Result<Array3<i64>, DetectError> {
+        for (i, a) in images.iter().enumerate() {
+            self.check_input(a, i)?;
+        }
+        let views: Vec<_> = images.iter().map(|a| a.view()).collect();
+        let x = ndarray::stack(Axis(0), &views).map_err(|e| DetectError::Shape(e.to_string()))?;
+        let z: ArrayD<i64> = self.encoder.run_one(x.into_dyn())?;
+        z.into_dimensionality().map_err(|e| DetectError::Shape(format!("encoder.onnx output: {e}")))
+    }
+
+    /// Images [B, C, H, W] of index tables [B, M, N].
+    pub fn decode(&mut self, tables: &Array3<i64>) -> Result<Array4<f32>, DetectError> {
+        let x: ArrayD<f32> = self.decoder.run_one(tables.clone().into_dyn())?;
+        x.into_dimensionality().map_err(|e| DetectError::Shape(format!("decoder.onnx output: {e}")))
+    }
+
+    /// The bilateral filter with this package's settings.
+    pub fn smooth(&self, raw: &Array2<f32>) -> Result<Array2<f32>, DetectError> {
+        Ok(bilateral_filter(raw, self.settings.bilateral_d as i32, self.settings.sigma_color, self.settings.sigma_space)?)
+    }
+
+    /// Detects anomalies in model-ready arrays [C, H, W] in [0, 1], batch by batch.
+    pub fn detect_arrays(&mut self, images: &[Array3<f32>]) -> Result<Vec<Detection>, DetectError> {
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(self.batch) {
+            out.extend(self.detect_batch(chunk)?);
+        }
+        Ok(out)
+    }
+
+    fn detect_batch(&mut self, images: &[Array3<f32>]) -> Result<Vec<Detection>, DetectError> {
+        let b = images.len();
+        let t0 = Instant::now();
+        let z = self.encode(images)?;
+        let t_enc = t0.elapsed().as_secs_f64() * 1e3;
+
+        let t1 = Instant::now();
+        let opts = ResampleOptions { eta: self.settings.eta, local_constraint: self.settings.local_constraint };
+        let (outcomes, _stats) = resample_batch(&mut self.prior, &z, &opts, self.mode)?;
+        let t_prior = t1.elapsed().as_secs_f64() * 1e3;
+
+        // Decode the original and the resampled tables in one call.
+        let t2 = Instant::now();
+        let (m, n) = (z.shape()[1], z.shape()[2]);
+        let mut both = Array3::<i64>::zeros((2 * b, m, n));
+        both.slice_mut(s![..b, .., ..]).assign(&z);
+        for (i, o) in outcomes.iter().enumerate() {
+            both.slice_mut(s![b + i, .., ..]).assign(&o.table);
+        }
+        let decoded = self.decode(&both)?;
+        let t_dec = t2.elapsed().as_secs_f64() * 1e3;
+
+        let t3 = Instant::now();
+        let thr = self.settings.pixel_threshold.unwrap_or(f64::INFINITY) as f32;
+        let min_area = self.settings.min_area.max(0) as usize;
+        let mut dets = Vec::with_capacity(b);
+        for (i, o) in outcomes.into_iter().enumerate() {
+            let direct = decoded.index_axis(Axis(0), i).to_owned();
+            let restored = decoded.index_axis(Axis(0), b + i).to_owned();
+            let raw_map = score_map(restored.view(), direct.view())?;
+            let smoothed = self.smooth(&raw_map)?;
+            let mask = binarize(&smoothed, thr);
+            dets.push(Detection {
+                image_score: image_score(&smoothed).unwrap_or(0.0),
+                anomalous: is_anomalous(&smoothed, thr, min_area),
+                resampled: o.resampled,
+                prior_passes: o.prior_passes,
+                millis: StageMillis::default(),
+                input: images[i].clone(),
+                direct,
+                restored,
+                raw_map,
+                smoothed,
+                mask,
+            });
+        }
+        let t_filter = t3.elapsed().as_secs_f64() * 1e3;
+        let per = |t: f64| t / b as f64;
+        let millis = StageMillis {
+            encode: per(t_enc),
+            prior: per(t_prior),
+            decode: per(t_dec),
+            filter: per(t_filter),
+            total: per(t_enc + t_prior + t_dec + t_filter),
+        };
+        for d in &mut dets {
+            d.millis = millis;
+        }
+        Ok(dets)
+    }
+}
+
+/// The ℓ2 input–output map of the paper's ablation (Fig. 8): Σ_c (x − x_d)², same filter.
+pub fn l2_input_output_map(det: &Detection) -> Result<Array2<f32>, ScoreError> {
+    score_map(det.input.view(), det.direct.view())
+}
