@@ -6,7 +6,6 @@
 mod cli;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
 
 /// Image anomaly detection by latent space resampling: train a VQ-VAE and a PixelSNAIL
 /// prior, export them to ONNX, sign them into per-category packages, and run them with
@@ -112,15 +111,26 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             let code = if e.chain().any(|c| c.downcast_ref::<vqad::package::PackageError>().is_some()) { 3 } else { 1 };
             std::process::exit(code);
         }
     }
 }
 
-/// Default registry folder (the repository's `model-packages/`).
-#[allow(dead_code)]
-fn default_registry() -> PathBuf {
-    PathBuf::from("model-packages")
+/// The error and its causes on one line, skipping causes a message already quotes (library
+/// errors name their file and include the OS reason themselves).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if text.contains(&c) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&c);
+    }
+    text
 }
