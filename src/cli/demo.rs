@@ -134,7 +134,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
 
     step(7, "detecting anomalies on the test split");
     let detect_dir = out.join("detect");
-    let detect_code = super::detect::detect(DetectArgs {
+    let (line, detect_failed) = super::detect::run_detect(&DetectArgs {
         package: published.clone(),
         pubkey: pub_path.clone(),
         inputs: vec![cat_dir.join("test")],
@@ -152,7 +152,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
             threads: 0,
         },
     })?;
-    anyhow::ensure!(detect_code == 0, "detection reported failed images (exit {detect_code})");
+    eprintln!("{line}");
+    anyhow::ensure!(detect_failed == 0, "detection reported {detect_failed} failed images");
 
     step(8, "evaluating (paper Tables 1–4, image AUROC, AUPRO, ablations)");
     let eval_dir = out.join("eval");

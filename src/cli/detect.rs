@@ -132,6 +132,14 @@ fn bar(n: u64, what: &str) -> ProgressBar {
 }
 
 pub fn detect(a: DetectArgs) -> anyhow::Result<i32> {
+    let (line, failed) = run_detect(&a)?;
+    println!("{line}");
+    Ok(if failed == 0 { 0 } else { 4 })
+}
+
+/// Runs detection and writes all files; returns the one-line summary and the number of
+/// inputs that failed.
+pub fn run_detect(a: &DetectArgs) -> anyhow::Result<(String, usize)> {
     let (pkg, mut det) = open_detector(&a.package, &a.pubkey, a.run.options()?)?;
     eprintln!("{}", pkg.summary());
     let providers = det.providers();
@@ -191,11 +199,11 @@ pub fn detect(a: DetectArgs) -> anyhow::Result<i32> {
     });
     let p = a.out.join("summary.json");
     vqad::fsutil::write_atomic(&p, format!("{}\n", serde_json::to_string_pretty(&summary)?).as_bytes())?;
-    println!("{} images, {} anomalous, {} failed; results in {} ({:.1} images/s)", records.len(), anomalous, failed.len(), a.out.display(), records.len() as f64 / secs.max(1e-9));
     for (p, e) in &failed {
         eprintln!("failed: {}: {e}", p.display());
     }
-    Ok(if failed.is_empty() { 0 } else { 4 })
+    let line = format!("{} images, {} anomalous, {} failed; results in {} ({:.1} images/s)", records.len(), anomalous, failed.len(), a.out.display(), records.len() as f64 / secs.max(1e-9));
+    Ok((line, failed.len()))
 }
 
 #[derive(Args)]

@@ -378,11 +378,13 @@ fn train_vqvae(rd: &RunDir, cfg: &Config, ds: &Dataset, dev: Device, seed: u64, 
         m.insert("images_per_s".into(), json!(seen as f64 / secs));
         state.epochs_done = epoch + 1;
         state.metrics = m.clone();
-        rd.save_weights("vqvae", &vs)?;
-        rd.save_state("vqvae", &state)?;
+        // Log first: a kill between the two leaves a logged epoch that is re-run (and logged
+        // again) on resume, never a completed epoch missing from the log.
         let mut ev = json!({"stage": "vqvae", "epoch": epoch + 1});
         ev.as_object_mut().expect("object").extend(m.clone());
         rd.log(ev)?;
+        rd.save_weights("vqvae", &vs)?;
+        rd.save_state("vqvae", &state)?;
         pb.suspend(|| {
             eprintln!(
                 "vqvae epoch {:>3}/{}: loss {:.4} val mse {:.5} codes used {} perplexity {:.1} reseeded {} ({:.1}s)",
@@ -485,11 +487,11 @@ fn train_prior(rd: &RunDir, cfg: &Config, ds: &Dataset, dev: Device, seed: u64, 
         m.insert("tables_per_s".into(), json!(seen as f64 / secs));
         state.epochs_done = epoch + 1;
         state.metrics = m.clone();
-        rd.save_weights("prior", &vs)?;
-        rd.save_state("prior", &state)?;
         let mut ev = json!({"stage": "prior", "epoch": epoch + 1});
         ev.as_object_mut().expect("object").extend(m);
         rd.log(ev)?;
+        rd.save_weights("prior", &vs)?;
+        rd.save_state("prior", &state)?;
         pb.suspend(|| eprintln!("prior epoch {:>3}/{}: train nll {:.3} val nll {:.3} (log K {:.3}) ({:.1}s)", epoch + 1, t.prior_epochs, sum / seen as f64, val, (cfg.model.num_codes as f64).ln(), secs));
     }
     pb.finish_and_clear();

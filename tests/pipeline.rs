@@ -1,0 +1,267 @@
+//! The whole workflow through the `vqad` binary, at a small size: demo (synth → train →
+//! export → keygen → package → publish → verify → detect → eval), then what a user does with
+//! the results. One demo run is shared by the tests of this file.
+#![cfg(feature = "train")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn vqad() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vqad"))
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("vqad runs");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+struct Demo {
+    _dir: tempfile::TempDir,
+    summary: serde_json::Value,
+}
+
+/// Runs the demo once with a shortened schedule (the README's demo runs the full tiny preset).
+fn demo() -> &'static Demo {
+    static D: OnceLock<Demo> = OnceLock::new();
+    D.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("short.toml");
+        std::fs::write(&cfg, "[train]\nvqvae_epochs = 60\nprior_epochs = 30\n").unwrap();
+        let out = dir.path().join("demo");
+        let o = run(vqad().args(["demo", "--json", "--train", "40", "--test-bad", "3", "--config"]).arg(&cfg).arg("--out").arg(&out));
+        assert!(o.status.success(), "demo failed");
+        let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("demo --json prints JSON");
+        Demo { _dir: dir, summary }
+    })
+}
+
+fn path(v: &serde_json::Value) -> PathBuf {
+    PathBuf::from(v.as_str().expect("a path"))
+}
+
+#[test]
+fn demo_leaves_a_signed_package_a_registry_entry_results_and_a_report() {
+    let d = demo();
+    let s = &d.summary;
+    for k in ["package", "public_key", "published", "report_json", "report_md"] {
+        assert!(path(&s[k]).is_file(), "{k} missing: {}", s[k]);
+    }
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(path(&s["registry"]).join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["packages"][0]["name"], "synth_texture");
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(path(&s["detections"]).join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["images"].as_u64().unwrap(), 10 + 5 * 3);
+    assert!(summary["failed"].as_array().unwrap().is_empty());
+    // Training did something: reconstruction error fell, the prior beats a uniform guess.
+    let t = &s["training"];
+    assert!(t["vqvae_val_recon_mse"].as_f64().unwrap() < 0.5 * t["vqvae_val_recon_mse_untrained"].as_f64().unwrap(), "{t}");
+    assert!(t["prior_val_nll"].as_f64().unwrap() < t["log_k"].as_f64().unwrap(), "{t}");
+    // Every metric of the report is there.
+    let m = &s["metrics"];
+    for k in ["image_accuracy", "pro", "pixel_auroc", "image_f1", "pixel_f1", "image_auroc", "aupro_30"] {
+        assert!(m[k].is_number(), "metric {k} missing: {m}");
+    }
+    // The package verifies from the command line.
+    let o = run(vqad().arg("verify").arg(path(&s["published"])).arg("--pubkey").arg(path(&s["public_key"])).arg("--registry").arg(path(&s["registry"])));
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("valid: synth_texture 1.0.0"));
+}
+
+#[test]
+fn detection_and_report_json_match_their_schemas() {
+    let d = demo();
+    let det_dir = path(&d.summary["detections"]);
+    let mut det_files: Vec<String> = std::fs::read_dir(&det_dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json") && !p.ends_with("summary.json"))
+        .map(|p| p.display().to_string())
+        .collect();
+    det_files.sort();
+    assert_eq!(det_files.len(), 25);
+    let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let code = "import json, sys, jsonschema\nschema = json.load(open(sys.argv[1]))\njsonschema.Draft202012Validator.check_schema(schema)\nfor p in sys.argv[2:]:\n    jsonschema.validate(json.load(open(p)), schema)\nprint('ok', len(sys.argv) - 2)";
+    let mut args = vec![schemas.join("detection.schema.json").display().to_string()];
+    args.extend(det_files.iter().cloned());
+    let out = common::run_python(code, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.contains("ok 25"), "{out}");
+    let report = path(&d.summary["report_json"]).display().to_string();
+    let out = common::run_python(code, &[&schemas.join("report.schema.json").display().to_string(), &report]);
+    assert!(out.contains("ok 1"), "{out}");
+    // A record with a wrong type is refused by the schema (so the check can fail).
+    let mut bad: serde_json::Value = serde_json::from_slice(&std::fs::read(&det_files[0]).unwrap()).unwrap();
+    bad["anomalous"] = serde_json::json!("yes");
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tmp.path(), serde_json::to_vec(&bad).unwrap()).unwrap();
+    let status = Command::new(common::python())
+        .args(["-c", code, &schemas.join("detection.schema.json").display().to_string(), &tmp.path().display().to_string()])
+        .output()
+        .unwrap();
+    assert!(!status.status.success());
+}
+
+#[test]
+fn defective_images_score_higher_and_masks_overlap_the_defects() {
+    let d = demo();
+    let det_dir = path(&d.summary["detections"]);
+    let data = path(&d.summary["data"]);
+    let (mut good, mut bad, mut overlaps, mut bad_n) = (vec![], vec![], 0, 0);
+    for e in std::fs::read_dir(&det_dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|e| e != "json") || p.ends_with("summary.json") {
+            continue;
+        }
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+        let score = r["image_score"].as_f64().unwrap();
+        if stem.starts_with("good__") {
+            good.push(score);
+            continue;
+        }
+        bad.push(score);
+        bad_n += 1;
+        // test__<defect>__<n> → ground_truth/<defect>/<n>_mask.png
+        let parts: Vec<&str> = stem.split("__").collect();
+        let gt = vqad::data::load_mask(&data.join("ground_truth").join(parts[0]).join(format!("{}_mask.png", parts[1])), 64).unwrap();
+        let mask = vqad::data::load_mask(&det_dir.join(r["outputs"]["mask"].as_str().unwrap()), 64).unwrap();
+        if gt.iter().zip(mask.iter()).any(|(&g, &m)| g > 0 && m > 0) {
+            overlaps += 1;
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    assert!(mean(&bad) > mean(&good), "defective mean score {} ≤ good {}", mean(&bad), mean(&good));
+    assert!(overlaps * 2 >= bad_n, "only {overlaps} of {bad_n} masks overlap their defect");
+}
+
+/// Flips one byte in the middle of `entry`'s stored data inside a copy of the package.
+fn tampered_copy(pkg: &Path, dir: &Path) -> PathBuf {
+    let mut bytes = std::fs::read(pkg).unwrap();
+    let name = b"pixelsnail.onnx";
+    let at = bytes.windows(name.len()).position(|w| w == name).expect("entry name in the archive");
+    let target = at + name.len() + 5000;
+    bytes[target] ^= 0x40;
+    let out = dir.join(pkg.file_name().unwrap());
+    std::fs::write(&out, bytes).unwrap();
+    out
+}
+
+#[test]
+fn detect_refuses_a_tampered_package_and_writes_nothing() {
+    let d = demo();
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tampered_copy(&path(&d.summary["package"]), tmp.path());
+    let out_dir = tmp.path().join("results");
+    let o = run(vqad().arg("detect").arg(&bad).arg("--pubkey").arg(path(&d.summary["public_key"])).arg(path(&d.summary["data"]).join("test/good")).arg("--out").arg(&out_dir));
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("refusing to run") && err.contains("pixelsnail.onnx"), "{err}");
+    assert!(!err.contains("panicked"));
+    assert!(!out_dir.exists(), "results were written for an unverified package");
+    // A wrong key is refused the same way.
+    let k = tmp.path().join("other");
+    assert!(run(vqad().arg("keygen").arg("--out").arg(&k)).status.success());
+    let o = run(vqad().arg("verify").arg(path(&d.summary["package"])).arg("--pubkey").arg(k.with_extension("pub")));
+    assert_eq!(o.status.code(), Some(3));
+}
+
+#[test]
+fn detect_reports_a_bad_file_and_goes_on() {
+    let d = demo();
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = tmp.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    let good = path(&d.summary["data"]).join("test/good");
+    for f in ["000.png", "001.png"] {
+        std::fs::copy(good.join(f), inputs.join(f)).unwrap();
+    }
+    std::fs::write(inputs.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let out_dir = tmp.path().join("out");
+    let o = run(vqad()
+        .arg("detect")
+        .arg(path(&d.summary["package"]))
+        .arg("--pubkey")
+        .arg(path(&d.summary["public_key"]))
+        .arg(&inputs)
+        .arg("--out")
+        .arg(&out_dir)
+        .args(["--ep", "cpu", "--save-maps"]));
+    assert_eq!(o.status.code(), Some(4), "a failed input must show in the exit code");
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["images"], 2);
+    assert!(summary["failed"][0]["path"].as_str().unwrap().ends_with("broken.png"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("broken.png"));
+    let raw: ndarray::Array2<f32> = ndarray_npy::read_npy(out_dir.join("000_raw.npy")).unwrap();
+    assert_eq!(raw.dim(), (64, 64));
+}
+
+#[test]
+fn publish_refuses_to_replace_a_version() {
+    let d = demo();
+    let o = run(vqad().arg("publish").arg(path(&d.summary["package"])).arg("--registry").arg(path(&d.summary["registry"])).arg("--pubkey").arg(path(&d.summary["public_key"])));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("1.0.0"));
+    let o = run(vqad().arg("list").arg("--registry").arg(path(&d.summary["registry"])).arg("--json"));
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn incremental_and_naive_resampling_agree_on_the_real_model() {
+    let d = demo();
+    let key = vqad::package::TrustedKey::load(&path(&d.summary["public_key"])).unwrap();
+    let pkg = path(&d.summary["package"]);
+    let cat = vqad::data::Category::open(&path(&d.summary["data"])).unwrap();
+    let imgs: Vec<_> = cat.test.iter().step_by(4).take(4).map(|t| vqad::data::load_image(&t.path, 3, 64).unwrap()).collect();
+    let open = |mode| {
+        let opts = vqad::runtime::DetectorOptions { session: common::cpu_sessions(), eta: Some(0.05), mode, batch: 3, ..Default::default() };
+        vqad::runtime::Detector::open(&pkg, &key, opts).unwrap()
+    };
+    let inc = open(vqad::runtime::ResampleMode::Incremental).detect_arrays(&imgs).unwrap();
+    let naive = open(vqad::runtime::ResampleMode::Naive).detect_arrays(&imgs).unwrap();
+    let mut changed = 0;
+    for (a, b) in inc.iter().zip(naive.iter()) {
+        assert_eq!(a.resampled, b.resampled);
+        assert_eq!(a.restored, b.restored);
+        assert_eq!(a.smoothed, b.smoothed);
+        assert_eq!(b.prior_passes, 16 * 16);
+        assert!(a.prior_passes <= 1 + a.resampled.len());
+        changed += a.resampled.len();
+    }
+    assert!(changed > 0, "η = 0.05 should resample something, or the comparison shows nothing");
+}
+
+#[test]
+fn exported_graphs_match_the_trained_model_on_real_images() {
+    let d = demo();
+    let run_dir = path(&d.summary["run"]);
+    let rd = vqad::train::run::RunDir::new(&run_dir);
+    let cfg = rd.config().unwrap();
+    let (_vs, vq) = vqad::train::load_vqvae(&rd, &cfg, tch::Device::Cpu).unwrap();
+    let (_ps, prior) = vqad::train::load_prior(&rd, &cfg, tch::Device::Cpu).unwrap();
+    let export = path(&d.summary["export"]);
+    let cat = vqad::data::Category::open(&path(&d.summary["data"])).unwrap();
+    let imgs: Vec<_> = cat.test.iter().take(5).map(|t| vqad::data::load_image(&t.path, 3, 64).unwrap()).collect();
+    let x = vqad::train::stack(&imgs.iter().collect::<Vec<_>>(), tch::Device::Cpu);
+    let want_idx = vq.indices(&x);
+    let opts = common::cpu_sessions();
+    let mut enc = vqad::runtime::session::open_graph("encoder.onnx", &std::fs::read(export.join("encoder.onnx")).unwrap(), &opts).unwrap();
+    let views: Vec<_> = imgs.iter().map(|a| a.view()).collect();
+    let got: ndarray::ArrayD<i64> = enc.run_one(ndarray::stack(ndarray::Axis(0), &views).unwrap().into_dyn()).unwrap();
+    let want: Vec<i64> = Vec::<i64>::try_from(want_idx.flatten(0, -1)).unwrap();
+    let same = got.iter().zip(want.iter()).filter(|(a, b)| a == b).count();
+    assert!(same * 1000 >= want.len() * 999, "{same} of {} indices agree", want.len());
+    let mut dec = vqad::runtime::session::open_graph("decoder.onnx", &std::fs::read(export.join("decoder.onnx")).unwrap(), &opts).unwrap();
+    let idx_nd = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[5, 16, 16]), want).unwrap();
+    let img: ndarray::ArrayD<f32> = dec.run_one(idx_nd.clone()).unwrap();
+    let want_img = Vec::<f32>::try_from(tch::no_grad(|| vq.decode_indices(&want_idx)).flatten(0, -1)).unwrap();
+    let dmax = img.iter().zip(want_img.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(dmax <= 1e-4, "decoder max |Δ| = {dmax}");
+    let mut ps = vqad::runtime::session::open_graph("pixelsnail.onnx", &std::fs::read(export.join("pixelsnail.onnx")).unwrap(), &opts).unwrap();
+    let lp: ndarray::ArrayD<f32> = ps.run_one(idx_nd).unwrap();
+    let want_lp = Vec::<f32>::try_from(prior.log_probs(&want_idx).flatten(0, -1)).unwrap();
+    let dmax = lp.iter().zip(want_lp.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(dmax <= 1e-4, "pixelsnail max |Δ| = {dmax}");
+}
