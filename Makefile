@@ -8,6 +8,7 @@ demo:
 
 test:
 	@bash tools/with-native.sh cargo test --release --no-fail-fast $(ARGS)
+	@bash tools/with-native.sh bash tools/check-runtime-build.sh
 
 build:
 	@bash tools/with-native.sh cargo build --release

@@ -1,4 +1,5 @@
 //! `vqad demo`: the whole workflow on a generated category, on the CPU, in minutes.
+#![cfg_attr(not(feature = "train"), allow(unused))]
 
 use super::detect::{DetectArgs, RunFlags};
 use anyhow::Context;
