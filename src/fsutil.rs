@@ -3,27 +3,25 @@
 use std::io::Write;
 use std::path::Path;
 
-/// Writes `bytes` to `path` through a temp file in the same folder, then renames it over the
-/// target: readers see the old file or the new one, never a prefix.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to `path` through a synced temp file in the same folder, then renames it
+/// into place: readers see the old file or the new one, never a prefix. Without `overwrite`
+/// the rename refuses an existing file (`ErrorKind::AlreadyExists`).
+pub fn write_file(path: &Path, bytes: &[u8], overwrite: bool) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    if !overwrite && (path.exists() || path.is_symlink()) {
+        return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "file exists"));
+    }
+    let mut tmp = tempfile::Builder::new().prefix(".vqad-tmp-").tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    let res = if overwrite { tmp.persist(path).map(|_| ()) } else { tmp.persist_noclobber(path).map(|_| ()) };
+    res.map_err(|e| e.error)
 }
 
-/// Like [`write_atomic`] but refuses to replace an existing file.
-pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist_noclobber(path).map_err(|e| e.error)?;
-    Ok(())
+/// [`write_file`], replacing any existing file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_file(path, bytes, true)
 }
 
 /// Hex sha256 of a byte string.

@@ -30,7 +30,7 @@ fn demo() -> &'static Demo {
     D.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("short.toml");
-        std::fs::write(&cfg, "[train]\nvqvae_epochs = 60\nprior_epochs = 30\n").unwrap();
+        std::fs::write(&cfg, "[train]\nvqvae_epochs = 30\nprior_epochs = 12\n").unwrap();
         let out = dir.path().join("demo");
         let o = run(vqad().args(["demo", "--json", "--train", "40", "--test-bad", "3", "--config"]).arg(&cfg).arg("--out").arg(&out));
         assert!(o.status.success(), "demo failed");

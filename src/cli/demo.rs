@@ -17,7 +17,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "texture")]
     pub kind: vqad::config::CategoryKind,
     /// Normal training images to generate.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 200)]
     pub train: usize,
     /// Defective test images per defect type.
     #[arg(long, default_value_t = 4)]

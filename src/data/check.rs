@@ -171,32 +171,7 @@ fn probe(path: &Path) -> Result<Info, DataError> {
 
 /// Decodes all paths on all cores, results in input order.
 fn probe_all(paths: &[PathBuf]) -> Vec<Result<Info, DataError>> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 16);
-    let chunk = paths.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let hs: Vec<_> = paths
-            .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(|p| probe(p)).collect::<Vec<_>>()))
-            .collect();
-        hs.into_iter()
-            .zip(paths.chunks(chunk))
-            .flat_map(|(h, part)| {
-                h.join().unwrap_or_else(|_| {
-                    part.iter()
-                        .map(|p| {
-                            Err(DataError::Decode {
-                                path: p.clone(),
-                                reason: "decoder panicked".into(),
-                            })
-                        })
-                        .collect()
-                })
-            })
-            .collect()
-    })
+    super::image_io::par_map_paths(paths, probe)
 }
 
 fn entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {

@@ -187,27 +187,22 @@ pub fn load_mask(path: &Path, size: usize) -> Result<Array2<u8>, DataError> {
 
 /// Loads many images, decoding on all cores. Bad files do not stop the batch: they come back
 /// in the second list with their error, in input order, and the good ones in the first.
-#[allow(clippy::type_complexity)] // the signature other modules call
-pub fn load_many(
+/// Runs `f` over `paths` on all cores (at most 16 threads); results in input order. A panic
+/// inside `f` becomes a decode error for that chunk's files instead of taking the batch down.
+pub(crate) fn par_map_paths<T: Send>(
     paths: &[PathBuf],
-    channels: usize,
-    size: usize,
-) -> (Vec<(PathBuf, Array3<f32>)>, Vec<(PathBuf, DataError)>) {
+    f: impl Fn(&Path) -> Result<T, DataError> + Sync,
+) -> Vec<Result<T, DataError>> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, 16);
     let chunk = paths.len().div_ceil(threads).max(1);
-    let results: Vec<Result<Array3<f32>, DataError>> = std::thread::scope(|s| {
+    let f = &f;
+    std::thread::scope(|s| {
         let handles: Vec<_> = paths
             .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|p| load_image(p, channels, size))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|part| s.spawn(move || part.iter().map(|p| f(p)).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()
@@ -225,7 +220,16 @@ pub fn load_many(
                 })
             })
             .collect()
-    });
+    })
+}
+
+#[allow(clippy::type_complexity)] // the signature other modules call
+pub fn load_many(
+    paths: &[PathBuf],
+    channels: usize,
+    size: usize,
+) -> (Vec<(PathBuf, Array3<f32>)>, Vec<(PathBuf, DataError)>) {
+    let results = par_map_paths(paths, |p| load_image(p, channels, size));
     let (mut ok, mut bad) = (Vec::new(), Vec::new());
     for (p, r) in paths.iter().zip(results) {
         match r {

@@ -68,7 +68,7 @@ pub fn build_package_with(
         (out.to_path_buf(), out.join(&file_name))
     };
     std::fs::create_dir_all(&dir).map_err(|e| PackageError::io(&dir, e))?;
-    write_atomic(&dir, &path, &bytes, opts.overwrite)?;
+    write_atomic(&path, &bytes, opts.overwrite)?;
     Ok(PackageInfo { path, sha256: sha256_hex(&bytes), size: bytes.len() as u64 })
 }
 
@@ -109,24 +109,15 @@ pub fn package_bytes(
     zipfmt::write_zip(&entries)
 }
 
-/// Writes `bytes` to a temp file in `dir`, syncs it, then renames it to `path`, so a reader
+/// Writes `bytes` through a synced temp file renamed to `path` ([`crate::fsutil::write_file`]), so a reader
 /// never sees half a package. Without `overwrite` the final step refuses an existing file
 /// (no-clobber rename where the OS has one).
-pub(crate) fn write_atomic(dir: &Path, path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), PackageError> {
-    if !overwrite && (path.exists() || path.is_symlink()) {
-        return Err(PackageError::OutputExists { path: path.to_path_buf() });
-    }
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".vqad-tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| PackageError::io(dir, e))?;
-    tmp.write_all(bytes).and_then(|_| tmp.as_file().sync_all()).map_err(|e| PackageError::io(tmp.path(), e))?;
-    let res = if overwrite { tmp.persist(path).map(|_| ()) } else { tmp.persist_noclobber(path).map(|_| ()) };
-    res.map_err(|e| {
-        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), PackageError> {
+    crate::fsutil::write_file(path, bytes, overwrite).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
             PackageError::OutputExists { path: path.to_path_buf() }
         } else {
-            PackageError::io(path, e.error)
+            PackageError::io(path, e)
         }
     })
 }

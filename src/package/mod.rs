@@ -239,8 +239,4 @@ impl PackageError {
     }
 }
 
-/// Lower-case hex sha256 of `bytes`.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
+pub(crate) use crate::fsutil::sha256_hex;

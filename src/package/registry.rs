@@ -116,7 +116,7 @@ pub fn publish(package: &Path, registry: &Path, key: &TrustedKey) -> Result<Path
         return Err(PackageError::VersionExists { name: m.name.clone(), version: m.version.clone(), path: dest });
     }
     std::fs::create_dir_all(&dir).map_err(|e| PackageError::io(&dir, e))?;
-    write_atomic(&dir, &dest, &bytes, false)?;
+    write_atomic(&dest, &bytes, false)?;
     index.packages.push(IndexEntry {
         name: m.name.clone(),
         version: m.version.clone(),
@@ -131,7 +131,7 @@ pub fn publish(package: &Path, registry: &Path, key: &TrustedKey) -> Result<Path
         reason: e.to_string(),
     })?;
     json.push(b'\n');
-    write_atomic(registry, &registry.join(INDEX_FILE), &json, true)?;
+    write_atomic(&registry.join(INDEX_FILE), &json, true)?;
     Ok(dest)
 }
 
