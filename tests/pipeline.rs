@@ -32,7 +32,7 @@ fn demo() -> &'static Demo {
         let cfg = dir.path().join("short.toml");
         std::fs::write(&cfg, "[train]\nvqvae_epochs = 30\nprior_epochs = 12\n").unwrap();
         let out = dir.path().join("demo");
-        let o = run(vqad().args(["demo", "--json", "--train", "40", "--test-bad", "3", "--config"]).arg(&cfg).arg("--out").arg(&out));
+        let o = run(vqad().args(["demo", "--json", "--train", "100", "--test-bad", "3", "--config"]).arg(&cfg).arg("--out").arg(&out));
         assert!(o.status.success(), "demo failed");
         let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("demo --json prints JSON");
         Demo { _dir: dir, summary }
