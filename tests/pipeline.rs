@@ -198,6 +198,43 @@ fn detect_reports_a_bad_file_and_goes_on() {
 }
 
 #[test]
+fn packaging_a_trained_run_twice_gives_identical_bytes_and_inspect_shows_provenance() {
+    let d = demo();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = path(&d.summary["public_key"]).with_extension("key");
+    let mut shas = vec![];
+    for i in 0..2 {
+        let out = tmp.path().join(format!("p{i}"));
+        let o = run(vqad()
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .arg("package")
+            .arg(path(&d.summary["run"]))
+            .args(["--name", "synth_texture", "--version", "2.0.0", "--key"])
+            .arg(&key)
+            .arg("--out")
+            .arg(&out));
+        assert!(o.status.success());
+        shas.push(std::fs::read(out.join("synth_texture-2.0.0.vqad")).unwrap());
+    }
+    assert_eq!(shas[0], shas[1], "two packagings of the same run differ");
+    let pkg = tmp.path().join("p0/synth_texture-2.0.0.vqad");
+    let o = run(vqad().arg("inspect").arg(&pkg).arg("--pubkey").arg(path(&d.summary["public_key"])).arg("--json"));
+    assert!(o.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["verified"]["valid"], true, "{r}");
+    let m = &r["manifest"];
+    assert_eq!(m["provenance"]["created"], "2023-11-14T22:13:20Z");
+    assert_eq!(m["provenance"]["dataset"]["digest"].as_str().unwrap().len(), 64);
+    assert!(m["provenance"]["software"]["libtorch"].as_str().unwrap().starts_with("2.13"));
+    assert_eq!(m["provenance"]["software"]["onnxruntime"], "1.31.1");
+    assert!(m["detection"]["pixel_threshold"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["entries"].as_array().unwrap().len(), 6);
+    // Unverified inspection says so.
+    let o = run(vqad().arg("inspect").arg(&pkg));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("NOT VERIFIED"));
+}
+
+#[test]
 fn publish_refuses_to_replace_a_version() {
     let d = demo();
     let o = run(vqad().arg("publish").arg(path(&d.summary["package"])).arg("--registry").arg(path(&d.summary["registry"])).arg("--pubkey").arg(path(&d.summary["public_key"])));

@@ -26,4 +26,6 @@ T
 [ -f "$out/keys/bench.key" ] || { mkdir -p "$out/keys"; "$vqad" keygen --out "$out/keys/bench"; }
 pkg="$out/packages/synth_texture-0.0.1.vqad"
 [ -f "$pkg" ] || "$vqad" package "$out/run" --name synth_texture --version 0.0.1 --key "$out/keys/bench.key" --out "$out/packages"
-"$vqad" bench "$pkg" --pubkey "$out/keys/bench.pub" --images "$out/data/synth_texture/test/good" --count 8 --batches 1,8 --naive-count 1 "$@"
+# Extra flags replace these defaults (pass --count/--batches/--naive-count yourself then).
+[ $# -gt 0 ] || set -- --count 8 --batches 1,8 --naive-count 1
+"$vqad" bench "$pkg" --pubkey "$out/keys/bench.pub" --images "$out/data/synth_texture/test/good" "$@"
