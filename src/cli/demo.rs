@@ -109,7 +109,6 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
     let tuned = vqad::pipeline::tune_run(&run_dir, None, &[], &|s| eprintln!("  {s}"))?;
 
     step(5, "creating a signing key and a signed package");
-    std::fs::create_dir_all(out.join("keys"))?;
     let (key_path, pub_path) = package::keygen(&out.join("keys").join("demo"))?;
     let key = SigningKey::load(&key_path)?;
     let info = vqad::pipeline::package_run(
@@ -206,19 +205,20 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         super::print_json(&result)?;
     } else {
         let f = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "–".into());
+        let e = |v: Option<f64>| v.map(|x| format!("{x:.2e}")).unwrap_or_else(|| "–".into());
         println!("vqad demo finished in {:.0}s. Everything is in {}:", secs, out.display());
         println!("  data          {}", cat_dir.display());
         println!("  training run  {}   (val recon MSE {} → {}, prior val NLL {} vs log K {})",
             run_dir.display(),
-            f(summary.vqvae.initial.get("val_recon_mse").and_then(|v| v.as_f64())),
-            f(summary.vqvae.metric("val_recon_mse")),
+            e(summary.vqvae.initial.get("val_recon_mse").and_then(|v| v.as_f64())),
+            e(summary.vqvae.metric("val_recon_mse")),
             f(summary.prior.metric("val_nll")),
             f(summary.prior.metric("log_k")));
         println!("  package       {}   (signed; public key {})", info.path.display(), pub_path.display());
         println!("  registry      {}", published.display());
         println!("  detections    {}/summary.json", detect_dir.display());
         println!("  report        {}  (panels in {})", report_md.display(), eval_dir.join("panels").display());
-        println!("  η = {}, pixel threshold = {:.5}", tuned.detect.eta, tuned.detect.pixel_threshold.unwrap_or(f64::NAN));
+        println!("  η = {}, pixel threshold = {}", tuned.detect.eta, e(tuned.detect.pixel_threshold));
         println!(
             "  image AUROC {}  pixel AUROC {}  PRO {}  AUPRO@0.3 {}  image accuracy {}",
             f(overall.image_auroc), f(overall.pixel_auroc), f(overall.pro), f(overall.aupro_30), f(overall.image_accuracy)

@@ -116,7 +116,7 @@ pub fn tune(a: TuneArgs) -> anyhow::Result<i32> {
     };
     let r = vqad::pipeline::tune_run(&a.run_dir, a.ort_lib.as_deref(), &grid, &|s| eprintln!("{s}"))?;
     println!(
-        "η = {} , pixel threshold = {:.6}, minimum area = {} px ({} validation normals, {} synthetic negatives); wrote {}",
+        "η = {}, pixel threshold = {:.3e}, minimum area = {} px ({} validation normals, {} synthetic negatives); wrote {}",
         r.detect.eta,
         r.detect.pixel_threshold.unwrap_or(f64::NAN),
         r.detect.min_area,

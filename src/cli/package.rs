@@ -135,8 +135,8 @@ pub fn unpack(a: UnpackArgs) -> anyhow::Result<i32> {
     let key = TrustedKey::load(&a.pubkey)?;
     let v = VerifiedPackage::open(&a.file, &key).with_context(|| format!("{}: verification failed", a.file.display()))?;
     v.unpack(&a.out)?;
-    println!("{}\nunpacked into {} (check it with: model_signing verify key {} --signature {}/model.sig --public_key {})",
-        v.summary(), a.out.display(), a.out.display(), a.out.display(), a.pubkey.display());
+    println!("{}\nunpacked into {} (check it with: model_signing verify key {} --signature {} --public_key {})",
+        v.summary(), a.out.display(), a.out.display(), a.out.join("model.sig").display(), a.pubkey.display());
     Ok(0)
 }
 

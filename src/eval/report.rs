@@ -342,7 +342,7 @@ pub fn markdown(r: &EvalReport) -> String {
     }
     for c in &r.categories {
         s.push_str(&format!(
-            "## {} ({} {})\n\nη = {}, pixel threshold = {:.6}, minimum area = {} px. Rows per defect type include the good images.\n\n",
+            "## {} ({} {})\n\nη = {}, pixel threshold = {:.3e}, minimum area = {} px. Rows per defect type include the good images.\n\n",
             c.category, c.package, c.version, c.eta, c.pixel_threshold, c.min_area
         ));
         s.push_str(header);

@@ -170,6 +170,9 @@ pub fn keygen(prefix: &Path) -> Result<(PathBuf, PathBuf), PackageError> {
             return Err(PackageError::KeyExists { path: p.clone() });
         }
     }
+    if let Some(dir) = key_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| PackageError::io(dir, e))?;
+    }
     let key = SigningKey::generate();
     let private_pem = key.to_pkcs8_pem()?;
     write_new(&key_path, private_pem.as_bytes(), 0o600)?;
