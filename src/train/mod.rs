@@ -214,9 +214,13 @@ fn seeded(seed: u64, epoch: i64, salt: u64) -> rand_chacha::ChaCha8Rng {
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
     let rd = RunDir::new(&opts.out);
     let dev = device::select_device(&opts.device)?;
+    opts.config.validate()?;
+    // Read the data before touching the run folder, so a wrong path leaves nothing behind;
+    // a run being continued is read with the config it was started with.
+    let data_cfg = if rd.config_path().exists() { rd.config()? } else { opts.config.clone() };
+    let ds = load_dataset(&opts.category_dir, &data_cfg)?;
     prepare_run_dir(opts, &rd)?;
     let cfg = rd.config()?;
-    let ds = load_dataset(&opts.category_dir, &cfg)?;
     let info = RunInfo {
         category: ds.name.clone(),
         category_dir: opts.category_dir.display().to_string(),
