@@ -44,17 +44,27 @@ pub fn read_tune(run: &Path) -> Result<Option<TuneResult>, PipelineError> {
 /// Chooses η and the thresholds of a trained run on its validation normals (CPU ONNX Runtime,
 /// the graphs exactly as they will be packaged) and writes `RUN_DIR/tune.json`.
 pub fn tune_run(run: &Path, ort_lib: Option<&Path>, grid: &[f64], progress: &dyn Fn(&str)) -> Result<TuneResult, PipelineError> {
+    tune_exported(run, &export_run(run)?.files, ort_lib, grid, progress)
+}
+
+/// [`tune_run`] on graphs already exported from the run.
+fn tune_exported(
+    run: &Path,
+    files: &BTreeMap<String, Vec<u8>>,
+    ort_lib: Option<&Path>,
+    grid: &[f64],
+    progress: &dyn Fn(&str),
+) -> Result<TuneResult, PipelineError> {
     let rd = RunDir::new(run);
     let cfg = rd.config()?;
     let info = rd.info()?;
-    let exported = export_run(run)?;
     let ds = load_dataset(Path::new(&info.category_dir), &cfg)?;
     let normals = if ds.val.is_empty() { ds.train.iter().take(8).cloned().collect() } else { ds.val.clone() };
     let opts = DetectorOptions {
         session: SessionOptions { providers: vec![Provider::Cpu], ort_lib: ort_lib.map(Path::to_path_buf), ..Default::default() },
         ..Default::default()
     };
-    let mut det = Detector::from_graphs(&exported.files, ModelShape::from_config(&cfg.model, crate::onnx::OPSET), cfg.detect.clone(), opts)?;
+    let mut det = Detector::from_graphs(files, ModelShape::from_config(&cfg.model, crate::onnx::OPSET), cfg.detect.clone(), opts)?;
     let result = tune(&mut det, &normals, if grid.is_empty() { &ETA_GRID } else { grid }, info.seed, progress)?;
     let mut bytes = serde_json::to_vec_pretty(&result).expect("serialisable");
     bytes.push(b'\n');
@@ -97,14 +107,14 @@ pub fn package_run(req: &PackageRequest, key: &SigningKey) -> Result<PackageInfo
             eprintln!("{s}");
         }
     };
+    let exported = export_run(&req.run_dir)?;
     let tuned = match read_tune(&req.run_dir)? {
         Some(t) => t,
         None => {
             say("tuning η and thresholds on validation normals (no tune.json yet)…");
-            tune_run(&req.run_dir, req.ort_lib.as_deref(), &[], &say)?
+            tune_exported(&req.run_dir, &exported.files, req.ort_lib.as_deref(), &[], &say)?
         }
     };
-    let exported = export_run(&req.run_dir)?;
     let mut final_losses = BTreeMap::new();
     for (k, v) in [
         ("vqvae_train_loss", num(&vq.metrics, "train_loss")),
