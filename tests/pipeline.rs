@@ -132,6 +132,7 @@ fn defective_images_score_higher_and_masks_overlap_the_defects() {
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    eprintln!("mean image score: defective {:.3e}, good {:.3e}; {overlaps} of {bad_n} masks overlap their defect", mean(&bad), mean(&good));
     assert!(mean(&bad) > mean(&good), "defective mean score {} ≤ good {}", mean(&bad), mean(&good));
     assert!(overlaps * 2 >= bad_n, "only {overlaps} of {bad_n} masks overlap their defect");
 }
