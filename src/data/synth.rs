@@ -8,8 +8,12 @@
 //! - `Object`: one flange-like disc (inner hole, four bolt holes) centred on a plain light
 //!   background, with ±2 % position and ±8° rotation jitter.
 //!
-//! Defect images are a normal image with one defect painted in a contrasting colour:
-//! scratch, hole, stain, contamination or missing part, covering 0.6–4.5 % of the image.
+//! Defect images are a normal image with one structural defect: scratch, hole, stain,
+//! contamination or missing part, covering 0.6–4.5 % of the image. Defects are painted only
+//! with colours that occur in the normal image itself (its darkest / lightest / mean colour,
+//! the object's bolt-hole or background colour, or the texture copied with a half-period
+//! phase shift), so a VQ-VAE trained on normal images can reconstruct them: they are wrong
+//! arrangements, not unseen colours.
 //! The mask is computed from the pixels, not the shape: 255 exactly where the written defect
 //! image differs from its normal image, 0 elsewhere.
 //!
@@ -32,7 +36,7 @@ use std::path::{Path, PathBuf};
 pub const SYNTH_META: &str = "synth.json";
 
 /// Version of the rendering code; bump when output pixels change.
-const GENERATOR_VERSION: u32 = 1;
+const GENERATOR_VERSION: u32 = 2;
 
 /// What a generated category looks like when normal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,6 +303,11 @@ fn render_normal(pattern: Pattern, n: usize, rng: &mut ChaCha8Rng) -> Scene {
     }
 }
 
+/// The background colour behind pixel `i` (for objects, the plain backdrop).
+fn pal_bg(s: &Scene, i: usize) -> [f64; 3] {
+    s.behind[i]
+}
+
 fn lum(p: [f64; 3]) -> f64 {
     0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
 }
@@ -311,19 +320,36 @@ fn quantize(buf: &Buf, n: usize) -> RgbImage {
     })
 }
 
-/// Mean luminance of the scene's material, to pick a contrasting defect colour.
-fn body_lum(s: &Scene) -> f64 {
-    let (mut sum, mut k) = (0.0, 0usize);
-    for (p, &b) in s.img.iter().zip(&s.body) {
-        if b {
-            sum += lum(*p);
-            k += 1;
-        }
+/// The material's own feature colours: the mean of its darkest and lightest 3 % of pixels
+/// (by luminance) and its mean colour. Defects are painted with these (or with pixels copied
+/// from the image itself), so they are anomalous in arrangement, not in colour.
+struct Palette {
+    dark: [f64; 3],
+    light: [f64; 3],
+    mean: [f64; 3],
+}
+
+fn palette(s: &Scene) -> Palette {
+    let mut px: Vec<[f64; 3]> = s
+        .img
+        .iter()
+        .zip(&s.body)
+        .filter(|(_, &b)| b)
+        .map(|(p, _)| *p)
+        .collect();
+    if px.is_empty() {
+        px.push([0.5; 3]);
     }
-    if k == 0 {
-        0.5
-    } else {
-        sum / k as f64
+    px.sort_by(|a, b| lum(*a).total_cmp(&lum(*b)));
+    let avg = |q: &[[f64; 3]]| -> [f64; 3] {
+        let k = q.len().max(1) as f64;
+        std::array::from_fn(|c| q.iter().map(|p| p[c]).sum::<f64>() / k)
+    };
+    let k = (px.len() * 3 / 100).max(1);
+    Palette {
+        dark: avg(&px[..k]),
+        light: avg(&px[px.len() - k..]),
+        mean: avg(&px),
     }
 }
 
@@ -349,7 +375,7 @@ fn paint(s: &Scene, defect: Defect, rng: &mut ChaCha8Rng) -> Buf {
     let n = s.n;
     let nf = n as f64;
     let mut out = s.img.clone();
-    let dark_base = body_lum(s) < 0.55;
+    let pal = palette(s);
     let (cx, cy) = defect_centre(s, rng);
     let mut region = vec![false; n * n];
     let mut set = |f: &dyn Fn(f64, f64) -> bool| {
@@ -368,7 +394,8 @@ fn paint(s: &Scene, defect: Defect, rng: &mut ChaCha8Rng) -> Buf {
         Defect::Scratch => {
             let len = rng.random_range(0.22..0.36) * nf;
             let ang = rng.random::<f64>() * PI;
-            let half_w = (1.5 * nf / 128.0).max(0.75);
+            // At least ~2.5 px wide so the scratch survives at 64 px (a 16×16 code grid).
+            let half_w = (1.5 * nf / 128.0).max(1.25);
             let (dx, dy) = (ang.cos(), ang.sin());
             set(&|x, y| {
                 let (rx, ry) = (x - cx, y - cy);
@@ -377,7 +404,7 @@ fn paint(s: &Scene, defect: Defect, rng: &mut ChaCha8Rng) -> Buf {
             });
         }
         Defect::Hole => {
-            let r = rng.random_range(0.045..0.07) * nf;
+            let r = rng.random_range(0.055..0.08) * nf;
             set(&disc(cx, cy, r));
         }
         Defect::Stain => {
@@ -396,9 +423,9 @@ fn paint(s: &Scene, defect: Defect, rng: &mut ChaCha8Rng) -> Buf {
             let parts: Vec<(f64, f64, f64)> = (0..rng.random_range(4..8))
                 .map(|_| {
                     (
-                        cx + noise(rng, 0.10 * nf),
-                        cy + noise(rng, 0.10 * nf),
-                        (rng.random_range(0.016..0.028) * nf).max(1.2),
+                        cx + noise(rng, 0.06 * nf),
+                        cy + noise(rng, 0.06 * nf),
+                        (rng.random_range(0.02..0.032) * nf).max(1.2),
                     )
                 })
                 .collect();
@@ -418,35 +445,46 @@ fn paint(s: &Scene, defect: Defect, rng: &mut ChaCha8Rng) -> Buf {
             }
             _ => {
                 let (w, h) = (
-                    rng.random_range(0.08..0.16) * nf,
-                    rng.random_range(0.08..0.16) * nf,
+                    rng.random_range(0.12..0.19) * nf,
+                    rng.random_range(0.12..0.19) * nf,
                 );
                 set(&|x, y| (x - cx).abs() <= w / 2.0 && (y - cy).abs() <= h / 2.0);
             }
         },
     }
-    // Colours chosen against the material so every painted pixel changes visibly.
-    let pick = |bright: [f64; 3], dark: [f64; 3]| if dark_base { bright } else { dark };
+    // Colours taken from the normal image itself: the defect is a wrong arrangement of
+    // in-distribution colours, which a reconstruction alone does not erase.
+    let period = (n / 8).max(2);
+    let jitter = |c: [f64; 3], rng: &mut ChaCha8Rng| -> [f64; 3] {
+        std::array::from_fn(|k| c[k] + noise(rng, 0.015))
+    };
+    // Stain source offset: half a weave period (a lattice break) for the regular texture,
+    // far away for the irregular one.
+    let (sx, sy) = match s.pattern {
+        Pattern::Regular => (period / 2, period / 2),
+        _ => (n / 3, n / 5),
+    };
     for i in 0..n * n {
         if !region[i] || !s.body[i] {
             continue;
         }
-        let o = s.img[i];
-        out[i] = match defect {
-            Defect::Scratch => {
-                let c = pick([0.97, 0.96, 0.93], [0.10, 0.08, 0.07]);
-                std::array::from_fn(|k| c[k] + noise(rng, 0.015))
-            }
-            Defect::Hole => std::array::from_fn(|_| 0.03 + noise(rng, 0.01).abs()),
-            Defect::Stain => {
-                let c = pick([0.92, 0.78, 0.30], [0.33, 0.12, 0.05]);
-                std::array::from_fn(|k| 0.25 * o[k] + 0.75 * c[k])
-            }
-            Defect::Contamination => {
-                let c = [0.10, 0.62, 0.25];
-                std::array::from_fn(|k| c[k] + noise(rng, 0.015))
-            }
-            Defect::MissingPart => s.behind[i],
+        let (x, y) = (i % n, i / n);
+        out[i] = match (defect, s.pattern) {
+            // A bright scratch (background colour / weave highlight), or the darkest grain.
+            (Defect::Scratch, Pattern::Object) => jitter(pal_bg(s, i), rng),
+            (Defect::Scratch, Pattern::Regular) => jitter(pal.light, rng),
+            (Defect::Scratch, Pattern::Irregular) => jitter(pal.dark, rng),
+            // An extra hole in the bolt-hole / darkest texture colour.
+            (Defect::Hole, _) => jitter(pal.dark, rng),
+            (Defect::Stain, Pattern::Object) => jitter(pal_bg(s, i), rng),
+            (Defect::Stain, Pattern::Regular) => s.img[((y + sy) % n) * n + (x + sx) % n],
+            (Defect::Stain, Pattern::Irregular) => jitter(pal.dark, rng),
+            (Defect::Contamination, Pattern::Object) => jitter(pal.dark, rng),
+            (Defect::Contamination, _) => jitter(pal.light, rng),
+            (Defect::MissingPart, Pattern::Object) => s.behind[i],
+            // Textures: the lattice / grain is gone, leaving a flat patch of the material.
+            (Defect::MissingPart, Pattern::Regular) => jitter(pal.mean, rng),
+            (Defect::MissingPart, Pattern::Irregular) => jitter(pal.light, rng),
         };
     }
     out
