@@ -24,15 +24,13 @@ struct Demo {
     summary: serde_json::Value,
 }
 
-/// Runs the demo once with a shortened schedule (the README's demo runs the full tiny preset).
+/// Runs the demo once, with the real tiny preset on fewer images than the README's demo.
 fn demo() -> &'static Demo {
     static D: OnceLock<Demo> = OnceLock::new();
     D.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("short.toml");
-        std::fs::write(&cfg, "[train]\nvqvae_epochs = 30\nprior_epochs = 12\n").unwrap();
         let out = dir.path().join("demo");
-        let o = run(vqad().args(["demo", "--json", "--train", "100", "--test-bad", "3", "--config"]).arg(&cfg).arg("--out").arg(&out));
+        let o = run(vqad().args(["demo", "--json", "--train", "100", "--test-bad", "3"]).arg("--out").arg(&out));
         assert!(o.status.success(), "demo failed");
         let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("demo --json prints JSON");
         Demo { _dir: dir, summary }
