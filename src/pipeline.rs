@@ -1,7 +1,7 @@
 //! Steps that join the stages of a training run into a package: export, tune, sign.
 //! Shared by `vqad tune`, `vqad package` and `vqad demo`.
 
-use crate::eval::tune::{tune, TuneError, TuneResult, ETA_GRID};
+use crate::eval::tune::{tune, TuneError, TuneOptions, TuneResult};
 use crate::fsutil::write_atomic;
 use crate::nn::export::export_run;
 use crate::package::{self, DatasetInfo, Epochs, Manifest, ModelShape, PackageError, PackageInfo, Provenance, SigningKey, Software, TuningData};
@@ -43,16 +43,16 @@ pub fn read_tune(run: &Path) -> Result<Option<TuneResult>, PipelineError> {
 
 /// Chooses η and the thresholds of a trained run on its validation normals (CPU ONNX Runtime,
 /// the graphs exactly as they will be packaged) and writes `RUN_DIR/tune.json`.
-pub fn tune_run(run: &Path, ort_lib: Option<&Path>, grid: &[f64], progress: &dyn Fn(&str)) -> Result<TuneResult, PipelineError> {
-    tune_exported(run, &export_run(run)?.files, ort_lib, grid, progress)
+pub fn tune_run(run: &Path, ort_lib: Option<&Path>, opts: &TuneOptions, progress: &dyn Fn(&str)) -> Result<TuneResult, PipelineError> {
+    tune_exported(run, &export_run(run)?.files, ort_lib, opts, progress)
 }
 
 /// [`tune_run`] on graphs already exported from the run.
-fn tune_exported(
+pub fn tune_exported(
     run: &Path,
     files: &BTreeMap<String, Vec<u8>>,
     ort_lib: Option<&Path>,
-    grid: &[f64],
+    opts: &TuneOptions,
     progress: &dyn Fn(&str),
 ) -> Result<TuneResult, PipelineError> {
     let rd = RunDir::new(run);
@@ -60,12 +60,12 @@ fn tune_exported(
     let info = rd.info()?;
     let ds = load_dataset(Path::new(&info.category_dir), &cfg)?;
     let normals = if ds.val.is_empty() { ds.train.iter().take(8).cloned().collect() } else { ds.val.clone() };
-    let opts = DetectorOptions {
+    let det_opts = DetectorOptions {
         session: SessionOptions { providers: vec![Provider::Cpu], ort_lib: ort_lib.map(Path::to_path_buf), ..Default::default() },
         ..Default::default()
     };
-    let mut det = Detector::from_graphs(files, ModelShape::from_config(&cfg.model, crate::onnx::OPSET), cfg.detect.clone(), opts)?;
-    let result = tune(&mut det, &normals, if grid.is_empty() { &ETA_GRID } else { grid }, info.seed, progress)?;
+    let mut det = Detector::from_graphs(files, ModelShape::from_config(&cfg.model, crate::onnx::OPSET), cfg.detect.clone(), det_opts)?;
+    let result = tune(&mut det, &normals, opts, info.seed, progress)?;
     let mut bytes = serde_json::to_vec_pretty(&result).expect("serialisable");
     bytes.push(b'\n');
     let p = tune_path(run);
@@ -112,7 +112,7 @@ pub fn package_run(req: &PackageRequest, key: &SigningKey) -> Result<PackageInfo
         Some(t) => t,
         None => {
             say("tuning η and thresholds on validation normals (no tune.json yet)…");
-            tune_exported(&req.run_dir, &exported.files, req.ort_lib.as_deref(), &[], &say)?
+            tune_exported(&req.run_dir, &exported.files, req.ort_lib.as_deref(), &TuneOptions::default(), &say)?
         }
     };
     let mut final_losses = BTreeMap::new();

@@ -106,7 +106,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
     vqad::nn::export::write_export(&exported, &out.join("export"))?;
 
     step(4, "choosing η and thresholds on validation normals and synthetic negatives");
-    let tuned = vqad::pipeline::tune_run(&run_dir, None, &[], &|s| eprintln!("  {s}"))?;
+    let tuned = vqad::pipeline::tune_exported(&run_dir, &exported.files, None, &Default::default(), &|s| eprintln!("  {s}"))?;
 
     step(5, "creating a signing key and a signed package");
     let (key_path, pub_path) = package::keygen(&out.join("keys").join("demo"))?;
@@ -224,7 +224,23 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
             f(overall.image_auroc), f(overall.pixel_auroc), f(overall.pro), f(overall.aupro_30), f(overall.image_accuracy)
         );
         if let Some(l2) = l2 {
-            println!("  ℓ2 input–output ablation: pixel AUROC {}  PRO {}", f(l2.pixel_auroc), f(l2.pro));
+            println!(
+                "  ℓ2 input–output ablation: pixel AUROC {}  PRO {}  AUPRO@0.3 {}  image accuracy {}",
+                f(l2.pixel_auroc), f(l2.pro), f(l2.aupro_30), f(l2.image_accuracy)
+            );
+            let ahead = |a: Option<f64>, b: Option<f64>| a.unwrap_or(0.0) > b.unwrap_or(0.0);
+            let wins = [
+                ("pixel AUROC", ahead(overall.pixel_auroc, l2.pixel_auroc)),
+                ("AUPRO@0.3", ahead(overall.aupro_30, l2.aupro_30)),
+                ("PRO at the threshold", ahead(overall.pro, l2.pro)),
+                ("image accuracy", ahead(overall.image_accuracy, l2.image_accuracy)),
+            ];
+            let lost: Vec<&str> = wins.iter().filter(|(_, w)| !w).map(|(n, _)| *n).collect();
+            if lost.is_empty() {
+                println!("  verdict: the full method is ahead of the ℓ2 ablation on every one of these figures.");
+            } else {
+                println!("  verdict: the full method is NOT ahead of the ℓ2 ablation on {} on this data.", lost.join(", "));
+            }
         }
         println!("Next: vqad inspect {} --pubkey {}", info.path.display(), pub_path.display());
     }

@@ -96,9 +96,17 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
 pub struct TuneArgs {
     /// Training run folder; writes RUN_DIR/tune.json (used by `vqad package`).
     pub run_dir: PathBuf,
-    /// η values to search, comma separated (default: 1e-5 … 1e-1, log-spaced).
+    /// Use the paper's §4.3.3 search over these η values (comma separated) on painted
+    /// negatives instead of the default rule (η from the normals' firing rate).
     #[arg(long)]
     pub etas: Option<String>,
+    /// Share of normal latent positions at which resampling may fire (sets η).
+    #[arg(long, default_value_t = vqad::eval::tune::FIRE_FRACTION)]
+    pub fire_fraction: f64,
+    /// Share of validation normals allowed to keep a component of min_area px (sets the pixel
+    /// threshold; 0 is Bergmann et al.'s strict rule).
+    #[arg(long, default_value_t = vqad::eval::tune::FALSE_ALARM)]
+    pub false_alarm: f64,
     /// Path to libonnxruntime.
     #[arg(long, env = "VQAD_ORT_LIB")]
     pub ort_lib: Option<PathBuf>,
@@ -114,7 +122,8 @@ pub fn tune(a: TuneArgs) -> anyhow::Result<i32> {
         Some(s) => s.split(',').map(|x| x.trim().parse::<f64>().with_context(|| format!("bad η '{x}'"))).collect::<anyhow::Result<_>>()?,
         None => vec![],
     };
-    let r = vqad::pipeline::tune_run(&a.run_dir, a.ort_lib.as_deref(), &grid, &|s| eprintln!("{s}"))?;
+    let opts = vqad::eval::tune::TuneOptions { grid, fire_fraction: a.fire_fraction, false_alarm: a.false_alarm };
+    let r = vqad::pipeline::tune_run(&a.run_dir, a.ort_lib.as_deref(), &opts, &|s| eprintln!("{s}"))?;
     println!(
         "η = {}, pixel threshold = {:.3e}, minimum area = {} px ({} validation normals, {} synthetic negatives); wrote {}",
         r.detect.eta,

@@ -13,9 +13,14 @@ pub struct TrainArgs {
     /// Run folder to create (or continue with --resume).
     #[arg(long)]
     pub out: PathBuf,
-    /// Settings to start from: paper (256², 32×32 grid, K=512) or tiny (CPU-sized).
+    /// Settings to start from: paper (256², 32×32 grid, K=512; GPU), small (128², 32×32
+    /// grid; about 10 minutes on 2 CPU cores) or tiny (64², for tests and the demo).
     #[arg(long, default_value = "tiny")]
     pub preset: String,
+    /// texture (any rotation, flips, random crops) or object (small rotations only). Default:
+    /// from the MVTec category name, else the config file, else object with a warning.
+    #[arg(long)]
+    pub kind: Option<vqad::config::CategoryKind>,
     /// TOML or JSON file overriding any preset field (e.g. [train] vqvae_epochs = 50).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -34,7 +39,10 @@ pub struct TrainArgs {
 }
 
 pub fn train(a: TrainArgs) -> anyhow::Result<i32> {
-    let config = Config::load(&a.preset, a.config.as_deref())?;
+    let mut config = Config::load(&a.preset, a.config.as_deref())?;
+    if a.kind.is_some() {
+        config.kind = a.kind;
+    }
     let s = train::train(&TrainOptions {
         category_dir: a.category_dir,
         out: a.out,

@@ -176,7 +176,7 @@ impl Category {
             .or_else(|| synth_kind(&self.root))
             .unwrap_or_else(|| {
                 tracing::warn!(
-                    "category '{}': kind unknown, treating it as an object",
+                    "category '{}': kind unknown (not an MVTec name), training it as an object; pass --kind texture or --kind object",
                     self.name
                 );
                 CategoryKind::Object

@@ -11,4 +11,4 @@ pub use metrics::{
     aupro, auroc, image_accuracy, image_auroc, image_f1, pixel_auroc, pixel_confusion, pixel_f1, pro_at_threshold,
     pro_curve, Confusion, EvalError, ImageAccuracy,
 };
-pub use threshold::{largest_area_over, paint_negative, select_threshold, ThresholdChoice, NEGATIVE_FRACTION};
+pub use threshold::{largest_area_over, paint_negative, select_threshold, select_threshold_tolerant, ThresholdChoice, NEGATIVE_FRACTION};

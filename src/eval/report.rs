@@ -7,7 +7,10 @@
 //! (the deterministic split the training used), so the comparison is fair.
 
 use super::metrics::{aupro, auroc, image_accuracy, image_f1, pixel_auroc, pixel_f1, pro_at_threshold, EvalError};
-use super::threshold::select_threshold;
+use super::threshold::select_threshold_tolerant;
+use super::tune::FALSE_ALARM;
+use crate::config::{DetectConfig, ScoreKind};
+use crate::runtime::detector::combined_map;
 use crate::data::{self, Category, DataError};
 use crate::runtime::detector::l2_input_output_map;
 use crate::runtime::output::{map_image, stem_for, write_detection, RecordContext};
@@ -76,7 +79,26 @@ pub struct CategoryReport {
     /// Per defect type (each with the good images), then `overall`.
     pub rows: Vec<MetricRow>,
     pub ablation: Vec<VariantRow>,
+    /// What the prior and the resampling did (absent in reports of older versions).
+    #[serde(default)]
+    pub diagnostics: Option<Diagnostics>,
     pub failed: Vec<String>,
+}
+
+/// Why a category wins or loses: the prior's confidence and how often resampling fired.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Diagnostics {
+    /// Share of latent positions resampled on good test images.
+    pub fired_fraction_good: f64,
+    /// Share of latent positions resampled on defective test images.
+    pub fired_fraction_defective: f64,
+    /// Share of the latent cells touching a ground-truth defect that were resampled.
+    pub fired_fraction_in_defects: f64,
+    /// Mean −log p(z_mn | z_<mn) (nats) of the input codes on good / defective test images.
+    pub prior_nll_good: f64,
+    pub prior_nll_defective: f64,
+    /// Mean eq. 6 value per pixel on good test images: how far restoration moves normals.
+    pub restored_drift_good: f64,
 }
 
 /// `report.json`.
@@ -136,7 +158,13 @@ fn decide(maps: &[Array2<f32>], threshold: f32, min_area: usize) -> Vec<bool> {
     maps.iter().map(|m| crate::runtime::is_anomalous(m, threshold, min_area)).collect()
 }
 
-/// A Figure-3 panel: input, direct reconstruction, restored image, score map, mask, truth.
+/// Tile side of a panel: at least 128 px so a person can read it (small models are scaled up
+/// by pixel repetition, never smoothed).
+const PANEL_TILE: u32 = 128;
+const PANEL_LABELS: [&str; 6] = ["input", "reconstruction", "restored", "score map", "mask", "ground truth"];
+
+/// A Figure-3 panel: a labelled header row over input, direct reconstruction, restored image,
+/// score map, mask and ground truth.
 fn panel(det: &Detection, gt: &Array2<u8>, scale: f32) -> image::RgbImage {
     let tiles = [
         data::array_to_image(&det.input.view()).to_rgb8(),
@@ -146,13 +174,46 @@ fn panel(det: &Detection, gt: &Array2<u8>, scale: f32) -> image::RgbImage {
         image::DynamicImage::ImageLuma8(data::mask_to_image(&det.mask.view())).to_rgb8(),
         image::DynamicImage::ImageLuma8(data::mask_to_image(&gt.view())).to_rgb8(),
     ];
-    let (w, h) = (tiles[0].width(), tiles[0].height());
-    let gap = 2;
-    let mut out = image::RgbImage::from_pixel(tiles.len() as u32 * (w + gap) - gap, h, image::Rgb([255, 255, 255]));
+    let side = tiles[0].width().max(1);
+    let factor = PANEL_TILE.div_ceil(side).max(1);
+    let w = side * factor;
+    let h = tiles[0].height() * factor;
+    let (gap, header) = (4u32, 24u32);
+    let mut out = image::RgbImage::from_pixel(tiles.len() as u32 * (w + gap) - gap, header + h, image::Rgb([255, 255, 255]));
     for (i, t) in tiles.iter().enumerate() {
-        image::imageops::overlay(&mut out, t, (i as u32 * (w + gap)) as i64, 0);
+        let x = i as u32 * (w + gap);
+        let big = image::imageops::resize(t, w, h, image::imageops::FilterType::Nearest);
+        image::imageops::overlay(&mut out, &big, x as i64, header as i64);
+        let label = PANEL_LABELS[i];
+        // Glyphs are 8 px; scale 2 when the label fits the tile, else 1.
+        let s = if label.len() as u32 * 16 <= w { 2 } else { 1 };
+        let lx = x + (w.saturating_sub(label.len() as u32 * 8 * s)) / 2;
+        draw_text(&mut out, label, lx, (header - 8 * s) / 2, s);
     }
     out
+}
+
+/// Draws ASCII text in black with the 8×8 bitmap font, each glyph pixel `scale`² pixels.
+fn draw_text(img: &mut image::RgbImage, text: &str, x: u32, y: u32, scale: u32) {
+    for (ci, ch) in text.chars().enumerate() {
+        let Some(glyph) = font8x8::legacy::BASIC_LEGACY.get(ch as usize) else { continue };
+        for (row, bits) in glyph.iter().enumerate() {
+            for col in 0..8u32 {
+                if bits & (1 << col) == 0 {
+                    continue;
+                }
+                for dy in 0..scale {
+                    for dx in 0..scale {
+                        let px = x + (ci as u32 * 8 + col) * scale + dx;
+                        let py = y + row as u32 * scale + dy;
+                        if px < img.width() && py < img.height() {
+                            img.put_pixel(px, py, image::Rgb([0, 0, 0]));
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn save_png(path: &Path, img: &image::RgbImage) -> Result<(), ReportError> {
@@ -183,6 +244,7 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
     let providers = det.providers();
     let mut maps = vec![];
     let mut l2_maps = vec![];
+    let mut test_dets: Vec<Detection> = vec![];
     let mut gts = vec![];
     let mut defects = vec![];
     let mut failed = vec![];
@@ -222,7 +284,8 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
             if o.ablation {
                 l2_maps.push(det.smooth(&l2_input_output_map(&d)?)?);
             }
-            maps.push(d.smoothed);
+            maps.push(d.smoothed.clone());
+            test_dets.push(Detection { input: Array3::zeros((0, 0, 0)), direct: Array3::zeros((0, 0, 0)), restored: Array3::zeros((0, 0, 0)), ..d });
             gts.push(gt.clone());
             defects.push(item.defect.clone());
         }
@@ -251,7 +314,8 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
     let mut ablation = vec![];
     if o.ablation {
         ablation.push(VariantRow { variant: "full".into(), pixel_threshold: threshold as f64, row: overall });
-        // Validation normals of the training split, for the variants' own thresholds.
+        // Validation normals of the training split, for the variants' own thresholds (same
+        // tolerant protocol as `tune`).
         let (_, val) = data::split_validation(&cat.train_good, o.val_fraction);
         let (val_imgs, _) = data::load_many(&val, c, s);
         let val_arrays: Vec<Array3<f32>> = val_imgs.into_iter().map(|(_, a)| a).collect();
@@ -259,25 +323,33 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
             return Err(ReportError::Invalid(format!("{}: no validation normals for the ablation thresholds", cat.root.display())));
         }
         let val_dets = det.detect_arrays(&val_arrays)?;
+        let variant = |name: &str, test: &[Array2<f32>], val: &[Array2<f32>]| -> Result<VariantRow, ReportError> {
+            let t = select_threshold_tolerant(val, min_area, FALSE_ALARM)?.threshold;
+            Ok(VariantRow { variant: name.into(), pixel_threshold: t as f64, row: metric_row("overall", test, &gts, &decide(test, t, min_area), t)? })
+        };
+        // The other score kind, from the same detections (same η, same restored images).
+        let other = match det.settings.score {
+            ScoreKind::Paper => ScoreKind::Surprise,
+            ScoreKind::Surprise => ScoreKind::Paper,
+        };
+        let weight = if det.settings.surprise_weight > 0.0 { det.settings.surprise_weight } else { DetectConfig::default_surprise_weight() };
+        let rescore = |d: &Detection, kind: ScoreKind| det.smooth(&combined_map(&d.eq6_map, &d.log_prob, &d.entropy, kind, weight));
+        let name = match other {
+            ScoreKind::Paper => "paper_score",
+            ScoreKind::Surprise => "with_surprise",
+        };
+        let other_test: Vec<Array2<f32>> = test_dets.iter().map(|d| rescore(d, other)).collect::<Result<_, _>>()?;
+        let other_val: Vec<Array2<f32>> = val_dets.iter().map(|d| rescore(d, other)).collect::<Result<_, _>>()?;
+        ablation.push(variant(name, &other_test, &other_val)?);
         let val_l2: Vec<Array2<f32>> = val_dets.iter().map(|d| det.smooth(&l2_input_output_map(d)?)).collect::<Result<_, _>>()?;
-        let t_l2 = select_threshold(&val_l2, min_area)?.threshold;
-        ablation.push(VariantRow {
-            variant: "l2_input_output".into(),
-            pixel_threshold: t_l2 as f64,
-            row: metric_row("overall", &l2_maps, &gts, &decide(&l2_maps, t_l2, min_area), t_l2)?,
-        });
+        ablation.push(variant("l2_input_output", &l2_maps, &val_l2)?);
         let keep = det.settings.local_constraint;
         det.settings.local_constraint = false;
         let val_nl: Vec<Array2<f32>> = det.detect_arrays(&val_arrays)?.into_iter().map(|d| d.smoothed).collect();
-        let t_nl = select_threshold(&val_nl, min_area)?.threshold;
         let test_arrays: Vec<Array3<f32>> = inputs.iter().map(|(_, a, _)| a.clone()).collect();
         let nl_maps: Vec<Array2<f32>> = det.detect_arrays(&test_arrays)?.into_iter().map(|d| d.smoothed).collect();
         det.settings.local_constraint = keep;
-        ablation.push(VariantRow {
-            variant: "no_local_constraint".into(),
-            pixel_threshold: t_nl as f64,
-            row: metric_row("overall", &nl_maps, &gts, &decide(&nl_maps, t_nl, min_area), t_nl)?,
-        });
+        ablation.push(variant("no_local_constraint", &nl_maps, &val_nl)?);
     }
     Ok(CategoryReport {
         category: cat.name.clone(),
@@ -288,8 +360,48 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
         min_area: min_area as i64,
         rows,
         ablation,
+        diagnostics: Some(diagnostics(&test_dets, &gts)),
         failed,
     })
+}
+
+/// What the prior and the resampling did on the test images (see [`Diagnostics`]).
+fn diagnostics(dets: &[Detection], gts: &[Array2<u8>]) -> Diagnostics {
+    let (mut fired_g, mut pos_g, mut fired_d, mut pos_d, mut fired_in, mut cells_in) = (0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
+    let (mut nll_g, mut nll_d, mut drift, mut n_good) = (0.0f64, 0.0f64, 0.0f64, 0usize);
+    for (d, gt) in dets.iter().zip(gts) {
+        let (m, n) = d.log_prob.dim();
+        let nll = -d.log_prob.iter().map(|&v| v as f64).sum::<f64>();
+        if gt.iter().any(|&v| v > 0) {
+            fired_d += d.resampled.len();
+            pos_d += m * n;
+            nll_d += nll;
+            let (h, w) = gt.dim();
+            let mut hit = Array2::<bool>::from_elem((m, n), false);
+            for ((i, j), &v) in gt.indexed_iter() {
+                if v > 0 {
+                    hit[[i * m / h, j * n / w]] = true;
+                }
+            }
+            cells_in += hit.iter().filter(|&&b| b).count();
+            fired_in += d.resampled.iter().filter(|&&(a, b)| hit[[a, b]]).count();
+        } else {
+            fired_g += d.resampled.len();
+            pos_g += m * n;
+            nll_g += nll;
+            drift += d.eq6_map.mean().unwrap_or(0.0) as f64;
+            n_good += 1;
+        }
+    }
+    let ratio = |a: f64, b: usize| if b > 0 { a / b as f64 } else { f64::NAN };
+    Diagnostics {
+        fired_fraction_good: ratio(fired_g as f64, pos_g),
+        fired_fraction_defective: ratio(fired_d as f64, pos_d),
+        fired_fraction_in_defects: ratio(fired_in as f64, cells_in),
+        prior_nll_good: ratio(nll_g, pos_g),
+        prior_nll_defective: ratio(nll_d, pos_d),
+        restored_drift_good: ratio(drift, n_good),
+    }
 }
 
 /// Combines category reports, adding mean rows.
@@ -298,8 +410,11 @@ pub fn combine(categories: Vec<CategoryReport>) -> EvalReport {
     let mean = (categories.len() > 1).then(|| mean_row("mean", &overall));
     let mut ablation_mean = vec![];
     if categories.iter().all(|c| !c.ablation.is_empty()) && !categories.is_empty() {
-        for v in ["full", "l2_input_output", "no_local_constraint"] {
+        for v in ["full", "paper_score", "with_surprise", "l2_input_output", "no_local_constraint"] {
             let rows: Vec<&MetricRow> = categories.iter().filter_map(|c| c.ablation.iter().find(|a| a.variant == v)).map(|a| &a.row).collect();
+            if rows.is_empty() {
+                continue;
+            }
             ablation_mean.push(VariantRow { variant: v.into(), pixel_threshold: f64::NAN, row: mean_row("mean", &rows) });
         }
     }

@@ -73,6 +73,55 @@ pub fn select_threshold(maps: &[Array2<f32>], min_area: usize) -> Result<Thresho
     Ok(ThresholdChoice { threshold, min_area, largest_area, candidates: values.len(), evaluations })
 }
 
+/// Smallest threshold at which one map's largest component is below `limit` pixels (binary
+/// search over its own distinct values, as in [`select_threshold`]).
+fn image_threshold(map: &Array2<f32>, limit: usize) -> f32 {
+    let mut values: Vec<f32> = map.iter().copied().collect();
+    values.sort_unstable_by(|a, b| a.partial_cmp(b).expect("NaN rejected"));
+    values.dedup();
+    let (mut lo, mut hi) = (0usize, values.len() - 1);
+    let one = std::slice::from_ref(map);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if largest_area_over(one, values[mid]) < limit {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    values[lo]
+}
+
+/// Bergmann et al.'s protocol with a tolerated false-alarm rate: the smallest threshold at
+/// which at most `false_alarm` of the validation normals (rounded down) still have a component
+/// of `min_area` pixels or more. `false_alarm` 0 is [`select_threshold`] exactly: the strict
+/// rule lets one unusual validation image set the threshold for every defect, which on real
+/// photographs left PRO at the threshold near 0.
+///
+/// Each image's own smallest qualifying threshold t_i is found by binary search (its largest
+/// component is non-increasing in t); the threshold is the ⌈(1 − false_alarm)·n⌉-th smallest
+/// t_i, so exactly the images with larger t_i (at most ⌊false_alarm·n⌋) stay anomalous.
+pub fn select_threshold_tolerant(maps: &[Array2<f32>], min_area: usize, false_alarm: f64) -> Result<ThresholdChoice, EvalError> {
+    if !(0.0..1.0).contains(&false_alarm) {
+        return Err(EvalError::InvalidArgument(format!("false_alarm must be in [0, 1), got {false_alarm}")));
+    }
+    if maps.iter().all(|m| m.is_empty()) {
+        return Err(EvalError::InvalidArgument("no validation pixels to choose a threshold from".into()));
+    }
+    for (i, m) in maps.iter().enumerate() {
+        if m.iter().any(|v| v.is_nan()) {
+            return Err(EvalError::NaN(i));
+        }
+    }
+    let limit = min_area.max(1);
+    let mut per: Vec<f32> = maps.iter().filter(|m| !m.is_empty()).map(|m| image_threshold(m, limit)).collect();
+    per.sort_unstable_by(|a, b| a.partial_cmp(b).expect("NaN rejected"));
+    let allowed = (false_alarm * per.len() as f64).floor() as usize;
+    let threshold = per[per.len() - 1 - allowed.min(per.len() - 1)];
+    let largest_area = largest_area_over(maps, threshold);
+    Ok(ThresholdChoice { threshold, min_area, largest_area, candidates: per.len(), evaluations: per.len() })
+}
+
 /// §4.3.3 synthetic negative: a copy of `img` ([C, H, W], values in [0, 1]) with a black (0.0)
 /// or gray (0.5) rectangle covering `fraction` of the image area (rounded, ≥ 1 pixel; aspect
 /// ratio log-uniform in [1/2, 2], clipped to the image) at a uniformly random place inside the

@@ -1,23 +1,49 @@
 //! Choosing η, the pixel threshold and the minimum area without test labels.
 //!
-//! η: the paper's §4.3.3 grid search on synthetic negatives — validation normals with a black
-//! or gray rectangle of 1 % of the image painted in — keeping the η with the highest pixel
-//! AUROC (image AUROC breaks ties, then the smaller η). Pixel threshold: Bergmann et al.'s
-//! protocol on the validation normals at that η — the lowest threshold at which no validation
-//! map has a component of `min_area` pixels or more.
+//! η (default rule): from the validation normals alone. One prior pass over their own codes
+//! gives, for every position, the value the rule of eq. 5 compares with η on the first visit:
+//! max(p, I) with the local constraint, p without. η is set at the `fire_fraction` quantile of
+//! those values, so resampling fires on about that fraction of normal positions. On real
+//! photographs the paper's grid search picked an η that fired on a quarter of the normal
+//! positions, moving the restored image everywhere; it also cost minutes per η since every
+//! change is a full prior pass. The §4.3.3 search — validation normals with a black or gray
+//! rectangle of 1 % of the image, keeping the η with the best pixel AUROC — stays available
+//! by naming its grid (`vqad tune --etas …`).
+//!
+//! Pixel threshold: Bergmann et al.'s protocol on the validation normals at that η, with a
+//! tolerated false-alarm rate (see [`select_threshold_tolerant`]).
 
 use super::metrics::{auroc, pixel_auroc, EvalError};
-use super::threshold::{paint_negative, select_threshold, NEGATIVE_FRACTION};
+use super::threshold::{paint_negative, select_threshold_tolerant, NEGATIVE_FRACTION};
 use crate::config::DetectConfig;
 use crate::runtime::{DetectError, Detector};
 use ndarray::{Array2, Array3};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-/// The η values searched (log-spaced around the paper's 0.0005).
+/// The η values of the §4.3.3 search (log-spaced around the paper's 0.0005).
 pub const ETA_GRID: [f64; 9] = [1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 1e-1];
+/// Default share of normal latent positions at which resampling may fire.
+pub const FIRE_FRACTION: f64 = 0.01;
+/// Default share of validation normals allowed to keep a component of `min_area` pixels.
+pub const FALSE_ALARM: f64 = 0.05;
 
-/// One point of the η search.
+/// How `tune` works.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TuneOptions {
+    /// Empty: η from the normals' firing rate; else the §4.3.3 search over these values.
+    pub grid: Vec<f64>,
+    pub fire_fraction: f64,
+    pub false_alarm: f64,
+}
+
+impl Default for TuneOptions {
+    fn default() -> Self {
+        TuneOptions { grid: vec![], fire_fraction: FIRE_FRACTION, false_alarm: FALSE_ALARM }
+    }
+}
+
+/// One point of the §4.3.3 η search.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EtaPoint {
     pub eta: f64,
@@ -34,9 +60,18 @@ pub struct TuneResult {
     pub detect: DetectConfig,
     pub validation_images: usize,
     pub negatives: usize,
+    /// The §4.3.3 search, when it was used.
     pub eta_search: Vec<EtaPoint>,
     /// Largest validation component at the chosen threshold.
     pub largest_validation_area: usize,
+    /// Share of the validation normals' latent positions resampled at the chosen η.
+    #[serde(default)]
+    pub fired_fraction_normal: f64,
+    /// Mean validation NLL of the prior on the normals' own codes, and log K for scale.
+    #[serde(default)]
+    pub prior_nll_normal: f64,
+    #[serde(default)]
+    pub log_k: f64,
     pub notes: String,
 }
 
@@ -48,16 +83,108 @@ pub enum TuneError {
     Eval(#[from] EvalError),
     #[error("tuning needs at least one validation image")]
     NoImages,
+    #[error("invalid tuning option: {0}")]
+    Invalid(String),
 }
 
-/// Runs the η search and the threshold protocol with `det` on `normals` (validation images).
-/// `grid` defaults to [`ETA_GRID`]; `seed` fixes the synthetic negatives.
-pub fn tune(det: &mut Detector, normals: &[Array3<f32>], grid: &[f64], seed: u64, progress: &dyn Fn(&str)) -> Result<TuneResult, TuneError> {
+/// What eq. 5 compares with ln η at (m, n) on the first visit of an unchanged table:
+/// max(ln p, ln I) with the local constraint (ln p where no bottom-half neighbour exists).
+pub fn first_visit_scores(log_prob: &Array2<f32>, local: bool) -> Vec<f64> {
+    let (rows, cols) = log_prob.dim();
+    let mut out = Vec::with_capacity(rows * cols);
+    for m in 0..rows {
+        for n in 0..cols {
+            let own = log_prob[[m, n]] as f64;
+            if !local {
+                out.push(own);
+                continue;
+            }
+            let mut nb = f64::INFINITY;
+            if n + 1 < cols {
+                nb = nb.min(log_prob[[m, n + 1]] as f64);
+            }
+            if m + 1 < rows {
+                if n >= 1 {
+                    nb = nb.min(log_prob[[m + 1, n - 1]] as f64);
+                }
+                nb = nb.min(log_prob[[m + 1, n]] as f64);
+                if n + 1 < cols {
+                    nb = nb.min(log_prob[[m + 1, n + 1]] as f64);
+                }
+            }
+            out.push(if nb.is_finite() { own.max(nb) } else { own });
+        }
+    }
+    out
+}
+
+/// η at which the rule fires on the first visit of at most `fraction` of the positions whose
+/// scores are given (strictly below: `score < ln η`), clamped to [1e-12, 0.5].
+pub fn eta_for_fire_fraction(scores: &mut [f64], fraction: f64) -> f64 {
+    if scores.is_empty() {
+        return 1e-12;
+    }
+    scores.sort_unstable_by(|a, b| a.total_cmp(b));
+    let idx = ((fraction * scores.len() as f64).floor() as usize).min(scores.len() - 1);
+    scores[idx].exp().clamp(1e-12, 0.5)
+}
+
+/// Runs the η rule and the threshold protocol with `det` on `normals` (validation images).
+/// `seed` fixes the synthetic negatives of the §4.3.3 search.
+pub fn tune(det: &mut Detector, normals: &[Array3<f32>], opts: &TuneOptions, seed: u64, progress: &dyn Fn(&str)) -> Result<TuneResult, TuneError> {
     if normals.is_empty() {
         return Err(TuneError::NoImages);
     }
+    if !(opts.fire_fraction > 0.0 && opts.fire_fraction < 1.0) {
+        return Err(TuneError::Invalid(format!("fire fraction must be in (0, 1), got {}", opts.fire_fraction)));
+    }
+    let original = det.settings.clone();
+    let surprise = det.input_surprise(normals)?;
+    let positions: usize = surprise.iter().map(|(lp, _)| lp.len()).sum();
+    let nll = -surprise.iter().map(|(lp, _)| lp.iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() / positions.max(1) as f64;
+    let log_k = (det.shape.num_codes as f64).ln();
+    progress(&format!("prior NLL on the validation normals' codes: {nll:.3} nats (log K = {log_k:.3})"));
+    let (eta, points, negatives, eta_note) = if opts.grid.is_empty() {
+        let mut scores: Vec<f64> = surprise.iter().flat_map(|(lp, _)| first_visit_scores(lp, original.local_constraint)).collect();
+        let eta = eta_for_fire_fraction(&mut scores, opts.fire_fraction);
+        (eta, vec![], 0, format!("η so that eq. 5 fires on ≤ {:.1}% of the validation normals' positions at their first visit", opts.fire_fraction * 100.0))
+    } else {
+        let (eta, points, negatives) = synthetic_search(det, normals, &opts.grid, seed, progress)?;
+        (eta, points, negatives, format!("η by max pixel AUROC on {} validation normals + {negatives} synthetic negatives (§4.3.3, rectangles of {}% area)", normals.len(), NEGATIVE_FRACTION * 100.0))
+    };
+    det.settings = original;
+    det.settings.eta = eta;
+    let dets = det.detect_arrays(normals)?;
+    let fired = dets.iter().map(|d| d.resampled.len()).sum::<usize>() as f64 / positions.max(1) as f64;
+    progress(&format!("η = {eta:.3e}: resampling fires on {:.2}% of the normal positions", fired * 100.0));
+    let maps: Vec<Array2<f32>> = dets.into_iter().map(|d| d.smoothed).collect();
+    let min_area = det.settings.min_area.max(1) as usize;
+    let choice = select_threshold_tolerant(&maps, min_area, opts.false_alarm)?;
+    let mut detect = det.settings.clone();
+    detect.pixel_threshold = Some(choice.threshold as f64);
+    det.settings.pixel_threshold = detect.pixel_threshold;
+    Ok(TuneResult {
+        detect,
+        validation_images: normals.len(),
+        negatives,
+        eta_search: points,
+        largest_validation_area: choice.largest_area,
+        fired_fraction_normal: fired,
+        prior_nll_normal: nll,
+        log_k,
+        notes: format!(
+            "{eta_note}; pixel threshold: lowest value leaving all but {:.0}% of the {} validation normals without a component of {} px (Bergmann et al.)",
+            opts.false_alarm * 100.0,
+            normals.len(),
+            min_area
+        ),
+    })
+}
+
+/// The paper's §4.3.3 search: η with the best pixel AUROC (then image AUROC, then the smaller
+/// η) on the normals plus two painted negatives per normal. Returns (η, points, negatives).
+fn synthetic_search(det: &mut Detector, normals: &[Array3<f32>], grid: &[f64], seed: u64, progress: &dyn Fn(&str)) -> Result<(f64, Vec<EtaPoint>, usize), TuneError> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    // Two negatives per normal: more rectangles, same images.
     let mut images: Vec<Array3<f32>> = normals.to_vec();
     let (_, h, w) = normals[0].dim();
     let mut gts: Vec<Array2<u8>> = vec![Array2::zeros((h, w)); normals.len()];
@@ -69,8 +196,6 @@ pub fn tune(det: &mut Detector, normals: &[Array3<f32>], grid: &[f64], seed: u64
         }
     }
     let labels: Vec<bool> = gts.iter().map(|g| g.iter().any(|&v| v > 0)).collect();
-    let grid = if grid.is_empty() { &ETA_GRID[..] } else { grid };
-    let original = det.settings.clone();
     let mut points = vec![];
     for &eta in grid {
         det.settings.eta = eta;
@@ -93,30 +218,6 @@ pub fn tune(det: &mut Detector, normals: &[Array3<f32>], grid: &[f64], seed: u64
             Some(b) if key(b) >= key(p) => Some(b),
             _ => Some(p),
         })
-        .expect("grid is not empty");
-    let eta = best.eta;
-    det.settings = original;
-    det.settings.eta = eta;
-    let dets = det.detect_arrays(normals)?;
-    let maps: Vec<Array2<f32>> = dets.into_iter().map(|d| d.smoothed).collect();
-    let min_area = det.settings.min_area.max(1) as usize;
-    let choice = select_threshold(&maps, min_area)?;
-    let mut detect = det.settings.clone();
-    detect.pixel_threshold = Some(choice.threshold as f64);
-    det.settings.pixel_threshold = detect.pixel_threshold;
-    Ok(TuneResult {
-        detect,
-        validation_images: normals.len(),
-        negatives: images.len() - normals.len(),
-        eta_search: points,
-        largest_validation_area: choice.largest_area,
-        notes: format!(
-            "η by max pixel AUROC on {} validation normals + {} synthetic negatives (§4.3.3, rectangles of {}% area); \
-             pixel threshold: lowest value leaving every validation component below {} px (Bergmann et al.)",
-            normals.len(),
-            images.len() - normals.len(),
-            NEGATIVE_FRACTION * 100.0,
-            min_area
-        ),
-    })
+        .ok_or_else(|| TuneError::Invalid("empty η grid".into()))?;
+    Ok((best.eta, points.clone(), images.len() - normals.len()))
 }

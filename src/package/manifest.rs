@@ -6,7 +6,7 @@
 //! layout for tools outside Rust; a test keeps the two in step.
 
 use super::{PackageError, FORMAT_VERSION};
-use crate::config::{Config, DetectConfig, ModelConfig};
+use crate::config::{Config, DetectConfig, ModelConfig, ScoreKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -85,6 +85,12 @@ pub struct DetectionSettings {
     pub min_area: i64,
     /// The data η and the thresholds were chosen on (never the test set).
     pub tuned_on: TuningData,
+    /// The anomaly map when it is not the paper's eq. 6 alone (absent = `paper`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<ScoreKind>,
+    /// Weight of the prior's surprise in the map (only with `score` = `surprise`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surprise_weight: Option<f64>,
 }
 
 /// What the thresholds were chosen on.
@@ -111,6 +117,8 @@ impl DetectionSettings {
             pixel_threshold: d.pixel_threshold.ok_or(PackageError::MissingThreshold)?,
             min_area: d.min_area,
             tuned_on,
+            score: (d.score != ScoreKind::Paper).then_some(d.score),
+            surprise_weight: (d.score == ScoreKind::Surprise).then_some(d.surprise_weight),
         })
     }
 
@@ -124,6 +132,8 @@ impl DetectionSettings {
             sigma_space: self.sigma_space,
             pixel_threshold: Some(self.pixel_threshold),
             min_area: self.min_area,
+            score: self.score.unwrap_or_default(),
+            surprise_weight: self.surprise_weight.unwrap_or(0.0),
         }
     }
 }

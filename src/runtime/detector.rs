@@ -7,9 +7,9 @@
 //! ```
 
 use super::resample::{resample_batch, Prior, PriorError, ResampleMode, ResampleOptions};
-use super::score::{bilateral_filter, binarize, image_score, is_anomalous, score_map, ScoreError};
+use super::score::{bilateral_filter, binarize, image_score, is_anomalous, score_map, surprise_map, ScoreError};
 use super::session::{open_graph, Graph, Provider, SessionError, SessionOptions};
-use crate::config::DetectConfig;
+use crate::config::{DetectConfig, ScoreKind};
 use crate::package::{ModelShape, PackageError, TrustedKey, VerifiedPackage};
 use ndarray::{s, Array2, Array3, Array4, ArrayD, Axis};
 use std::collections::BTreeMap;
@@ -71,6 +71,9 @@ pub struct Detection {
     pub resampled: Vec<(usize, usize)>,
     /// Prior passes this image took part in.
     pub prior_passes: usize,
+    /// log p(z_mn | z_<mn) of the input's codes and the predictive entropy, [M, N].
+    pub log_prob: Array2<f32>,
+    pub entropy: Array2<f32>,
     pub millis: StageMillis,
     /// Input as the model saw it, [C, H, W] in [0, 1].
     pub input: Array3<f32>,
@@ -78,7 +81,9 @@ pub struct Detection {
     pub direct: Array3<f32>,
     /// Restored image x_r (resampled table decoded).
     pub restored: Array3<f32>,
-    /// Eq. 6 before filtering.
+    /// Eq. 6 alone, Σ_c (x_r − x_d)², before filtering.
+    pub eq6_map: Array2<f32>,
+    /// The package's map before filtering (eq. 6, plus the surprise term where configured).
     pub raw_map: Array2<f32>,
     /// After the bilateral filter.
     pub smoothed: Array2<f32>,
@@ -199,6 +204,20 @@ impl Detector {
         z.into_dimensionality().map_err(|e| DetectError::Shape(format!("encoder.onnx output: {e}")))
     }
 
+    /// One prior pass over each image's own codes: (log p(z_mn | z_<mn), predictive entropy),
+    /// both [M, N]. What a label-free η is chosen from.
+    pub fn input_surprise(&mut self, images: &[Array3<f32>]) -> Result<Vec<(Array2<f32>, Array2<f32>)>, DetectError> {
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(self.batch) {
+            let z = self.encode(chunk)?;
+            // η = 0 never fires: exactly one pass per image.
+            let never = ResampleOptions { eta: 0.0, local_constraint: false };
+            let (outcomes, _) = resample_batch(&mut self.prior, &z, &never, ResampleMode::Incremental)?;
+            out.extend(outcomes.into_iter().map(|o| (o.input_log_prob, o.input_entropy)));
+        }
+        Ok(out)
+    }
+
     /// Images [B, C, H, W] of index tables [B, M, N].
     pub fn decode(&mut self, tables: &Array3<i64>) -> Result<Array4<f32>, DetectError> {
         let x: ArrayD<f32> = self.decoder.run_one(tables.clone().into_dyn())?;
@@ -248,7 +267,8 @@ impl Detector {
         for (i, o) in outcomes.into_iter().enumerate() {
             let direct = decoded.index_axis(Axis(0), i).to_owned();
             let restored = decoded.index_axis(Axis(0), b + i).to_owned();
-            let raw_map = score_map(restored.view(), direct.view())?;
+            let eq6_map = score_map(restored.view(), direct.view())?;
+            let raw_map = combined_map(&eq6_map, &o.input_log_prob, &o.input_entropy, self.settings.score, self.settings.surprise_weight);
             let smoothed = self.smooth(&raw_map)?;
             let mask = binarize(&smoothed, thr);
             dets.push(Detection {
@@ -256,10 +276,13 @@ impl Detector {
                 anomalous: is_anomalous(&smoothed, thr, min_area),
                 resampled: o.resampled,
                 prior_passes: o.prior_passes,
+                log_prob: o.input_log_prob,
+                entropy: o.input_entropy,
                 millis: StageMillis::default(),
                 input: images[i].clone(),
                 direct,
                 restored,
+                eq6_map,
                 raw_map,
                 smoothed,
                 mask,
@@ -278,6 +301,19 @@ impl Detector {
             d.millis = millis;
         }
         Ok(dets)
+    }
+}
+
+/// The unfiltered map of a score kind: eq. 6, plus `weight` × the excess-surprise map.
+pub fn combined_map(eq6: &Array2<f32>, log_prob: &Array2<f32>, entropy: &Array2<f32>, score: ScoreKind, weight: f64) -> Array2<f32> {
+    match score {
+        ScoreKind::Paper => eq6.clone(),
+        ScoreKind::Surprise => {
+            let (h, w) = eq6.dim();
+            let mut m = eq6.clone();
+            m.scaled_add(weight as f32, &surprise_map(log_prob, entropy, h, w));
+            m
+        }
     }
 }
 

@@ -89,6 +89,11 @@ pub struct ResampleOutcome {
     /// Prior passes in which this image took part. Incremental: 1 + number of changes, minus 1
     /// if the last position (M−1, N−1) changed (nothing is left to recompute for). Naive: M·N.
     pub prior_passes: usize,
+    /// The first pass over the input table: log p(z_mn | z_<mn) of each input code and the
+    /// entropy (nats) of each position's predictive distribution. Free by-products of the
+    /// pass the rule needs anyway; they say how surprised the prior was by the input.
+    pub input_log_prob: Array2<f32>,
+    pub input_entropy: Array2<f32>,
 }
 
 /// Counters of one [`resample_batch`] call.
@@ -126,6 +131,8 @@ struct ImageState {
     outcome_resampled: Vec<(usize, usize)>,
     fired_unchanged: usize,
     passes: usize,
+    input_log_prob: Array2<f32>,
+    input_entropy: Array2<f32>,
 }
 
 /// Resample a batch of index tables [B, M, N]; returns one outcome per image (input order) and
@@ -164,6 +171,8 @@ pub fn resample_batch(
             outcome_resampled: Vec::new(),
             fired_unchanged: 0,
             passes: 0,
+            input_log_prob: Array2::zeros((rows, cols)),
+            input_entropy: Array2::zeros((rows, cols)),
         })
         .collect();
     let mut stats = BatchStats { positions_visited: b * total, ..Default::default() };
@@ -187,7 +196,11 @@ pub fn resample_batch(
         for (row, &i) in pending.iter().enumerate() {
             let st = &mut states[i];
             st.passes += 1;
-            st.view = Some(PassView { out: Rc::clone(&out), row });
+            let view = PassView { out: Rc::clone(&out), row };
+            if st.passes == 1 {
+                input_surprise(&view, &st.table, k_codes, &mut st.input_log_prob, &mut st.input_entropy);
+            }
+            st.view = Some(view);
             // Naive: visit exactly one position per pass. Incremental: run until a change.
             loop {
                 let q = st.cursor;
@@ -227,9 +240,26 @@ pub fn resample_batch(
             resampled: s.outcome_resampled,
             fired_unchanged: s.fired_unchanged,
             prior_passes: s.passes,
+            input_log_prob: s.input_log_prob,
+            input_entropy: s.input_entropy,
         })
         .collect();
     Ok((outcomes, stats))
+}
+
+/// Fills log p of each current code and the predictive entropy of each position from a pass.
+fn input_surprise(view: &PassView, table: &Array2<i64>, k_codes: usize, log_prob: &mut Array2<f32>, entropy: &mut Array2<f32>) {
+    for ((m, n), &z) in table.indexed_iter() {
+        log_prob[[m, n]] = view.lp(z as usize, m, n);
+        let mut h = 0.0f64;
+        for k in 0..k_codes {
+            let lp = view.lp(k, m, n) as f64;
+            if lp.is_finite() {
+                h -= lp.exp() * lp;
+            }
+        }
+        entropy[[m, n]] = h as f32;
+    }
 }
 
 /// Resample one table [M, N] (a batch of one).

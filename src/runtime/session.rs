@@ -94,11 +94,6 @@ pub fn environment(lib_flag: Option<&Path>) -> Result<&'static ort::environment:
     Ok(&ORT.get().expect("just set").env)
 }
 
-/// The path ONNX Runtime was loaded from, once loaded.
-pub fn loaded_library() -> Option<PathBuf> {
-    ORT.get().map(|l| l.lib.clone())
-}
-
 /// ONNX Runtime's version, once loaded: from the versioned library file name
 /// (`libonnxruntime.so.1.31.1`), else ONNX Runtime's build-info string.
 pub fn ort_version() -> Option<String> {

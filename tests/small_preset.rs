@@ -1,0 +1,57 @@
+//! The `small` preset (128², 32×32 grid) on a real photograph: a short training must already
+//! show the learning signals the method stands on — a prior below log K, and a label-free η at
+//! which resampling fires on only a small share of normal positions. The full-quality run is
+//! `tools/devset-eval.sh` (a benchmark, not a test).
+#![cfg(feature = "train")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn vqad() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vqad"))
+}
+
+/// The dev-set generator's Python (scikit-image, PyWavelets), installed by the set-up.
+fn devset_python() -> PathBuf {
+    let o = Command::new("bash").arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/setup-devset.sh")).output().unwrap();
+    assert!(o.status.success(), "setup-devset failed: {}", String::from_utf8_lossy(&o.stderr));
+    PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
+}
+
+fn run_ok(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{:?} failed:\n{}", c, String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn small_preset_learns_a_real_texture_briefly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/make-devset.py");
+    run_ok(Command::new(devset_python()).arg(&script).arg(&data).args(["--categories", "ihc", "--train", "60", "--test-good", "2", "--test-bad", "4"]));
+    let cfg = tmp.path().join("brief.toml");
+    std::fs::write(&cfg, "[train]\nvqvae_epochs = 8\nprior_epochs = 4\nprior_augment_copies = 0\n").unwrap();
+    let run = tmp.path().join("run");
+    run_ok(vqad().arg("train").arg(data.join("ihc")).arg("--out").arg(&run).args(["--preset", "small", "--kind", "texture", "--device", "cpu", "--config"]).arg(&cfg));
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["preset"], "small");
+    assert_eq!(config["kind"], "texture", "--kind must reach the run's config");
+    let prior: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("prior.json")).unwrap()).unwrap();
+    let (nll, log_k) = (prior["metrics"]["val_nll"].as_f64().unwrap(), prior["metrics"]["log_k"].as_f64().unwrap());
+    eprintln!("prior validation NLL {nll:.3} nats, log K {log_k:.3}");
+    assert!(nll < log_k - 0.2, "the prior learned nothing: validation NLL {nll:.3} vs log K {log_k:.3}");
+
+    let fire = 0.01;
+    run_ok(vqad().arg("tune").arg(&run).args(["--fire-fraction", &fire.to_string()]));
+    let tuned: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("tune.json")).unwrap()).unwrap();
+    let fired = tuned["fired_fraction_normal"].as_f64().unwrap();
+    let eta = tuned["detect"]["eta"].as_f64().unwrap();
+    eprintln!("η {eta:.3e}: resampling fires on {:.2}% of normal validation positions", fired * 100.0);
+    assert!(tuned["eta_search"].as_array().unwrap().is_empty(), "the default rule needs no synthetic search");
+    assert!(eta > 0.0 && eta < 0.5);
+    // The rule bounds first-visit firings by `fire`; a change can make later positions fire
+    // too, so the sequential total may exceed it a little, never by much.
+    assert!(fired <= 2.0 * fire, "resampling fires on {:.2}% of normal positions (bound {:.2}%)", fired * 100.0, 2.0 * fire * 100.0);
+    assert!(tuned["prior_nll_normal"].as_f64().unwrap() < log_k);
+}
