@@ -10,7 +10,7 @@ use super::metrics::{aupro, auroc, image_accuracy, image_f1, pixel_auroc, pixel_
 use super::threshold::select_threshold_tolerant;
 use super::tune::FALSE_ALARM;
 use crate::config::{DetectConfig, ScoreKind};
-use crate::runtime::detector::combined_map;
+use crate::runtime::detector::detection_map;
 use crate::data::{self, Category, DataError};
 use crate::runtime::detector::l2_input_output_map;
 use crate::runtime::output::{map_image, stem_for, write_detection, RecordContext};
@@ -161,7 +161,9 @@ fn decide(maps: &[Array2<f32>], threshold: f32, min_area: usize) -> Vec<bool> {
 /// Tile side of a panel: at least 128 px so a person can read it (small models are scaled up
 /// by pixel repetition, never smoothed).
 const PANEL_TILE: u32 = 128;
-const PANEL_LABELS: [&str; 6] = ["input", "reconstruction", "restored", "score map", "mask", "ground truth"];
+// Short enough for 16 px glyphs on a 128 px tile: input, direct reconstruction x_d, restored x_r,
+// smoothed score map, binary mask, ground truth.
+const PANEL_LABELS: [&str; 6] = ["input", "recon", "restored", "map", "mask", "truth"];
 
 /// A Figure-3 panel: a labelled header row over input, direct reconstruction, restored image,
 /// score map, mask and ground truth.
@@ -180,13 +182,14 @@ fn panel(det: &Detection, gt: &Array2<u8>, scale: f32) -> image::RgbImage {
     let h = tiles[0].height() * factor;
     let (gap, header) = (4u32, 24u32);
     let mut out = image::RgbImage::from_pixel(tiles.len() as u32 * (w + gap) - gap, header + h, image::Rgb([255, 255, 255]));
+    // Glyphs are 8 px: scale 2 when every label fits its tile, else 1, the same for all.
+    let longest = PANEL_LABELS.iter().map(|l| l.len() as u32).max().unwrap_or(1);
+    let s = if longest * 16 <= w { 2 } else { 1 };
     for (i, t) in tiles.iter().enumerate() {
         let x = i as u32 * (w + gap);
         let big = image::imageops::resize(t, w, h, image::imageops::FilterType::Nearest);
         image::imageops::overlay(&mut out, &big, x as i64, header as i64);
         let label = PANEL_LABELS[i];
-        // Glyphs are 8 px; scale 2 when the label fits the tile, else 1.
-        let s = if label.len() as u32 * 16 <= w { 2 } else { 1 };
         let lx = x + (w.saturating_sub(label.len() as u32 * 8 * s)) / 2;
         draw_text(&mut out, label, lx, (header - 8 * s) / 2, s);
     }
@@ -285,7 +288,8 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
                 l2_maps.push(det.smooth(&l2_input_output_map(&d)?)?);
             }
             maps.push(d.smoothed.clone());
-            test_dets.push(Detection { input: Array3::zeros((0, 0, 0)), direct: Array3::zeros((0, 0, 0)), restored: Array3::zeros((0, 0, 0)), ..d });
+            let d = Detection { raw_map: Array2::zeros((0, 0)), smoothed: Array2::zeros((0, 0)), mask: Array2::zeros((0, 0)), ..d };
+            test_dets.push(d);
             gts.push(gt.clone());
             defects.push(item.defect.clone());
         }
@@ -327,20 +331,14 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
             let t = select_threshold_tolerant(val, min_area, FALSE_ALARM)?.threshold;
             Ok(VariantRow { variant: name.into(), pixel_threshold: t as f64, row: metric_row("overall", test, &gts, &decide(test, t, min_area), t)? })
         };
-        // The other score kind, from the same detections (same η, same restored images).
-        let other = match det.settings.score {
-            ScoreKind::Paper => ScoreKind::Surprise,
-            ScoreKind::Surprise => ScoreKind::Paper,
-        };
+        // The other score kinds, from the same detections (same η, same restored images).
         let weight = if det.settings.surprise_weight > 0.0 { det.settings.surprise_weight } else { DetectConfig::default_surprise_weight() };
-        let rescore = |d: &Detection, kind: ScoreKind| det.smooth(&combined_map(&d.eq6_map, &d.log_prob, &d.entropy, kind, weight));
-        let name = match other {
-            ScoreKind::Paper => "paper_score",
-            ScoreKind::Surprise => "with_surprise",
-        };
-        let other_test: Vec<Array2<f32>> = test_dets.iter().map(|d| rescore(d, other)).collect::<Result<_, _>>()?;
-        let other_val: Vec<Array2<f32>> = val_dets.iter().map(|d| rescore(d, other)).collect::<Result<_, _>>()?;
-        ablation.push(variant(name, &other_test, &other_val)?);
+        for kind in ScoreKind::ALL.into_iter().filter(|&k| k != det.settings.score) {
+            let rescore = |d: &Detection| -> Result<Array2<f32>, ReportError> { Ok(det.smooth(&detection_map(d, kind, weight)?)?) };
+            let test: Vec<Array2<f32>> = test_dets.iter().map(rescore).collect::<Result<_, _>>()?;
+            let val: Vec<Array2<f32>> = val_dets.iter().map(rescore).collect::<Result<_, _>>()?;
+            ablation.push(variant(&format!("score_{}", kind.name()), &test, &val)?);
+        }
         let val_l2: Vec<Array2<f32>> = val_dets.iter().map(|d| det.smooth(&l2_input_output_map(d)?)).collect::<Result<_, _>>()?;
         ablation.push(variant("l2_input_output", &l2_maps, &val_l2)?);
         let keep = det.settings.local_constraint;
@@ -410,7 +408,7 @@ pub fn combine(categories: Vec<CategoryReport>) -> EvalReport {
     let mean = (categories.len() > 1).then(|| mean_row("mean", &overall));
     let mut ablation_mean = vec![];
     if categories.iter().all(|c| !c.ablation.is_empty()) && !categories.is_empty() {
-        for v in ["full", "paper_score", "with_surprise", "l2_input_output", "no_local_constraint"] {
+        for v in ["full", "score_paper", "score_surprise", "score_restored_input", "l2_input_output", "no_local_constraint"] {
             let rows: Vec<&MetricRow> = categories.iter().filter_map(|c| c.ablation.iter().find(|a| a.variant == v)).map(|a| &a.row).collect();
             if rows.is_empty() {
                 continue;

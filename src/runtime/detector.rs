@@ -268,7 +268,10 @@ impl Detector {
             let direct = decoded.index_axis(Axis(0), i).to_owned();
             let restored = decoded.index_axis(Axis(0), b + i).to_owned();
             let eq6_map = score_map(restored.view(), direct.view())?;
-            let raw_map = combined_map(&eq6_map, &o.input_log_prob, &o.input_entropy, self.settings.score, self.settings.surprise_weight);
+            let raw_map = match self.settings.score {
+                ScoreKind::Paper => eq6_map.clone(),
+                kind => variant_map(kind, self.settings.surprise_weight, &images[i], &restored, &eq6_map, &o.input_log_prob, &o.input_entropy)?,
+            };
             let smoothed = self.smooth(&raw_map)?;
             let mask = binarize(&smoothed, thr);
             dets.push(Detection {
@@ -304,9 +307,18 @@ impl Detector {
     }
 }
 
-/// The unfiltered map of a score kind: eq. 6, plus `weight` × the excess-surprise map.
-pub fn combined_map(eq6: &Array2<f32>, log_prob: &Array2<f32>, entropy: &Array2<f32>, score: ScoreKind, weight: f64) -> Array2<f32> {
-    match score {
+/// The unfiltered map of a score kind, from a detection's parts: `eq6` is Σ_c (x_r − x_d)²
+/// (already computed), `weight` the surprise weight.
+pub fn variant_map(
+    kind: ScoreKind,
+    weight: f64,
+    input: &Array3<f32>,
+    restored: &Array3<f32>,
+    eq6: &Array2<f32>,
+    log_prob: &Array2<f32>,
+    entropy: &Array2<f32>,
+) -> Result<Array2<f32>, ScoreError> {
+    Ok(match kind {
         ScoreKind::Paper => eq6.clone(),
         ScoreKind::Surprise => {
             let (h, w) = eq6.dim();
@@ -314,7 +326,13 @@ pub fn combined_map(eq6: &Array2<f32>, log_prob: &Array2<f32>, entropy: &Array2<
             m.scaled_add(weight as f32, &surprise_map(log_prob, entropy, h, w));
             m
         }
-    }
+        ScoreKind::RestoredInput => score_map(restored.view(), input.view())?,
+    })
+}
+
+/// [`variant_map`] of a finished detection.
+pub fn detection_map(d: &Detection, kind: ScoreKind, weight: f64) -> Result<Array2<f32>, ScoreError> {
+    variant_map(kind, weight, &d.input, &d.restored, &d.eq6_map, &d.log_prob, &d.entropy)
 }
 
 /// The ℓ2 input–output map of the paper's ablation (Fig. 8): Σ_c (x − x_d)², same filter.

@@ -331,6 +331,7 @@ fn train_vqvae(rd: &RunDir, cfg: &Config, ds: &Dataset, dev: Device, seed: u64, 
     let k = cfg.model.num_codes;
     for epoch in state.epochs_done..t.vqvae_epochs {
         let start = Instant::now();
+        opt.set_lr(t.lr_schedule.at(t.lr, epoch as f64 / t.vqvae_epochs.max(1) as f64));
         tch::manual_seed(seed as i64 + epoch);
         let mut rng = seeded(seed, epoch, 1);
         let mut order: Vec<usize> = (0..n).collect();
@@ -429,15 +430,18 @@ fn train_prior(rd: &RunDir, cfg: &Config, ds: &Dataset, dev: Device, seed: u64, 
     let (_vq_vs, vq) = load_vqvae(rd, cfg, dev)?;
     // The index tables of all normal training images (§3.2), plus augmented copies where the
     // VQ-VAE was trained on augmented data, so the prior sees what the encoder was taught.
-    let mut rng = seeded(seed, -1, 2);
-    let mut imgs = ds.train.clone();
-    if t.augment {
-        let mut aug = Augmenter::new(ds.kind, &ds.name, rand::Rng::random(&mut rng));
-        for _ in 0..t.prior_augment_copies {
-            imgs.extend(ds.train.iter().map(|a| aug.apply(a, None).0));
+    let augmented_tables = |salt: i64| -> Tensor {
+        let mut rng = seeded(seed, salt, 2);
+        let mut imgs = ds.train.clone();
+        if t.augment {
+            let mut aug = Augmenter::new(ds.kind, &ds.name, rand::Rng::random(&mut rng));
+            for _ in 0..t.prior_augment_copies {
+                imgs.extend(ds.train.iter().map(|a| aug.apply(a, None).0));
+            }
         }
-    }
-    let train_tables = tables(&vq, &imgs, dev, 32);
+        tables(&vq, &imgs, dev, 32)
+    };
+    let mut train_tables = augmented_tables(-1);
     let val_tables = if ds.val.is_empty() { train_tables.narrow(0, 0, 1) } else { tables(&vq, &ds.val, dev, 32) };
     tch::manual_seed(seed as i64 + 1000);
     let (mut vs, prior) = new_prior(cfg, dev);
@@ -466,6 +470,11 @@ fn train_prior(rd: &RunDir, cfg: &Config, ds: &Dataset, dev: Device, seed: u64, 
     let pb = progress((t.prior_epochs - state.epochs_done) as u64 * steps as u64, show, "prior");
     for epoch in state.epochs_done..t.prior_epochs {
         let start = Instant::now();
+        opt.set_lr(t.lr_schedule.at(t.lr, epoch as f64 / t.prior_epochs.max(1) as f64));
+        if t.prior_fresh_augment && t.augment && t.prior_augment_copies > 0 && epoch > 0 {
+            // Same seed per epoch, so a resumed run sees the same tables.
+            train_tables = augmented_tables(epoch);
+        }
         tch::manual_seed(seed as i64 + 1000 + epoch);
         let mut rng = seeded(seed, epoch, 3);
         let mut order: Vec<i64> = (0..n as i64).collect();
