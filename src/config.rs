@@ -184,6 +184,29 @@ impl std::str::FromStr for ScoreKind {
 }
 
 
+/// Which code a position gets when eq. 5 fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreRule {
+    /// argmax_k P(Z_mn = k | z_<mn) (the paper).
+    #[default]
+    Argmax,
+    /// The likely code nearest to the current one in codebook space (see
+    /// `runtime::resample::Restore::NearestLikely`).
+    NearestLikely,
+}
+
+impl std::str::FromStr for RestoreRule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "argmax" => Ok(Self::Argmax),
+            "nearest_likely" => Ok(Self::NearestLikely),
+            o => Err(format!("unknown restore rule '{o}' (expected argmax or nearest_likely)")),
+        }
+    }
+}
+
 /// Detection settings stored in a package (§3.3, §3.4, §4.2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -209,6 +232,9 @@ pub struct DetectConfig {
     /// Weight of the surprise term (map units per nat) when `score` is `surprise`.
     #[serde(default = "DetectConfig::default_surprise_weight")]
     pub surprise_weight: f64,
+    /// The code a fired position gets: the paper's argmax, or the nearest likely code.
+    #[serde(default)]
+    pub restore: RestoreRule,
 }
 
 impl DetectConfig {
@@ -281,6 +307,7 @@ impl Config {
                 min_area: 32,
                 score: ScoreKind::Paper,
                 surprise_weight: DetectConfig::default_surprise_weight(),
+                restore: RestoreRule::Argmax,
             },
             kind: None,
         }

@@ -2,7 +2,7 @@
 //! of the sequential definition on random causal priors; the neighbourhood rule at grid edges.
 
 use ndarray::{Array2, Array3, Array4, Axis};
-use vqad::runtime::resample::{resample, resample_batch, Prior, PriorError, ResampleMode, ResampleOptions};
+use vqad::runtime::resample::{resample, resample_batch, Prior, PriorError, ResampleMode, ResampleOptions, LIKELY_RATIO};
 
 fn mix(mut x: u64) -> u64 {
     // splitmix64 finaliser
@@ -291,4 +291,77 @@ fn a_low_neighbour_is_read_with_its_current_code() {
     assert_eq!(o.table, ndarray::array![[1i64, 1]]);
     assert_eq!(o.resampled, vec![(0, 0), (0, 1)]);
     assert_eq!(o.prior_passes, 2, "no pass after a change at the last position");
+}
+
+/// The nearest-likely restoration, literally: before every position a fresh pass; where the
+/// rule fires, the code nearest (squared distance, ties to the lowest k) to the current one
+/// among those at least `LIKELY_RATIO` times as probable as the most probable code.
+fn reference_nearest(prior: &mut dyn Prior, table: &Array2<i64>, eta: f64, codebook: &Array2<f32>) -> Array2<i64> {
+    let (rows, cols) = table.dim();
+    let mut z = table.clone();
+    for m in 0..rows {
+        for n in 0..cols {
+            let lp = prior.log_probs(&z.view().insert_axis(Axis(0)).to_owned()).unwrap();
+            let p = |mm: usize, nn: usize, k: usize| (lp[[0, k, mm, nn]] as f64).exp();
+            let low = |mm: usize, nn: usize| p(mm, nn, z[[mm, nn]] as usize) < eta;
+            let hood: Vec<(usize, usize)> = [(0isize, 1isize), (1, -1), (1, 0), (1, 1)]
+                .iter()
+                .map(|&(dm, dn)| (m as isize + dm, n as isize + dn))
+                .filter(|&(a, b)| a >= 0 && b >= 0 && (a as usize) < rows && (b as usize) < cols)
+                .map(|(a, b)| (a as usize, b as usize))
+                .collect();
+            let fire = low(m, n) && (hood.is_empty() || hood.iter().any(|&(a, b)| low(a, b)));
+            if !fire {
+                continue;
+            }
+            let k_codes = prior.num_codes();
+            let pmax = (0..k_codes).map(|k| p(m, n, k)).fold(0.0, f64::max);
+            let cur = z[[m, n]] as usize;
+            let dist = |k: usize| -> f32 { (0..codebook.ncols()).map(|d| (codebook[[cur, d]] - codebook[[k, d]]).powi(2)).sum() };
+            let mut likely: Vec<usize> = (0..k_codes).filter(|&k| p(m, n, k) >= LIKELY_RATIO * pmax * (1.0 - 1e-9)).collect();
+            likely.sort_by(|&a, &b| dist(a).partial_cmp(&dist(b)).unwrap().then(a.cmp(&b)));
+            z[[m, n]] = likely[0] as i64;
+        }
+    }
+    z
+}
+
+#[test]
+fn nearest_likely_restoration_equals_its_sequential_definition() {
+    use vqad::runtime::resample::{resample_batch_with, CodeDistances, Restore};
+    let mut changed_differently = 0;
+    for seed in 0..16u64 {
+        let (m, n, k) = (5, 6, 4 + (seed as usize % 5));
+        // A 2-D codebook on a line with a little jitter: distances are distinct and meaningful.
+        let codebook = Array2::from_shape_fn((k, 2), |(i, d)| if d == 0 { i as f32 } else { (mix(seed + i as u64) % 7) as f32 * 0.01 });
+        let dist = CodeDistances::new(&codebook);
+        let tables = random_tables(seed * 13 + 5, 4, m, n, k);
+        let opts = ResampleOptions { eta: 0.2, local_constraint: true };
+        for mode in [ResampleMode::Incremental, ResampleMode::Naive] {
+            let mut p = HashPrior { k, seed, calls: vec![] };
+            let (outs, _) = resample_batch_with(&mut p, &tables, &opts, mode, Restore::NearestLikely(&dist)).unwrap();
+            for (i, o) in outs.iter().enumerate() {
+                let t = tables.index_axis(Axis(0), i).to_owned();
+                let mut q = HashPrior { k, seed, calls: vec![] };
+                assert_eq!(o.table, reference_nearest(&mut q, &t, opts.eta, &codebook), "seed {seed} image {i} {mode:?}");
+                let mut r = HashPrior { k, seed, calls: vec![] };
+                let argmax = resample(&mut r, &t, &opts, mode).unwrap().table;
+                if argmax != o.table {
+                    changed_differently += 1;
+                }
+            }
+        }
+    }
+    assert!(changed_differently > 0, "the two restoration rules never differed: the test proves nothing");
+}
+
+#[test]
+fn nearest_likely_refuses_a_codebook_of_the_wrong_size() {
+    use vqad::runtime::resample::{resample_batch_with, CodeDistances, Restore};
+    let dist = CodeDistances::new(&Array2::zeros((3, 2)));
+    let mut p = HashPrior { k: 5, seed: 1, calls: vec![] };
+    let e = resample_batch_with(&mut p, &random_tables(1, 1, 2, 2, 5), &ResampleOptions::default(), ResampleMode::Incremental, Restore::NearestLikely(&dist))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("K = 5"), "{e}");
 }

@@ -107,6 +107,13 @@ pub struct TuneArgs {
     /// threshold; 0 is Bergmann et al.'s strict rule).
     #[arg(long, default_value_t = vqad::eval::tune::FALSE_ALARM)]
     pub false_alarm: f64,
+    /// Anomaly map to package: paper (eq. 6), surprise (eq. 6 + the prior's surprise) or
+    /// restored_input (input vs restored image). Default: the run's config.
+    #[arg(long)]
+    pub score: Option<vqad::config::ScoreKind>,
+    /// Code a fired position gets: argmax (the paper) or nearest_likely. Default: the run's config.
+    #[arg(long)]
+    pub restore: Option<vqad::config::RestoreRule>,
     /// Path to libonnxruntime.
     #[arg(long, env = "VQAD_ORT_LIB")]
     pub ort_lib: Option<PathBuf>,
@@ -122,7 +129,7 @@ pub fn tune(a: TuneArgs) -> anyhow::Result<i32> {
         Some(s) => s.split(',').map(|x| x.trim().parse::<f64>().with_context(|| format!("bad η '{x}'"))).collect::<anyhow::Result<_>>()?,
         None => vec![],
     };
-    let opts = vqad::eval::tune::TuneOptions { grid, fire_fraction: a.fire_fraction, false_alarm: a.false_alarm };
+    let opts = vqad::eval::tune::TuneOptions { grid, fire_fraction: a.fire_fraction, false_alarm: a.false_alarm, score: a.score, restore: a.restore };
     let r = vqad::pipeline::tune_run(&a.run_dir, a.ort_lib.as_deref(), &opts, &|s| eprintln!("{s}"))?;
     println!(
         "η = {}, pixel threshold = {:.3e}, minimum area = {} px ({} validation normals, {} synthetic negatives); wrote {}",

@@ -9,7 +9,7 @@
 use super::metrics::{aupro, auroc, image_accuracy, image_f1, pixel_auroc, pixel_f1, pro_at_threshold, EvalError};
 use super::threshold::select_threshold_tolerant;
 use super::tune::FALSE_ALARM;
-use crate::config::{DetectConfig, ScoreKind};
+use crate::config::{DetectConfig, RestoreRule, ScoreKind};
 use crate::runtime::detector::detection_map;
 use crate::data::{self, Category, DataError};
 use crate::runtime::detector::l2_input_output_map;
@@ -341,10 +341,24 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
         }
         let val_l2: Vec<Array2<f32>> = val_dets.iter().map(|d| det.smooth(&l2_input_output_map(d)?)).collect::<Result<_, _>>()?;
         ablation.push(variant("l2_input_output", &l2_maps, &val_l2)?);
+        // The other restoration rule: a full rerun (it changes which codes the prior sees).
+        let keep_restore = det.settings.restore;
+        det.settings.restore = match keep_restore {
+            RestoreRule::Argmax => RestoreRule::NearestLikely,
+            RestoreRule::NearestLikely => RestoreRule::Argmax,
+        };
+        let val_r: Vec<Array2<f32>> = det.detect_arrays(&val_arrays)?.into_iter().map(|d| d.smoothed).collect();
+        let test_arrays: Vec<Array3<f32>> = inputs.iter().map(|(_, a, _)| a.clone()).collect();
+        let test_r: Vec<Array2<f32>> = det.detect_arrays(&test_arrays)?.into_iter().map(|d| d.smoothed).collect();
+        let restore_name = match det.settings.restore {
+            RestoreRule::Argmax => "restore_argmax",
+            RestoreRule::NearestLikely => "restore_nearest_likely",
+        };
+        det.settings.restore = keep_restore;
+        ablation.push(variant(restore_name, &test_r, &val_r)?);
         let keep = det.settings.local_constraint;
         det.settings.local_constraint = false;
         let val_nl: Vec<Array2<f32>> = det.detect_arrays(&val_arrays)?.into_iter().map(|d| d.smoothed).collect();
-        let test_arrays: Vec<Array3<f32>> = inputs.iter().map(|(_, a, _)| a.clone()).collect();
         let nl_maps: Vec<Array2<f32>> = det.detect_arrays(&test_arrays)?.into_iter().map(|d| d.smoothed).collect();
         det.settings.local_constraint = keep;
         ablation.push(variant("no_local_constraint", &nl_maps, &val_nl)?);
@@ -408,7 +422,7 @@ pub fn combine(categories: Vec<CategoryReport>) -> EvalReport {
     let mean = (categories.len() > 1).then(|| mean_row("mean", &overall));
     let mut ablation_mean = vec![];
     if categories.iter().all(|c| !c.ablation.is_empty()) && !categories.is_empty() {
-        for v in ["full", "score_paper", "score_surprise", "score_restored_input", "l2_input_output", "no_local_constraint"] {
+        for v in ["full", "score_paper", "score_surprise", "score_restored_input", "restore_argmax", "restore_nearest_likely", "l2_input_output", "no_local_constraint"] {
             let rows: Vec<&MetricRow> = categories.iter().filter_map(|c| c.ablation.iter().find(|a| a.variant == v)).map(|a| &a.row).collect();
             if rows.is_empty() {
                 continue;

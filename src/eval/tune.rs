@@ -15,7 +15,7 @@
 
 use super::metrics::{auroc, pixel_auroc, EvalError};
 use super::threshold::{paint_negative, select_threshold_tolerant, NEGATIVE_FRACTION};
-use crate::config::DetectConfig;
+use crate::config::{DetectConfig, RestoreRule, ScoreKind};
 use crate::runtime::{DetectError, Detector};
 use ndarray::{Array2, Array3};
 use rand::SeedableRng;
@@ -35,11 +35,15 @@ pub struct TuneOptions {
     pub grid: Vec<f64>,
     pub fire_fraction: f64,
     pub false_alarm: f64,
+    /// Replace the run's anomaly map (thresholds are then chosen for this one).
+    pub score: Option<ScoreKind>,
+    /// Replace the run's restoration rule.
+    pub restore: Option<RestoreRule>,
 }
 
 impl Default for TuneOptions {
     fn default() -> Self {
-        TuneOptions { grid: vec![], fire_fraction: FIRE_FRACTION, false_alarm: FALSE_ALARM }
+        TuneOptions { grid: vec![], fire_fraction: FIRE_FRACTION, false_alarm: FALSE_ALARM, score: None, restore: None }
     }
 }
 
@@ -137,6 +141,12 @@ pub fn tune(det: &mut Detector, normals: &[Array3<f32>], opts: &TuneOptions, see
     }
     if !(opts.fire_fraction > 0.0 && opts.fire_fraction < 1.0) {
         return Err(TuneError::Invalid(format!("fire fraction must be in (0, 1), got {}", opts.fire_fraction)));
+    }
+    if let Some(k) = opts.score {
+        det.settings.score = k;
+    }
+    if let Some(r) = opts.restore {
+        det.settings.restore = r;
     }
     let original = det.settings.clone();
     let surprise = det.input_surprise(normals)?;

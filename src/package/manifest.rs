@@ -6,7 +6,7 @@
 //! layout for tools outside Rust; a test keeps the two in step.
 
 use super::{PackageError, FORMAT_VERSION};
-use crate::config::{Config, DetectConfig, ModelConfig, ScoreKind};
+use crate::config::{Config, DetectConfig, ModelConfig, RestoreRule, ScoreKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -91,6 +91,9 @@ pub struct DetectionSettings {
     /// Weight of the prior's surprise in the map (only with `score` = `surprise`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub surprise_weight: Option<f64>,
+    /// The code a fired position gets when it is not the paper's argmax (absent = `argmax`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreRule>,
 }
 
 /// What the thresholds were chosen on.
@@ -119,6 +122,7 @@ impl DetectionSettings {
             tuned_on,
             score: (d.score != ScoreKind::Paper).then_some(d.score),
             surprise_weight: (d.score == ScoreKind::Surprise).then_some(d.surprise_weight),
+            restore: (d.restore != RestoreRule::Argmax).then_some(d.restore),
         })
     }
 
@@ -134,6 +138,7 @@ impl DetectionSettings {
             min_area: self.min_area,
             score: self.score.unwrap_or_default(),
             surprise_weight: self.surprise_weight.unwrap_or(0.0),
+            restore: self.restore.unwrap_or_default(),
         }
     }
 }

@@ -6,10 +6,10 @@
 //!                      └────────── decoder([z; z']) ─▶ x_d, x_r ─▶ Σ_c (x_r − x_d)² ─▶ bilateral ─▶ map, mask, score
 //! ```
 
-use super::resample::{resample_batch, Prior, PriorError, ResampleMode, ResampleOptions};
+use super::resample::{resample_batch, resample_batch_with, CodeDistances, Prior, PriorError, ResampleMode, ResampleOptions, Restore};
 use super::score::{bilateral_filter, binarize, image_score, is_anomalous, score_map, surprise_map, ScoreError};
 use super::session::{open_graph, Graph, Provider, SessionError, SessionOptions};
-use crate::config::{DetectConfig, ScoreKind};
+use crate::config::{DetectConfig, RestoreRule, ScoreKind};
 use crate::package::{ModelShape, PackageError, TrustedKey, VerifiedPackage};
 use ndarray::{s, Array2, Array3, Array4, ArrayD, Axis};
 use std::collections::BTreeMap;
@@ -109,6 +109,8 @@ impl Prior for OrtPrior {
 
 /// A loaded package, ready to detect.
 pub struct Detector {
+    /// Codebook distances, for the nearest-likely restoration rule.
+    distances: Option<CodeDistances>,
     encoder: Graph,
     decoder: Graph,
     prior: OrtPrior,
@@ -163,7 +165,18 @@ impl Detector {
             settings.local_constraint = l;
         }
         let k = shape.num_codes as usize;
-        Ok(Detector { encoder, decoder, prior: OrtPrior { graph: prior, k }, shape, settings, mode: options.mode, batch: options.batch.max(1) })
+        let distances = match files.get(crate::package::CODEBOOK_FILE) {
+            Some(bytes) => {
+                let cb: Array2<f32> = ndarray_npy::ReadNpyExt::read_npy(std::io::Cursor::new(bytes))
+                    .map_err(|e| DetectError::Shape(format!("{}: {e}", crate::package::CODEBOOK_FILE)))?;
+                if cb.dim() != (k, shape.code_dim as usize) {
+                    return Err(DetectError::Shape(format!("{}: shape {:?}, expected ({k}, {})", crate::package::CODEBOOK_FILE, cb.dim(), shape.code_dim)));
+                }
+                Some(CodeDistances::new(&cb))
+            }
+            None => None,
+        };
+        Ok(Detector { distances, encoder, decoder, prior: OrtPrior { graph: prior, k }, shape, settings, mode: options.mode, batch: options.batch.max(1) })
     }
 
     /// Provider that runs each graph.
@@ -246,7 +259,13 @@ impl Detector {
 
         let t1 = Instant::now();
         let opts = ResampleOptions { eta: self.settings.eta, local_constraint: self.settings.local_constraint };
-        let (outcomes, _stats) = resample_batch(&mut self.prior, &z, &opts, self.mode)?;
+        let restore = match self.settings.restore {
+            RestoreRule::Argmax => Restore::Argmax,
+            RestoreRule::NearestLikely => Restore::NearestLikely(
+                self.distances.as_ref().ok_or_else(|| DetectError::Shape("the nearest-likely rule needs codebook.npy".into()))?,
+            ),
+        };
+        let (outcomes, _stats) = resample_batch_with(&mut self.prior, &z, &opts, self.mode, restore)?;
         let t_prior = t1.elapsed().as_secs_f64() * 1e3;
 
         // Decode the original and the resampled tables in one call.

@@ -65,6 +65,36 @@ impl Default for ResampleOptions {
     }
 }
 
+/// Which code a position gets when the rule fires.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Restore<'a> {
+    /// argmax_k P(Z_mn = k | z_<mn), ties to the lowest k (the paper).
+    #[default]
+    Argmax,
+    /// Among the likely codes — at least [`LIKELY_RATIO`] times as probable as the argmax — the
+    /// one nearest to the current code in codebook space (ties to the lowest k). A normal
+    /// position the rule fires on by mistake then changes to a code that decodes alike, while a
+    /// defect's code, far from every likely code, still changes visibly.
+    NearestLikely(&'a CodeDistances),
+}
+
+/// A likely code is at least this fraction as probable as the most probable one.
+pub const LIKELY_RATIO: f64 = 0.1;
+
+/// Squared Euclidean distances between codebook entries, [K, K].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeDistances(pub Array2<f32>);
+
+impl CodeDistances {
+    /// From a codebook [K, D].
+    pub fn new(codebook: &Array2<f32>) -> Self {
+        let k = codebook.nrows();
+        CodeDistances(Array2::from_shape_fn((k, k), |(a, b)| {
+            codebook.row(a).iter().zip(codebook.row(b)).map(|(x, y)| (x - y) * (x - y)).sum()
+        }))
+    }
+}
+
 /// How often the prior is run; both give identical tables for a causal prior.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ResampleMode {
@@ -147,6 +177,22 @@ pub fn resample_batch(
     opts: &ResampleOptions,
     mode: ResampleMode,
 ) -> Result<(Vec<ResampleOutcome>, BatchStats), PriorError> {
+    resample_batch_with(prior, tables, opts, mode, Restore::Argmax)
+}
+
+/// [`resample_batch`] with a choice of the code a fired position gets.
+pub fn resample_batch_with(
+    prior: &mut dyn Prior,
+    tables: &Array3<i64>,
+    opts: &ResampleOptions,
+    mode: ResampleMode,
+    restore: Restore,
+) -> Result<(Vec<ResampleOutcome>, BatchStats), PriorError> {
+    if let Restore::NearestLikely(d) = restore {
+        if d.0.dim() != (prior.num_codes(), prior.num_codes()) {
+            return Err(PriorError::InvalidInput(format!("code distances are {:?}, the prior has K = {}", d.0.dim(), prior.num_codes())));
+        }
+    }
     if !opts.eta.is_finite() || opts.eta < 0.0 {
         return Err(PriorError::InvalidInput(format!("eta must be finite and >= 0, got {}", opts.eta)));
     }
@@ -206,7 +252,7 @@ pub fn resample_batch(
                 let q = st.cursor;
                 let (m, n) = (q / cols, q % cols);
                 let view = st.view.as_ref().expect("set above");
-                let new_code = decide(view, &st.table, m, n, rows, cols, k_codes, ln_eta, opts.local_constraint)
+                let new_code = decide(view, &st.table, m, n, rows, cols, k_codes, ln_eta, opts.local_constraint, restore)
                     .map_err(|(m, n, code, value)| PriorError::NonFinite { image: i, m, n, code, value })?;
                 st.cursor += 1;
                 let mut changed = false;
@@ -288,6 +334,7 @@ fn decide(
     k_codes: usize,
     ln_eta: f64,
     local: bool,
+    restore: Restore,
 ) -> Result<Option<usize>, (usize, usize, usize, f32)> {
     let read = |mm: usize, nn: usize, k: usize| -> Result<f64, (usize, usize, usize, f32)> {
         let v = view.lp(k, mm, nn);
@@ -338,6 +385,20 @@ fn decide(
             best = k;
             best_v = v;
         }
+    }
+    if let Restore::NearestLikely(dist) = restore {
+        let current = table[[m, n]] as usize;
+        let floor = best_v + LIKELY_RATIO.ln();
+        let mut pick = best;
+        let mut pick_d = dist.0[[current, best]];
+        for k in 0..k_codes {
+            let d = dist.0[[current, k]];
+            if read(m, n, k)? >= floor && (d < pick_d || (d == pick_d && k < pick)) {
+                pick = k;
+                pick_d = d;
+            }
+        }
+        return Ok(Some(pick));
     }
     Ok(Some(best))
 }
