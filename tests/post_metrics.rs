@@ -309,3 +309,58 @@ fn synthetic_negatives_paint_one_percent() {
     let (_, mask) = paint_negative(&Array3::zeros((1, 4, 4)), &mut rng, 0.01).unwrap();
     assert_eq!(mask.iter().filter(|&&v| v == 1).count(), 1);
 }
+
+#[test]
+fn tolerant_threshold_by_hand() {
+    use vqad::eval::threshold::select_threshold_tolerant;
+    // Three validation maps whose own smallest qualifying thresholds (min_area 2) are 0.2, 0.5
+    // and 0.9: each has one 2-pixel blob at that value on a 0.1 background.
+    let blob = |v: f32| Array2::from_shape_fn((3, 4), |(y, x)| if y == 1 && (1..3).contains(&x) { v } else { 0.1 });
+    let maps = vec![blob(0.5), blob(0.9), blob(0.2)];
+    // Strict (0): the largest, as Bergmann et al.
+    assert_eq!(select_threshold_tolerant(&maps, 2, 0.0).unwrap().threshold, 0.9);
+    assert_eq!(select_threshold(&maps, 2).unwrap().threshold, 0.9);
+    // 1/3 tolerated: one map may stay anomalous -> the second largest.
+    let c = select_threshold_tolerant(&maps, 2, 0.34).unwrap();
+    assert_eq!((c.threshold, c.largest_area), (0.5, 2));
+    let flagged = maps.iter().filter(|m| is_anomalous(m, c.threshold, 2)).count();
+    assert_eq!(flagged, 1, "exactly the tolerated share stays anomalous");
+    // Below one map's worth, nothing is tolerated.
+    assert_eq!(select_threshold_tolerant(&maps, 2, 0.3).unwrap().threshold, 0.9);
+    assert!(select_threshold_tolerant(&maps, 2, 1.0).is_err());
+    assert!(select_threshold_tolerant(&maps, 2, -0.1).is_err());
+    assert!(matches!(select_threshold_tolerant(&[array![[f32::NAN]]], 2, 0.1), Err(EvalError::NaN(0))));
+}
+
+#[test]
+fn strict_tolerant_threshold_equals_the_global_search() {
+    use vqad::eval::threshold::select_threshold_tolerant;
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for _ in 0..40 {
+        let maps: Vec<Array2<f32>> = (0..rng.random_range(1..5))
+            .map(|_| Array2::from_shape_fn((6, 7), |_| (rng.random_range(0..12) as f32) / 10.0))
+            .collect();
+        let area = rng.random_range(0..6);
+        assert_eq!(select_threshold_tolerant(&maps, area, 0.0).unwrap().threshold, select_threshold(&maps, area).unwrap().threshold);
+    }
+}
+
+#[test]
+fn label_free_eta_by_hand() {
+    use vqad::eval::tune::{eta_for_fire_fraction, first_visit_scores};
+    // 2×2 grid of log-probs. Visit (0,0): own −5, neighbours (0,1) −1, (1,0) −4, (1,1) −2
+    // -> max(−5, min(−1, −4, −2)) = −4. (0,1): own −1, neighbours (1,0) −4, (1,1) −2 -> −1.
+    // (1,0): own −4, neighbour (1,1) −2 -> −2. (1,1): no bottom-half neighbour -> own −2.
+    let lp = array![[-5.0f32, -1.0], [-4.0, -2.0]];
+    assert_eq!(first_visit_scores(&lp, true), vec![-4.0, -1.0, -2.0, -2.0]);
+    assert_eq!(first_visit_scores(&lp, false), vec![-5.0, -1.0, -4.0, -2.0]);
+    // With 8 scores and a quarter allowed to fire: the 3rd smallest (−6) is ln η, so exactly
+    // the two below it (−9, −7) satisfy score < ln η.
+    let mut s = vec![-9.0, -1.0, -3.0, -7.0, -2.0, -5.0, -4.0, -6.0];
+    let eta = eta_for_fire_fraction(&mut s, 0.25);
+    assert!((eta.ln() - -6.0).abs() < 1e-12, "{eta}");
+    assert_eq!(s.iter().filter(|&&v| v < eta.ln()).count(), 2);
+    // A confident prior (all near log 1) is clamped to 0.5, an empty set to the floor.
+    assert_eq!(eta_for_fire_fraction(&mut [0.0, -0.01], 0.01), 0.5);
+    assert_eq!(eta_for_fire_fraction(&mut [], 0.01), 1e-12);
+}

@@ -105,7 +105,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
     let exported = vqad::nn::export::export_run(&run_dir)?;
     vqad::nn::export::write_export(&exported, &out.join("export"))?;
 
-    step(4, "choosing η and thresholds on validation normals and synthetic negatives");
+    step(4, "choosing η and the pixel threshold on validation normals (no labels)");
     let tuned = vqad::pipeline::tune_exported(&run_dir, &exported.files, None, &Default::default(), &|s| eprintln!("  {s}"))?;
 
     step(5, "creating a signing key and a signed package");

@@ -132,10 +132,13 @@ pub fn tune(a: TuneArgs) -> anyhow::Result<i32> {
     let opts = vqad::eval::tune::TuneOptions { grid, fire_fraction: a.fire_fraction, false_alarm: a.false_alarm, score: a.score, restore: a.restore };
     let r = vqad::pipeline::tune_run(&a.run_dir, a.ort_lib.as_deref(), &opts, &|s| eprintln!("{s}"))?;
     println!(
-        "η = {}, pixel threshold = {:.3e}, minimum area = {} px ({} validation normals, {} synthetic negatives); wrote {}",
+        "η = {:.3e} (fires on {:.2}% of normal positions), pixel threshold = {:.3e}, minimum area = {} px, prior NLL {:.3} vs log K {:.3} ({} validation normals, {} synthetic negatives); wrote {}",
         r.detect.eta,
+        r.fired_fraction_normal * 100.0,
         r.detect.pixel_threshold.unwrap_or(f64::NAN),
         r.detect.min_area,
+        r.prior_nll_normal,
+        r.log_k,
         r.validation_images,
         r.negatives,
         vqad::pipeline::tune_path(&a.run_dir).display()
