@@ -135,7 +135,7 @@ pub fn package_run(req: &PackageRequest, key: &SigningKey) -> Result<PackageInfo
         crate::runtime::session::environment(req.ort_lib.as_deref()).ok().and_then(|_| crate::runtime::session::ort_version())
     });
     let manifest = Manifest {
-        format_version: package::FORMAT_VERSION,
+        format_version: 0, // set below from the detection settings it carries
         name: req.name.clone(),
         version: req.version.clone(),
         model: ModelShape::from_config(&cfg.model, crate::onnx::OPSET),
@@ -162,6 +162,8 @@ pub fn package_run(req: &PackageRequest, key: &SigningKey) -> Result<PackageInfo
         },
         metrics: None,
     };
+    let mut manifest = manifest;
+    manifest.format_version = manifest.detection.format_needed();
     let files: BTreeMap<String, Vec<u8>> = exported.files.into_iter().collect();
     Ok(package::build_package_with(&manifest, &files, key, &req.out, &package::BuildOptions { overwrite: req.overwrite })?)
 }

@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
 # The real-photo benchmark (issue 11): builds the development set from photographs shipped in
 # PyPI packages (tools/make-devset.py), trains the `small` preset on each category on the CPU,
-# tunes, packages, publishes, and runs `vqad eval --ablation` over all of them. Prints the
-# per-category table (full method vs the ℓ2 ablation) and the time each training took.
-# About 10–12 minutes per category on 2 CPU cores; finished steps are skipped on a rerun.
+# tunes, packages, and runs `vqad eval --ablation` over all of them. Prints the per-category
+# table (full method vs the ℓ2 ablation) and the time each training took. About 11 minutes of
+# training per category on 2 otherwise idle CPU cores (run nothing else meanwhile: two
+# libtorch processes on 2 cores slow each other down many times); finished steps are skipped
+# on a rerun.
 #
 #   bash tools/devset-eval.sh [OUT_DIR] [CATEGORIES]      (default: devset-eval ihc,moon,aero,coins)
 #
-# Extra training flags: VQAD_TRAIN_FLAGS="--config my.toml"; another preset: PRESET=paper.
+# Environment:
+#   PRESET=small             training preset
+#   VQAD_TRAIN_FLAGS="..."   extra `vqad train` flags, e.g. "--config my.toml"
+#   VARIANT=name             package and evaluate the trained runs once more under this name
+#   TUNE_FLAGS="..."         `vqad tune` flags of that variant, e.g.
+#                            "--score restored_input --restore nearest_likely"
+#   EVAL_VARIANTS=a,b        only these ablation variants (`vqad eval --variants`)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="${1:-devset-eval}"
 cats="${2:-ihc,moon,aero,coins}"
 preset="${PRESET:-small}"
+suffix="${VARIANT:+-$VARIANT}"
 vqad="${VQAD:-$here/../target/release/vqad}"
 [ -x "$vqad" ] || { echo "devset-eval: build first (make build) or set VQAD=/path/to/vqad" >&2; exit 1; }
 py="$(bash "$here/setup-devset.sh")"
@@ -28,17 +37,17 @@ for c in ${cats//,/ }; do
     "$vqad" train "$out/data/$c" --out "$run" --preset "$preset" --kind "$kind" --device "${DEVICE:-cpu}" "${resume[@]}" ${VQAD_TRAIN_FLAGS:-}
     echo $(( $(date +%s) - start )) > "$out/times/$c.train"
   fi
-  if [ ! -f "$out/times/$c.tune" ]; then
+  pkg="$out/packages$suffix/$c-1.0.0.vqad"
+  if [ ! -f "$pkg" ]; then
     start=$(date +%s)
-    "$vqad" tune "$run"
-    echo $(( $(date +%s) - start )) > "$out/times/$c.tune"
+    # shellcheck disable=SC2086
+    "$vqad" tune "$run" ${TUNE_FLAGS:-}
+    echo $(( $(date +%s) - start )) > "$out/times/$c.tune$suffix"
+    "$vqad" package "$run" --name "$c" --version 1.0.0 --key "$out/keys/dev.key" --out "$out/packages$suffix"
   fi
-  pkg="$out/packages/$c-1.0.0.vqad"
-  [ -f "$pkg" ] || "$vqad" package "$run" --name "$c" --version 1.0.0 --key "$out/keys/dev.key" --out "$out/packages"
-  [ -f "$out/registry/$c/1.0.0/$c-1.0.0.vqad" ] || "$vqad" publish "$pkg" --registry "$out/registry" --pubkey "$out/keys/dev.pub"
 done
-rm -rf "$out/eval"
 mkdir -p "$out/evaldata"
 for c in ${cats//,/ }; do ln -sfn "$(cd "$out/data/$c" && pwd)" "$out/evaldata/$c"; done
-"$vqad" eval "$out/registry" --pubkey "$out/keys/dev.pub" "$out/evaldata" --out "$out/eval" --ablation --ep cpu
-"$py" "$here/devset-table.py" "$out"
+rm -rf "$out/eval$suffix"
+"$vqad" eval "$out/packages$suffix" --pubkey "$out/keys/dev.pub" "$out/evaldata" --out "$out/eval$suffix" --ablation --ep cpu ${EVAL_VARIANTS:+--variants "$EVAL_VARIANTS"}
+"$py" "$here/devset-table.py" "$out" "eval$suffix"

@@ -2,14 +2,15 @@
 """Prints the development-set table of tools/devset-eval.sh from OUT/eval/report.json, the
 run folders' prior figures and the recorded times, as Markdown.
 
-    python tools/devset-table.py OUT_DIR
+    python tools/devset-table.py OUT_DIR [EVAL_SUBDIR]
 """
 import json
 import os
 import sys
 
 out = sys.argv[1]
-rep = json.load(open(os.path.join(out, "eval", "report.json")))
+sub = sys.argv[2] if len(sys.argv) > 2 else "eval"
+rep = json.load(open(os.path.join(out, sub, "report.json")))
 
 
 def f(v):
@@ -17,7 +18,7 @@ def f(v):
 
 
 def t(c, what):
-    p = os.path.join(out, "times", f"{c}.{what}")
+    p = os.path.join(out, "times", f"{c}.{what}{sub[4:] if what == 'tune' else ''}")
     return int(open(p).read()) if os.path.exists(p) else None
 
 

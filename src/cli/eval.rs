@@ -23,6 +23,11 @@ pub struct EvalArgs {
     /// Add the Fig. 8 ablations: ℓ2 input–output score, and no local constraint.
     #[arg(long)]
     pub ablation: bool,
+    /// With --ablation, compute only these variants (comma separated): score_paper,
+    /// score_surprise, score_restored_input, restore_argmax, restore_nearest_likely,
+    /// l2_input_output, no_local_constraint. Default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub variants: Option<Vec<String>>,
     #[command(flatten)]
     pub run: RunFlags,
 }
@@ -62,6 +67,9 @@ fn find_package(dir: &Path, name: &str) -> Option<PathBuf> {
 }
 
 pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
+    for v in a.variants.iter().flatten() {
+        anyhow::ensure!(vqad::eval::report::VARIANTS.contains(&v.as_str()), "--variants: unknown variant '{v}' (known: {})", vqad::eval::report::VARIANTS.join(", "));
+    }
     let cats = categories(&a.category_dir)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut reports = vec![];
@@ -80,7 +88,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
         eprintln!("evaluating {} with {} {} ({} test images)", cat.name, pkg.manifest.name, pkg.manifest.version, cat.test.len());
         let pb = indicatif::ProgressBar::new(cat.test.len() as u64);
         let progress = |done: usize, _total: usize| pb.set_position(done as u64);
-        let r = evaluate_category(&mut det, &cat, &pkg_path.display().to_string(), &pkg.manifest.version, &EvalOptions { out: &a.out, ablation: a.ablation, val_fraction, progress: &progress })?;
+        let r = evaluate_category(&mut det, &cat, &pkg_path.display().to_string(), &pkg.manifest.version, &EvalOptions { out: &a.out, ablation: a.ablation, variants: a.variants.as_deref(), val_fraction, progress: &progress })?;
         pb.finish_and_clear();
         reports.push(r);
     }

@@ -225,10 +225,17 @@ fn save_png(path: &Path, img: &image::RgbImage) -> Result<(), ReportError> {
     crate::fsutil::write_atomic(path, &buf.into_inner()).map_err(|e| ReportError::Io(path.display().to_string(), e))
 }
 
+/// Names of the ablation variants beside `full`, in report order.
+pub const VARIANTS: [&str; 7] =
+    ["score_paper", "score_surprise", "score_restored_input", "restore_argmax", "restore_nearest_likely", "l2_input_output", "no_local_constraint"];
+
 /// Options of one category's evaluation.
 pub struct EvalOptions<'a> {
     pub out: &'a Path,
     pub ablation: bool,
+    /// With `ablation`: only these variants (names as in the report); `None` computes all.
+    /// The no-local-constraint rerun fires often and costs most of an evaluation's time.
+    pub variants: Option<&'a [String]>,
     /// Validation split fraction used at training time (from the package's provenance).
     pub val_fraction: f64,
     pub progress: &'a dyn Fn(usize, usize),
@@ -333,35 +340,43 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
         };
         // The other score kinds, from the same detections (same η, same restored images).
         let weight = if det.settings.surprise_weight > 0.0 { det.settings.surprise_weight } else { DetectConfig::default_surprise_weight() };
-        for kind in ScoreKind::ALL.into_iter().filter(|&k| k != det.settings.score) {
+        let want = |name: &str| o.variants.is_none_or(|v| v.iter().any(|x| x == name));
+        for kind in ScoreKind::ALL.into_iter().filter(|&k| k != det.settings.score && want(&format!("score_{}", k.name()))) {
             let rescore = |d: &Detection| -> Result<Array2<f32>, ReportError> { Ok(det.smooth(&detection_map(d, kind, weight)?)?) };
             let test: Vec<Array2<f32>> = test_dets.iter().map(rescore).collect::<Result<_, _>>()?;
             let val: Vec<Array2<f32>> = val_dets.iter().map(rescore).collect::<Result<_, _>>()?;
             ablation.push(variant(&format!("score_{}", kind.name()), &test, &val)?);
         }
-        let val_l2: Vec<Array2<f32>> = val_dets.iter().map(|d| det.smooth(&l2_input_output_map(d)?)).collect::<Result<_, _>>()?;
-        ablation.push(variant("l2_input_output", &l2_maps, &val_l2)?);
+        if want("l2_input_output") {
+            let val_l2: Vec<Array2<f32>> = val_dets.iter().map(|d| det.smooth(&l2_input_output_map(d)?)).collect::<Result<_, _>>()?;
+            ablation.push(variant("l2_input_output", &l2_maps, &val_l2)?);
+        }
+        let test_arrays: Vec<Array3<f32>> = inputs.iter().map(|(_, a, _)| a.clone()).collect();
         // The other restoration rule: a full rerun (it changes which codes the prior sees).
         let keep_restore = det.settings.restore;
-        det.settings.restore = match keep_restore {
+        let other_restore = match keep_restore {
             RestoreRule::Argmax => RestoreRule::NearestLikely,
             RestoreRule::NearestLikely => RestoreRule::Argmax,
         };
-        let val_r: Vec<Array2<f32>> = det.detect_arrays(&val_arrays)?.into_iter().map(|d| d.smoothed).collect();
-        let test_arrays: Vec<Array3<f32>> = inputs.iter().map(|(_, a, _)| a.clone()).collect();
-        let test_r: Vec<Array2<f32>> = det.detect_arrays(&test_arrays)?.into_iter().map(|d| d.smoothed).collect();
-        let restore_name = match det.settings.restore {
+        let restore_name = match other_restore {
             RestoreRule::Argmax => "restore_argmax",
             RestoreRule::NearestLikely => "restore_nearest_likely",
         };
-        det.settings.restore = keep_restore;
-        ablation.push(variant(restore_name, &test_r, &val_r)?);
-        let keep = det.settings.local_constraint;
-        det.settings.local_constraint = false;
-        let val_nl: Vec<Array2<f32>> = det.detect_arrays(&val_arrays)?.into_iter().map(|d| d.smoothed).collect();
-        let nl_maps: Vec<Array2<f32>> = det.detect_arrays(&test_arrays)?.into_iter().map(|d| d.smoothed).collect();
-        det.settings.local_constraint = keep;
-        ablation.push(variant("no_local_constraint", &nl_maps, &val_nl)?);
+        if want(restore_name) {
+            det.settings.restore = other_restore;
+            let val_r: Vec<Array2<f32>> = det.detect_arrays(&val_arrays)?.into_iter().map(|d| d.smoothed).collect();
+            let test_r: Vec<Array2<f32>> = det.detect_arrays(&test_arrays)?.into_iter().map(|d| d.smoothed).collect();
+            det.settings.restore = keep_restore;
+            ablation.push(variant(restore_name, &test_r, &val_r)?);
+        }
+        if want("no_local_constraint") {
+            let keep = det.settings.local_constraint;
+            det.settings.local_constraint = false;
+            let val_nl: Vec<Array2<f32>> = det.detect_arrays(&val_arrays)?.into_iter().map(|d| d.smoothed).collect();
+            let nl_maps: Vec<Array2<f32>> = det.detect_arrays(&test_arrays)?.into_iter().map(|d| d.smoothed).collect();
+            det.settings.local_constraint = keep;
+            ablation.push(variant("no_local_constraint", &nl_maps, &val_nl)?);
+        }
     }
     Ok(CategoryReport {
         category: cat.name.clone(),
@@ -422,7 +437,7 @@ pub fn combine(categories: Vec<CategoryReport>) -> EvalReport {
     let mean = (categories.len() > 1).then(|| mean_row("mean", &overall));
     let mut ablation_mean = vec![];
     if categories.iter().all(|c| !c.ablation.is_empty()) && !categories.is_empty() {
-        for v in ["full", "score_paper", "score_surprise", "score_restored_input", "restore_argmax", "restore_nearest_likely", "l2_input_output", "no_local_constraint"] {
+        for v in std::iter::once("full").chain(VARIANTS) {
             let rows: Vec<&MetricRow> = categories.iter().filter_map(|c| c.ablation.iter().find(|a| a.variant == v)).map(|a| &a.row).collect();
             if rows.is_empty() {
                 continue;

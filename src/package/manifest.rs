@@ -126,6 +126,15 @@ impl DetectionSettings {
         })
     }
 
+    /// The lowest manifest format that can carry these settings (see [`FORMAT_VERSION`]).
+    pub fn format_needed(&self) -> u32 {
+        if self.score.is_some() || self.surprise_weight.is_some() || self.restore.is_some() {
+            2
+        } else {
+            1
+        }
+    }
+
     /// Back to the runtime's settings type.
     pub fn to_config(&self) -> DetectConfig {
         DetectConfig {
@@ -280,11 +289,18 @@ impl Manifest {
     /// Checks what the types cannot: the format version, a safe name, a canonical semver
     /// version (so `1.0` and `1.0.0` cannot name the same package twice), sane numbers.
     pub fn validate(&self) -> Result<(), PackageError> {
-        if self.format_version != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&self.format_version) {
             return Err(PackageError::UnsupportedFormatVersion {
                 found: self.format_version.to_string(),
                 supported: FORMAT_VERSION,
             });
+        }
+        if self.format_version < self.detection.format_needed() {
+            return Err(PackageError::InvalidManifest(format!(
+                "detection.score/surprise_weight/restore need format_version {}, the manifest says {}",
+                self.detection.format_needed(),
+                self.format_version
+            )));
         }
         check_name(&self.name).map_err(PackageError::InvalidManifest)?;
         let v = semver::Version::parse(&self.version)
@@ -330,7 +346,7 @@ impl Manifest {
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| PackageError::BadManifest(e.to_string()))?;
         match value.get("format_version") {
-            Some(serde_json::Value::Number(n)) if n.as_u64() == Some(FORMAT_VERSION as u64) => {}
+            Some(serde_json::Value::Number(n)) if n.as_u64().is_some_and(|v| (1..=FORMAT_VERSION as u64).contains(&v)) => {}
             Some(other) => {
                 return Err(PackageError::UnsupportedFormatVersion { found: other.to_string(), supported: FORMAT_VERSION })
             }
@@ -414,9 +430,26 @@ mod tests {
     #[test]
     fn unknown_format_version_has_its_own_error() {
         let mut v = serde_json::to_value(Manifest::example("bottle", "1.0.0")).unwrap();
-        v["format_version"] = 2.into();
+        v["format_version"] = 3.into();
         let e = Manifest::from_json_bytes(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert!(matches!(e, PackageError::UnsupportedFormatVersion { .. }), "{e}");
+    }
+
+    #[test]
+    fn new_detection_fields_need_format_2() {
+        let mut m = Manifest::example("bottle", "1.0.0");
+        m.format_version = 1;
+        assert_eq!(m.detection.format_needed(), 1);
+        m.validate().unwrap();
+        m.detection.restore = Some(RestoreRule::NearestLikely);
+        m.detection.score = Some(ScoreKind::RestoredInput);
+        assert_eq!(m.detection.format_needed(), 2);
+        let e = m.validate().unwrap_err().to_string();
+        assert!(e.contains("format_version 2"), "{e}");
+        m.format_version = 2;
+        let back = Manifest::from_json_bytes(&m.to_json_bytes().unwrap()).unwrap();
+        assert_eq!(back.detection.to_config().restore, RestoreRule::NearestLikely);
+        assert_eq!(back.detection.to_config().score, ScoreKind::RestoredInput);
     }
 
     #[test]

@@ -38,7 +38,10 @@ use std::path::PathBuf;
 
 /// The manifest layout this build writes and reads. Graph names and I/O contracts are part
 /// of it (see DESIGN.md): changing them needs a bump.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 adds the optional detection fields `score`, `surprise_weight` and `restore`; a
+/// package that uses none of them is still written as version 1, so older vqad builds keep
+/// reading it, while one that does is refused by them as too new rather than misread.
+pub const FORMAT_VERSION: u32 = 2;
 /// The ONNX graphs every package carries.
 pub const GRAPH_FILES: [&str; 3] = ["encoder.onnx", "decoder.onnx", "pixelsnail.onnx"];
 /// The signed manifest.
@@ -211,7 +214,7 @@ pub enum PackageError {
     DigestMismatch { name: String, expected: String, actual: String },
 
     // ---- manifest and naming ----
-    #[error("manifest format_version {found} is not supported (this vqad reads {supported}); upgrade vqad")]
+    #[error("manifest format_version {found} is not supported (this vqad reads 1 to {supported}); upgrade vqad")]
     UnsupportedFormatVersion { found: String, supported: u32 },
     #[error("manifest.json is invalid: {0}")]
     BadManifest(String),
