@@ -54,4 +54,12 @@ fn small_preset_learns_a_real_texture_briefly() {
     // too, so the sequential total may exceed it a little, never by much.
     assert!(fired <= 2.0 * fire, "resampling fires on {:.2}% of normal positions (bound {:.2}%)", fired * 100.0, 2.0 * fire * 100.0);
     assert!(tuned["prior_nll_normal"].as_f64().unwrap() < log_k);
+    // The small preset's default map and rule won on the development set; the paper's rule is
+    // one flag away and is what then gets tuned.
+    assert_eq!((tuned["detect"]["score"].as_str(), tuned["detect"]["restore"].as_str()), (Some("restored_input"), Some("nearest_likely")));
+    run_ok(vqad().arg("tune").arg(&run).arg("--paper-rule"));
+    let paper: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("tune.json")).unwrap()).unwrap();
+    assert_eq!((paper["detect"]["score"].as_str(), paper["detect"]["restore"].as_str()), (Some("paper"), Some("argmax")));
+    let o = vqad().arg("tune").arg(&run).args(["--paper-rule", "--score", "surprise"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "--paper-rule with --score is a usage error");
 }

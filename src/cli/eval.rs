@@ -122,6 +122,10 @@ pub struct TuneArgs {
     /// Code a fired position gets: argmax (the paper) or nearest_likely. Default: the run's config.
     #[arg(long)]
     pub restore: Option<vqad::config::RestoreRule>,
+    /// The paper's rule exactly: eq. 6 map and argmax restoration (same as
+    /// --score paper --restore argmax).
+    #[arg(long, conflicts_with_all = ["score", "restore"])]
+    pub paper_rule: bool,
     /// Path to libonnxruntime.
     #[arg(long, env = "VQAD_ORT_LIB")]
     pub ort_lib: Option<PathBuf>,
@@ -137,7 +141,9 @@ pub fn tune(a: TuneArgs) -> anyhow::Result<i32> {
         Some(s) => s.split(',').map(|x| x.trim().parse::<f64>().with_context(|| format!("bad η '{x}'"))).collect::<anyhow::Result<_>>()?,
         None => vec![],
     };
-    let opts = vqad::eval::tune::TuneOptions { grid, fire_fraction: a.fire_fraction, false_alarm: a.false_alarm, score: a.score, restore: a.restore };
+    let opts = vqad::eval::tune::TuneOptions { grid, fire_fraction: a.fire_fraction, false_alarm: a.false_alarm, score: if a.paper_rule { Some(vqad::config::ScoreKind::Paper) } else { a.score },
+        restore: if a.paper_rule { Some(vqad::config::RestoreRule::Argmax) } else { a.restore },
+    };
     let r = vqad::pipeline::tune_run(&a.run_dir, a.ort_lib.as_deref(), &opts, &|s| eprintln!("{s}"))?;
     println!(
         "η = {:.3e} (fires on {:.2}% of normal positions), pixel threshold = {:.3e}, minimum area = {} px, prior NLL {:.3} vs log K {:.3} ({} validation normals, {} synthetic negatives); wrote {}",
