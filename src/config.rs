@@ -358,36 +358,16 @@ impl Config {
     /// and `tune` of one category (150–250 images) finish within 15 minutes on 2 CPU cores.
     /// Filter diameter, σ_space and the minimum area scale with the input side (128 / 256).
     pub fn small() -> Self {
-        let mut c = Self::paper();
+        let mut c = Self::tiny();
         c.preset = "small".into();
-        c.model = ModelConfig {
-            image_size: 128,
-            channels: 3,
-            downsamples: 2,
-            hidden: 64,
-            res_blocks: 1,
-            res_channels: 32,
-            num_codes: 128,
-            code_dim: 32,
-        };
-        c.prior = PriorConfig {
-            channels: 64,
-            blocks: 2,
-            res_per_block: 1,
-            heads: 2,
-            attn_dim: 32,
-            embed_dim: 32,
-            dropout: 0.1,
-        };
+        c.model.image_size = 128;
+        c.model.res_blocks = 1;
+        c.prior.attn_dim = 32;
+        c.prior.embed_dim = 32;
         // Measured on 2 cores: a VQ-VAE epoch of 180 images ≈ 3 s, a prior epoch of 360 tables
         // ≈ 24 s; both stages ≈ 11 minutes.
         c.train.vqvae_epochs = 30;
-        c.train.vqvae_batch = 16;
         c.train.prior_epochs = 24;
-        c.train.prior_batch = 16;
-        c.train.lr = 1e-3;
-        c.train.dead_code_fraction = 0.002;
-        c.train.prior_augment_copies = 1;
         c.train.prior_fresh_augment = true;
         c.train.lr_schedule = LrSchedule::Cosine;
         c.detect.eta = 0.001;
@@ -500,7 +480,10 @@ mod tests {
         Config::tiny().validate().unwrap();
         let s = Config::small();
         s.validate().unwrap();
-        assert_eq!((s.model.image_size, s.model.grid()), (128, 32));
+        assert_eq!((s.model.image_size, s.model.grid(), s.model.num_codes, s.model.res_blocks), (128, 32, 128, 1));
+        assert_eq!((s.prior.channels, s.prior.blocks, s.prior.attn_dim, s.prior.embed_dim), (64, 2, 32, 32));
+        assert_eq!((s.train.vqvae_epochs, s.train.prior_epochs, s.train.vqvae_batch, s.train.prior_batch), (30, 24, 16, 16));
+        assert_eq!((s.detect.bilateral_d, s.detect.sigma_space, s.detect.min_area), (10, 37.5, 8));
         assert_eq!(Config::preset("small").unwrap(), s);
     }
 

@@ -50,6 +50,16 @@ impl Prior for HashPrior {
     }
 }
 
+/// The bottom half of (m, n)'s 8-neighbourhood that lies inside the grid.
+fn bottom_half(m: usize, n: usize, rows: usize, cols: usize) -> Vec<(usize, usize)> {
+    [(0isize, 1isize), (1, -1), (1, 0), (1, 1)]
+        .iter()
+        .map(|&(dm, dn)| (m as isize + dm, n as isize + dn))
+        .filter(|&(a, b)| a >= 0 && b >= 0 && (a as usize) < rows && (b as usize) < cols)
+        .map(|(a, b)| (a as usize, b as usize))
+        .collect()
+}
+
 /// The definition, literally: before every position, a fresh pass over the current table.
 fn reference(prior: &mut dyn Prior, table: &Array2<i64>, eta: f64, local: bool) -> Array2<i64> {
     let (rows, cols) = table.dim();
@@ -61,12 +71,7 @@ fn reference(prior: &mut dyn Prior, table: &Array2<i64>, eta: f64, local: bool) 
             let prob_low = |mm: usize, nn: usize| (lp[[0, z[[mm, nn]] as usize, mm, nn]] as f64) < ln_eta;
             let mut fire = prob_low(m, n);
             if fire && local {
-                let hood: Vec<(usize, usize)> = [(0isize, 1isize), (1, -1), (1, 0), (1, 1)]
-                    .iter()
-                    .map(|&(dm, dn)| (m as isize + dm, n as isize + dn))
-                    .filter(|&(a, b)| a >= 0 && b >= 0 && (a as usize) < rows && (b as usize) < cols)
-                    .map(|(a, b)| (a as usize, b as usize))
-                    .collect();
+                let hood = bottom_half(m, n, rows, cols);
                 if !hood.is_empty() {
                     fire = hood.iter().any(|&(a, b)| prob_low(a, b)); // min < η ⇔ some < η
                 }
@@ -304,12 +309,7 @@ fn reference_nearest(prior: &mut dyn Prior, table: &Array2<i64>, eta: f64, codeb
             let lp = prior.log_probs(&z.view().insert_axis(Axis(0)).to_owned()).unwrap();
             let p = |mm: usize, nn: usize, k: usize| (lp[[0, k, mm, nn]] as f64).exp();
             let low = |mm: usize, nn: usize| p(mm, nn, z[[mm, nn]] as usize) < eta;
-            let hood: Vec<(usize, usize)> = [(0isize, 1isize), (1, -1), (1, 0), (1, 1)]
-                .iter()
-                .map(|&(dm, dn)| (m as isize + dm, n as isize + dn))
-                .filter(|&(a, b)| a >= 0 && b >= 0 && (a as usize) < rows && (b as usize) < cols)
-                .map(|(a, b)| (a as usize, b as usize))
-                .collect();
+            let hood = bottom_half(m, n, rows, cols);
             let fire = low(m, n) && (hood.is_empty() || hood.iter().any(|&(a, b)| low(a, b)));
             if !fire {
                 continue;
