@@ -3,6 +3,7 @@
 
 use super::detector::{Detection, StageMillis};
 use super::session::Provider;
+use crate::config::{RestoreRule, ScoreKind};
 use crate::data::{array_to_image, mask_to_image};
 use crate::fsutil::write_atomic;
 use image::{Rgb, RgbImage};
@@ -27,6 +28,9 @@ pub struct DetectionRecord {
     pub local_constraint: bool,
     pub pixel_threshold: Option<f64>,
     pub min_area: i64,
+    /// The map (eq. 6 or a named variant) and restoration rule that produced this result.
+    pub score: ScoreKind,
+    pub restore: RestoreRule,
     /// Anomalous pixels in the mask.
     pub mask_pixels: usize,
     /// Output files, relative to the output folder.
@@ -131,6 +135,8 @@ pub fn write_detection(dir: &Path, stem: &str, image: &str, det: &Detection, ctx
         local_constraint: ctx.settings.local_constraint,
         pixel_threshold: ctx.settings.pixel_threshold,
         min_area: ctx.settings.min_area,
+        score: ctx.settings.score,
+        restore: ctx.settings.restore,
         mask_pixels: det.mask.iter().filter(|&&v| v > 0).count(),
         outputs,
     };
