@@ -174,12 +174,10 @@ impl ScoreKind {
 impl std::str::FromStr for ScoreKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "paper" => Ok(Self::Paper),
-            "surprise" => Ok(Self::Surprise),
-            "restored_input" => Ok(Self::RestoredInput),
-            o => Err(format!("unknown score '{o}' (expected paper, surprise or restored_input)")),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown score '{s}' (expected paper, surprise or restored_input)"))
     }
 }
 
@@ -196,14 +194,31 @@ pub enum RestoreRule {
     NearestLikely,
 }
 
+impl RestoreRule {
+    /// The name used in configs, manifests and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            RestoreRule::Argmax => "argmax",
+            RestoreRule::NearestLikely => "nearest_likely",
+        }
+    }
+
+    /// The rule that is not this one (the ablation's counterpart).
+    pub fn other(self) -> Self {
+        match self {
+            RestoreRule::Argmax => RestoreRule::NearestLikely,
+            RestoreRule::NearestLikely => RestoreRule::Argmax,
+        }
+    }
+}
+
 impl std::str::FromStr for RestoreRule {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "argmax" => Ok(Self::Argmax),
-            "nearest_likely" => Ok(Self::NearestLikely),
-            o => Err(format!("unknown restore rule '{o}' (expected argmax or nearest_likely)")),
-        }
+        [Self::Argmax, Self::NearestLikely]
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| format!("unknown restore rule '{s}' (expected argmax or nearest_likely)"))
     }
 }
 

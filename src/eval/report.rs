@@ -9,7 +9,7 @@
 use super::metrics::{aupro, auroc, image_accuracy, image_f1, pixel_auroc, pixel_f1, pro_at_threshold, EvalError};
 use super::threshold::select_threshold_tolerant;
 use super::tune::FALSE_ALARM;
-use crate::config::{DetectConfig, RestoreRule, ScoreKind};
+use crate::config::{DetectConfig, ScoreKind};
 use crate::runtime::detector::detection_map;
 use crate::data::{self, Category, DataError};
 use crate::runtime::detector::l2_input_output_map;
@@ -354,20 +354,13 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
         let test_arrays: Vec<Array3<f32>> = inputs.iter().map(|(_, a, _)| a.clone()).collect();
         // The other restoration rule: a full rerun (it changes which codes the prior sees).
         let keep_restore = det.settings.restore;
-        let other_restore = match keep_restore {
-            RestoreRule::Argmax => RestoreRule::NearestLikely,
-            RestoreRule::NearestLikely => RestoreRule::Argmax,
-        };
-        let restore_name = match other_restore {
-            RestoreRule::Argmax => "restore_argmax",
-            RestoreRule::NearestLikely => "restore_nearest_likely",
-        };
-        if want(restore_name) {
-            det.settings.restore = other_restore;
+        let restore_name = format!("restore_{}", keep_restore.other().name());
+        if want(&restore_name) {
+            det.settings.restore = keep_restore.other();
             let val_r: Vec<Array2<f32>> = det.detect_arrays(&val_arrays)?.into_iter().map(|d| d.smoothed).collect();
             let test_r: Vec<Array2<f32>> = det.detect_arrays(&test_arrays)?.into_iter().map(|d| d.smoothed).collect();
             det.settings.restore = keep_restore;
-            ablation.push(variant(restore_name, &test_r, &val_r)?);
+            ablation.push(variant(&restore_name, &test_r, &val_r)?);
         }
         if want("no_local_constraint") {
             let keep = det.settings.local_constraint;

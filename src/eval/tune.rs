@@ -16,6 +16,7 @@
 use super::metrics::{auroc, pixel_auroc, EvalError};
 use super::threshold::{paint_negative, select_threshold_tolerant, NEGATIVE_FRACTION};
 use crate::config::{DetectConfig, RestoreRule, ScoreKind};
+use crate::runtime::resample::bottom_half;
 use crate::runtime::{DetectError, Detector};
 use ndarray::{Array2, Array3};
 use rand::SeedableRng;
@@ -103,19 +104,7 @@ pub fn first_visit_scores(log_prob: &Array2<f32>, local: bool) -> Vec<f64> {
                 out.push(own);
                 continue;
             }
-            let mut nb = f64::INFINITY;
-            if n + 1 < cols {
-                nb = nb.min(log_prob[[m, n + 1]] as f64);
-            }
-            if m + 1 < rows {
-                if n >= 1 {
-                    nb = nb.min(log_prob[[m + 1, n - 1]] as f64);
-                }
-                nb = nb.min(log_prob[[m + 1, n]] as f64);
-                if n + 1 < cols {
-                    nb = nb.min(log_prob[[m + 1, n + 1]] as f64);
-                }
-            }
+            let nb = bottom_half(m, n, rows, cols).map(|(a, b)| log_prob[[a, b]] as f64).fold(f64::INFINITY, f64::min);
             out.push(if nb.is_finite() { own.max(nb) } else { own });
         }
     }

@@ -287,10 +287,7 @@ impl Detector {
             let direct = decoded.index_axis(Axis(0), i).to_owned();
             let restored = decoded.index_axis(Axis(0), b + i).to_owned();
             let eq6_map = score_map(restored.view(), direct.view())?;
-            let raw_map = match self.settings.score {
-                ScoreKind::Paper => eq6_map.clone(),
-                kind => variant_map(kind, self.settings.surprise_weight, &images[i], &restored, &eq6_map, &o.input_log_prob, &o.input_entropy)?,
-            };
+            let raw_map = variant_map(self.settings.score, self.settings.surprise_weight, &images[i], &restored, &eq6_map, &o.input_log_prob, &o.input_entropy)?;
             let smoothed = self.smooth(&raw_map)?;
             let mask = binarize(&smoothed, thr);
             dets.push(Detection {

@@ -293,6 +293,18 @@ pub fn resample_batch_with(
     Ok((outcomes, stats))
 }
 
+/// The bottom half of (m, n)'s 8-neighbourhood that lies inside the grid — (m, n+1),
+/// (m+1, n−1), (m+1, n), (m+1, n+1) — the neighbours whose probabilities make `I(m, n)`. All
+/// lie after (m, n) in raster order.
+pub fn bottom_half(m: usize, n: usize, rows: usize, cols: usize) -> impl Iterator<Item = (usize, usize)> {
+    let right = (n + 1 < cols).then_some((m, n + 1));
+    let below = (m + 1 < rows).then_some(());
+    let below_left = below.filter(|_| n >= 1).map(|_| (m + 1, n - 1));
+    let below_mid = below.map(|_| (m + 1, n));
+    let below_right = below.filter(|_| n + 1 < cols).map(|_| (m + 1, n + 1));
+    [right, below_left, below_mid, below_right].into_iter().flatten()
+}
+
 /// Fills log p of each current code and the predictive entropy of each position from a pass.
 fn input_surprise(view: &PassView, table: &Array2<i64>, k_codes: usize, log_prob: &mut Array2<f32>, entropy: &mut Array2<f32>) {
     for ((m, n), &z) in table.indexed_iter() {
@@ -354,23 +366,9 @@ fn decide(
         // current pass is valid for them.
         let mut any = false;
         let mut min_lp = f64::INFINITY;
-        let mut visit = |mm: usize, nn: usize| -> Result<(), (usize, usize, usize, f32)> {
+        for (mm, nn) in bottom_half(m, n, rows, cols) {
             any = true;
-            let v = read(mm, nn, table[[mm, nn]] as usize)?;
-            min_lp = min_lp.min(v);
-            Ok(())
-        };
-        if n + 1 < cols {
-            visit(m, n + 1)?;
-        }
-        if m + 1 < rows {
-            if n >= 1 {
-                visit(m + 1, n - 1)?;
-            }
-            visit(m + 1, n)?;
-            if n + 1 < cols {
-                visit(m + 1, n + 1)?;
-            }
+            min_lp = min_lp.min(read(mm, nn, table[[mm, nn]] as usize)?);
         }
         if any && min_lp >= ln_eta {
             return Ok(None);
