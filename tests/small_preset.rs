@@ -62,4 +62,14 @@ fn small_preset_learns_a_real_texture_briefly() {
     assert_eq!((paper["detect"]["score"].as_str(), paper["detect"]["restore"].as_str()), (Some("paper"), Some("argmax")));
     let o = vqad().arg("tune").arg(&run).args(["--paper-rule", "--score", "surprise"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "--paper-rule with --score is a usage error");
+    // The preset's minimum area is two latent cells; --min-area overrides it, and a smaller
+    // area can only need an equal or higher threshold (fewer specks may stay above it).
+    assert_eq!(tuned["detect"]["min_area"].as_i64(), Some(32));
+    let thr = |v: &serde_json::Value| v["detect"]["pixel_threshold"].as_f64().unwrap();
+    run_ok(vqad().arg("tune").arg(&run).args(["--min-area", "4"]));
+    let speck: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("tune.json")).unwrap()).unwrap();
+    assert_eq!(speck["detect"]["min_area"].as_i64(), Some(4));
+    assert!(thr(&speck) >= thr(&tuned), "min area 4 gave threshold {} below min area 32's {}", thr(&speck), thr(&tuned));
+    let o = vqad().arg("tune").arg(&run).args(["--min-area", "0"]).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("minimum area"), "--min-area 0 must be refused");
 }

@@ -122,6 +122,10 @@ pub struct TuneArgs {
     /// Code a fired position gets: argmax (the paper) or nearest_likely. Default: the run's config.
     #[arg(long)]
     pub restore: Option<vqad::config::RestoreRule>,
+    /// Minimum defect area in pixels at the model's input size (a smaller component is not a
+    /// defect). Default: the run's config.
+    #[arg(long)]
+    pub min_area: Option<usize>,
     /// The paper's rule exactly: eq. 6 map and argmax restoration (same as
     /// --score paper --restore argmax).
     #[arg(long, conflicts_with_all = ["score", "restore"])]
@@ -143,6 +147,7 @@ pub fn tune(a: TuneArgs) -> anyhow::Result<i32> {
     };
     let opts = vqad::eval::tune::TuneOptions { grid, fire_fraction: a.fire_fraction, false_alarm: a.false_alarm, score: if a.paper_rule { Some(vqad::config::ScoreKind::Paper) } else { a.score },
         restore: if a.paper_rule { Some(vqad::config::RestoreRule::Argmax) } else { a.restore },
+        min_area: a.min_area,
     };
     let r = vqad::pipeline::tune_run(&a.run_dir, a.ort_lib.as_deref(), &opts, &|s| eprintln!("{s}"))?;
     println!(

@@ -40,11 +40,13 @@ pub struct TuneOptions {
     pub score: Option<ScoreKind>,
     /// Replace the run's restoration rule.
     pub restore: Option<RestoreRule>,
+    /// Replace the run's minimum defect area (pixels at the model's input size).
+    pub min_area: Option<usize>,
 }
 
 impl Default for TuneOptions {
     fn default() -> Self {
-        TuneOptions { grid: vec![], fire_fraction: FIRE_FRACTION, false_alarm: FALSE_ALARM, score: None, restore: None }
+        TuneOptions { grid: vec![], fire_fraction: FIRE_FRACTION, false_alarm: FALSE_ALARM, score: None, restore: None, min_area: None }
     }
 }
 
@@ -136,6 +138,12 @@ pub fn tune(det: &mut Detector, normals: &[Array3<f32>], opts: &TuneOptions, see
     }
     if let Some(r) = opts.restore {
         det.settings.restore = r;
+    }
+    if let Some(a) = opts.min_area {
+        if a == 0 {
+            return Err(TuneError::Invalid("minimum area must be at least 1 pixel".into()));
+        }
+        det.settings.min_area = a as i64;
     }
     let original = det.settings.clone();
     let surprise = det.input_surprise(normals)?;

@@ -110,7 +110,8 @@ pub struct RecordContext<'a> {
 }
 
 /// Writes `<stem>.json`, `<stem>_mask.png`, `<stem>_heatmap.png`, `<stem>_restored.png` and,
-/// with `save_maps`, `<stem>_raw.npy` / `<stem>_smoothed.npy` into `dir`.
+/// with `save_maps`, `<stem>_raw.npy` / `<stem>_smoothed.npy` and the latent `<stem>_logprob.npy` /
+/// `<stem>_entropy.npy` into `dir`.
 pub fn write_detection(dir: &Path, stem: &str, image: &str, det: &Detection, ctx: &RecordContext, save_maps: bool) -> std::io::Result<DetectionRecord> {
     std::fs::create_dir_all(dir)?;
     let mut outputs = BTreeMap::new();
@@ -121,6 +122,9 @@ pub fn write_detection(dir: &Path, stem: &str, image: &str, det: &Detection, ctx
     if save_maps {
         outputs.insert("raw_map".into(), write_npy(dir, &format!("{stem}_raw.npy"), &det.raw_map)?);
         outputs.insert("smoothed_map".into(), write_npy(dir, &format!("{stem}_smoothed.npy"), &det.smoothed)?);
+        // The prior's view of the input's own codes, [M, N]: where it was surprised, and how sure it was.
+        outputs.insert("log_prob".into(), write_npy(dir, &format!("{stem}_logprob.npy"), &det.log_prob)?);
+        outputs.insert("entropy".into(), write_npy(dir, &format!("{stem}_entropy.npy"), &det.entropy)?);
     }
     let rec = DetectionRecord {
         image: image.to_string(),
