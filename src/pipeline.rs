@@ -3,7 +3,6 @@
 
 use crate::eval::tune::{tune, TuneError, TuneOptions, TuneResult};
 use crate::fsutil::write_atomic;
-use crate::nn::export::export_run;
 use crate::package::{self, DatasetInfo, Epochs, Manifest, ModelShape, PackageError, PackageInfo, Provenance, SigningKey, Software, TuningData};
 use crate::runtime::session::{Provider, SessionOptions};
 use crate::runtime::{DetectError, Detector, DetectorOptions};
@@ -11,6 +10,9 @@ use crate::train::run::RunDir;
 use crate::train::{load_dataset, TrainError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+pub mod export;
+use export::export_run;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

@@ -102,8 +102,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
     })?;
 
     step(3, "exporting encoder.onnx, decoder.onnx, pixelsnail.onnx");
-    let exported = vqad::nn::export::export_run(&run_dir)?;
-    vqad::nn::export::write_export(&exported, &out.join("export"))?;
+    let exported = vqad::pipeline::export::export_run(&run_dir)?;
+    vqad::pipeline::export::write_export(&exported, &out.join("export"))?;
 
     step(4, "choosing η and the pixel threshold on validation normals (no labels)");
     let tuned = vqad::pipeline::tune_exported(&run_dir, &exported.files, None, &Default::default(), &|s| eprintln!("  {s}"))?;

@@ -119,8 +119,8 @@ pub struct ExportArgs {
 }
 
 pub fn export(a: ExportArgs) -> anyhow::Result<i32> {
-    let e = vqad::nn::export::export_run(&a.run_dir).with_context(|| format!("exporting {}", a.run_dir.display()))?;
-    vqad::nn::export::write_export(&e, &a.out)?;
+    let e = vqad::pipeline::export::export_run(&a.run_dir).with_context(|| format!("exporting {}", a.run_dir.display()))?;
+    vqad::pipeline::export::write_export(&e, &a.out)?;
     for (name, bytes) in &e.files {
         println!("{:<16} {:>10} bytes  sha256 {}", name, bytes.len(), vqad::fsutil::sha256_hex(bytes));
     }

@@ -140,3 +140,12 @@ impl ResBlock {
         g.node("Add", &[x, &h], &[])
     }
 }
+
+/// The codebook as a little-endian float32 `.npy` ([K, D]).
+pub fn codebook_npy(codebook: &tch::Tensor) -> Vec<u8> {
+    let (dims, data) = tensor_data(codebook);
+    let arr = ndarray::Array2::from_shape_vec((dims[0] as usize, dims[1] as usize), data).expect("codebook is 2-D");
+    let mut out = Vec::new();
+    ndarray_npy::WriteNpyExt::write_npy(&arr, &mut out).expect("writing to memory");
+    out
+}

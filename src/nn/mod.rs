@@ -2,7 +2,6 @@
 //! `emit` into an ONNX graph sit side by side and read the same weights, so the exported
 //! graphs cannot drift from what was trained.
 
-pub mod export;
 pub mod layers;
 pub mod pixelsnail;
 pub mod vqvae;

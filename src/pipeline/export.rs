@@ -1,5 +1,7 @@
 //! `vqad export`: the three ONNX graphs, `codebook.npy` and `shapes.json` from a run folder.
 //! Everything is derived from the checkpoint alone, so the same checkpoint gives the same bytes.
+//! It lives in the pipeline because it joins a training run (`train`) with the networks' graph
+//! definitions (`nn`); `nn` itself knows nothing of run folders.
 
 use crate::config::Config;
 use crate::fsutil::write_atomic;
@@ -29,15 +31,6 @@ pub struct Exported {
     pub shapes: ExportShapes,
 }
 
-/// The codebook as a little-endian float32 `.npy` ([K, D]).
-pub fn codebook_npy(codebook: &tch::Tensor) -> Vec<u8> {
-    let (dims, data) = super::layers::tensor_data(codebook);
-    let arr = ndarray::Array2::from_shape_vec((dims[0] as usize, dims[1] as usize), data).expect("codebook is 2-D");
-    let mut out = Vec::new();
-    ndarray_npy::WriteNpyExt::write_npy(&arr, &mut out).expect("writing to memory");
-    out
-}
-
 /// Builds the graphs for a config and trained run, in memory.
 pub fn export_run(run: &Path) -> Result<Exported, TrainError> {
     let rd = RunDir::new(run);
@@ -49,7 +42,7 @@ pub fn export_run(run: &Path) -> Result<Exported, TrainError> {
     files.insert("encoder.onnx".to_string(), vq.encoder_graph());
     files.insert("decoder.onnx".to_string(), vq.decoder_graph());
     files.insert("pixelsnail.onnx".to_string(), prior.graph());
-    files.insert("codebook.npy".to_string(), codebook_npy(&vq.codebook));
+    files.insert("codebook.npy".to_string(), crate::nn::layers::codebook_npy(&vq.codebook));
     let shapes = ExportShapes {
         image_size: cfg.model.image_size,
         channels: cfg.model.channels,
