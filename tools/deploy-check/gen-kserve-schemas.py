@@ -75,6 +75,8 @@ def main(crd_dir, out_dir, commit):
             ),
             **schema,
         }
+        import jsonschema  # the check trusts the file; make sure it is a valid schema here
+        jsonschema.Draft202012Validator.check_schema(doc)
         out = Path(out_dir) / f"{kind.lower()}.{version}.schema.json"
         out.write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n")
         print(f"{out}: {out.stat().st_size} bytes")
