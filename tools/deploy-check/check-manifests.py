@@ -397,7 +397,10 @@ def check_dockerfile(root, report, uids):
     out = subprocess.run([str(BIN / "hadolint"), "--no-color", str(df)], capture_output=True, text=True)
     report.check(out.returncode == 0, where, "hadolint:\n" + (out.stdout + out.stderr).strip())
     native = (root / "tools/setup-native.sh").read_text()
-    want = re.search(r"^ORT_VERSION=(\S+)", native, re.M).group(1)
+    m = re.search(r"^ORT_VERSION=(\S+)", native, re.M)
+    if not report.check(m, "tools/setup-native.sh", "sets no ORT_VERSION"):
+        return
+    want = m.group(1)
     got = re.search(r"^ARG ORT_VERSION=(\S+)", text, re.M)
     report.check(got and got.group(1) == want, where,
                  f"ARG ORT_VERSION={got and got.group(1)} but tools/setup-native.sh pins {want}")
@@ -487,7 +490,11 @@ def main():
         n_rendered += len(docs)
         for doc in docs:
             validate_doc(doc, f"{name} (rendered)", report)
-        check_render(name, docs, report, deploy_is_gpu="gpu" in kdir.relative_to(deploy).parts)
+        try:
+            check_render(name, docs, report, deploy_is_gpu="gpu" in kdir.relative_to(deploy).parts)
+        except (KeyError, TypeError, AttributeError, IndexError, StopIteration) as e:
+            # the schemas have said what is wrong; the promises cannot be checked on it
+            report.error(f"{name} (rendered)", f"too malformed to check the deployment's promises ({e!r})")
         for d in docs:
             spec = d.get("spec") or {}
             pod = ((spec.get("template") or {}).get("spec")) or (spec if d.get("kind") == "ServingRuntime" else {})
