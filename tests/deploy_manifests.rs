@@ -1,0 +1,119 @@
+//! deploy/ (Kubernetes manifests, GPU overlay, KServe runtime, Dockerfile) checked offline by
+//! tools/deploy-check/check-manifests.py: strict Kubernetes JSON schemas (kubernetes-validate),
+//! KServe's CRD schemas, `kubectl kustomize` renders, hadolint, and the deployment's promises.
+//! The second test breaks one thing at a time in a copy and requires the check to name it, so
+//! a check that passes everything cannot pass here.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The deploy-check venv's python (kubectl and hadolint beside it), installed once per cache.
+fn checker_python() -> &'static PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let o = Command::new("bash").arg(repo().join("tools/setup-deploy-check.sh")).output().unwrap();
+        assert!(o.status.success(), "setup-deploy-check failed: {}", String::from_utf8_lossy(&o.stderr));
+        PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
+    })
+}
+
+fn check(root: &Path, vqad: Option<&str>) -> (Output, String) {
+    let mut cmd = Command::new(checker_python());
+    cmd.arg(repo().join("tools/deploy-check/check-manifests.py")).arg("--root").arg(root);
+    if let Some(v) = vqad {
+        cmd.arg("--vqad").arg(v);
+    }
+    let o = cmd.output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    (o, text)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// A throw-away root holding what the check reads: deploy/, .dockerignore, setup-native.sh.
+fn copy_of_repo() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("deploy"), &t.path().join("deploy"));
+    std::fs::copy(repo().join(".dockerignore"), t.path().join(".dockerignore")).unwrap();
+    std::fs::create_dir_all(t.path().join("tools")).unwrap();
+    std::fs::copy(repo().join("tools/setup-native.sh"), t.path().join("tools/setup-native.sh")).unwrap();
+    t
+}
+
+#[test]
+fn deploy_manifests_pass_the_offline_checks() {
+    let (o, text) = check(repo(), Some(env!("CARGO_BIN_EXE_vqad")));
+    println!("{text}");
+    assert!(o.status.success(), "deploy/ fails its checks:\n{text}");
+    // All four kustomizations (deploy/, base/, overlays/gpu/, kserve/) rendered, nothing flagged.
+    assert!(text.contains("4 kustomizations rendered (17 resources)"), "{text}");
+    assert!(text.contains(": 0 problems"), "{text}");
+}
+
+#[test]
+fn broken_manifests_are_refused_naming_file_and_problem() {
+    // (file under the copy, text to find, replacement, what the report must say)
+    let cases: &[(&str, &str, &str, &[&str])] = &[
+        // A misspelt field: strict schema, in the file itself and in every render using it.
+        ("deploy/base/deployment.yaml", "readOnlyRootFilesystem: true", "readOnlyRootFileSystem: true",
+         &["deploy/base/deployment.yaml: deployment/vqad: [Kubernetes 1.37]", "'readOnlyRootFileSystem' was unexpected"]),
+        ("deploy/base/deployment.yaml", "containerPort: 8000", "containerPort: \"8000\"",
+         &["deploy/base/deployment.yaml: deployment/vqad: [Kubernetes 1.31] spec.template.spec.containers.0.ports.0.containerPort", "is not of type 'integer'"]),
+        ("deploy/base/deployment.yaml", "readOnly: true", "readOnly: false",
+         &["deploy/ (rendered): deployment/vqad: container vqad: volumeMount registry (--registry) must be readOnly"]),
+        ("deploy/base/deployment.yaml", "path: /v2/health/ready", "path: /healthz",
+         &["container vqad: readinessProbe must GET /v2/health/ready"]),
+        ("deploy/base/deployment.yaml", "--poll-secs=30", "--poll-seconds=30",
+         &["`vqad serve` has no flag --poll-seconds"]),
+        ("deploy/base/kustomization.yaml", "- hpa.yaml", "- hpa.yml",
+         &["deploy/base/ (kubectl kustomize)", "deploy/base/hpa.yaml: is neither a resource nor a patch"]),
+        ("deploy/overlays/gpu/deployment-gpu.yaml", "--providers=tensorrt,cuda,cpu", "--providers=cpu",
+         &["deploy/overlays/gpu/ [patched by deploy/overlays/gpu/deployment-gpu.yaml", "GPU overlay must run --providers tensorrt,cuda,cpu"]),
+        ("deploy/kserve/inferenceservice.yaml", "protocolVersion: v2", "protocolVersion: [v2]",
+         &["deploy/kserve/inferenceservice.yaml: inferenceservice/vqad: [KServe CRD schema] spec.predictor.model.protocolVersion: ['v2'] is not of type 'string'"]),
+        ("deploy/kserve/inferenceservice.yaml", "runtime: vqad", "runtime: triton",
+         &["inferenceservice/vqad: runtime 'triton' is no ServingRuntime here"]),
+        ("deploy/kserve/servingruntime.yaml", "name: kserve-container", "name: vqad",
+         &["servingruntime/vqad: needs exactly one container named kserve-container"]),
+        ("deploy/docker/Dockerfile", "ARG ORT_VERSION=1.31.1", "ARG ORT_VERSION=1.30.0",
+         &["deploy/docker/Dockerfile: ARG ORT_VERSION=1.30.0 but tools/setup-native.sh pins"]),
+        ("deploy/docker/Dockerfile", "USER 10001:10001", "USER root",
+         &["deploy/docker/Dockerfile: stage gpu: USER must be a numeric non-root uid"]),
+    ];
+    checker_python(); // install once, before the threads
+    // Each case is a whole check run (~1.5 s); two at a time, one per CI core.
+    std::thread::scope(|s| {
+        for chunk in cases.chunks(cases.len().div_ceil(2)) {
+            s.spawn(move || {
+                for (file, find, replace, expect) in chunk {
+                    let t = copy_of_repo();
+                    let path = t.path().join(file);
+                    let before = std::fs::read_to_string(&path).unwrap();
+                    assert!(before.contains(find), "{file} no longer contains {find:?}: update this case");
+                    std::fs::write(&path, before.replacen(find, replace, 1)).unwrap();
+                    let (o, text) = check(t.path(), None);
+                    assert_eq!(o.status.code(), Some(1), "{file}: {find:?} -> {replace:?} was not refused:\n{text}");
+                    for e in *expect {
+                        assert!(text.contains(e), "{file}: {find:?} -> {replace:?}: the report lacks {e:?}:\n{text}");
+                    }
+                }
+            });
+        }
+    });
+}
