@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod native;
 pub mod onnx;
 pub mod package;
+pub mod registry;
 pub mod runtime;
 
 #[cfg(feature = "train")]
