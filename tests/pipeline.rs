@@ -357,6 +357,12 @@ fn detect_runs_what_the_channel_assigns_and_follows_a_rollback() {
     assert!(detect("synth_texture@production", &o2).status.success());
     let s = summary(&o2);
     assert_eq!((s["version"].as_str(), s["resolved"]["sequence"].as_u64()), (Some("1.0.0"), Some(3)), "{s}");
+    // eval takes `@CHANNEL` for <category>@CHANNEL of every category folder.
+    let ev = tmp.path().join("eval");
+    let o = run(vqad().arg("eval").arg("@production").arg("--registry").arg(&reg).arg("--pubkey").arg(&pubkey).arg(path(&d.summary["data"])).arg("--out").arg(&ev).args(["--ep", "cpu"]));
+    assert!(o.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(ev.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["categories"][0]["version"], "1.0.0", "{}", report["categories"][0]["package"]);
     // An exact version ignores the channel.
     let o3 = tmp.path().join("r3");
     assert!(detect("synth_texture@1.1.0", &o3).status.success());
