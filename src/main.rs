@@ -123,7 +123,10 @@ fn main() {
             eprintln!("error: {}", error_text(&e));
             let refused = |c: &(dyn std::error::Error + 'static)| {
                 c.downcast_ref::<vqad::package::PackageError>().is_some()
-                    || c.downcast_ref::<vqad::registry::RegistryError>().is_some_and(|r| !matches!(r, vqad::registry::RegistryError::Io { .. }))
+                    || c.downcast_ref::<vqad::registry::RegistryError>().is_some_and(|r| {
+                        use vqad::registry::RegistryError as R;
+                        !matches!(r, R::Io { .. } | R::Invalid(_) | R::BadReference { .. } | R::BadChannelName(_))
+                    })
             };
             let code = if e.chain().any(refused) { 3 } else { 1 };
             std::process::exit(code);

@@ -374,3 +374,51 @@ except jsonschema.ValidationError:
     let (ok, _) = run_python(&["-c".as_ref(), code.as_ref(), bad.as_os_str(), f.pub_path.as_os_str(), schema.as_os_str()]);
     assert!(!ok, "a tampered signature verified in Python");
 }
+
+/// The command line over the same registry: promote, rollback, history, list, and the exit
+/// codes of refusals (3) and mistakes (1).
+#[test]
+fn promote_rollback_history_and_list_from_the_command_line() {
+    let (f, reg) = registry_with_versions();
+    let vqad = || std::process::Command::new(env!("CARGO_BIN_EXE_vqad"));
+    let text = |o: &std::process::Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    for v in ["1.0.0", "1.2.0"] {
+        let o = vqad().arg("promote").arg(&reg).args(["bottle", v, "--channel", "production", "--expires-in", "7", "--key"]).arg(&f.key_path).output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = vqad().arg("rollback").arg(&reg).args(["bottle", "--channel", "production", "--json", "--key"]).arg(&f.key_path).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((j["record"]["version"].as_str(), j["record"]["sequence"].as_u64(), j["record"]["action"].as_str()), (Some("1.0.0"), Some(3), Some("rollback")));
+    let o = vqad().arg("rollback").arg(&reg).args(["bottle", "--channel", "production", "--key"]).arg(&f.key_path).output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("nothing to roll back"), "{}", text(&o));
+
+    let o = vqad().arg("history").arg(&reg).arg("bottle").arg("--pubkey").arg(&f.pub_path).output().unwrap();
+    let t = text(&o);
+    assert!(o.status.success() && t.contains("bottle@production: runs 1.0.0 (every record verified)"), "{t}");
+    let lines: Vec<&str> = t.lines().filter(|l| l.trim_start().starts_with('#')).collect();
+    assert_eq!(lines.len(), 3, "{t}");
+    assert!(lines[0].contains("#3") && lines[0].contains("rollback") && lines[2].contains("#1"), "{t}");
+    let o = vqad().arg("history").arg(&reg).arg("bottle").output().unwrap();
+    assert!(text(&o).contains("NOT VERIFIED"), "{}", text(&o));
+    let o = vqad().args(["list", "--registry"]).arg(&reg).output().unwrap();
+    let t = text(&o);
+    assert!(t.lines().any(|l| l.starts_with("bottle") && l.contains("1.0.0") && l.contains("← production")), "{t}");
+
+    // A record signed by another key: history with the trusted key refuses it (exit 3).
+    let ch = reg.join("bottle/channels/production");
+    let rec: serde_json::Value = serde_json::from_slice(&std::process::Command::new(env!("CARGO_BIN_EXE_vqad")).arg("history").arg(&reg).arg("bottle").arg("--json").output().unwrap().stdout).unwrap();
+    let first: ChannelRecord = serde_json::from_value(rec[0]["records"][0]["record"].clone()).unwrap();
+    std::fs::write(ch.join("00000001.json"), first.sign(&SigningKey::generate())).unwrap();
+    let o = vqad().arg("history").arg(&reg).arg("bottle").arg("--pubkey").arg(&f.pub_path).output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("00000001.json") && text(&o).contains("another key"), "{}", text(&o));
+    // Mistakes are plain errors (exit 1), with the path in the message.
+    let o = vqad().arg("promote").arg(f.dir.path().join("nowhere")).args(["bottle", "1.0.0", "--channel", "production", "--key"]).arg(&f.key_path).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("nowhere") && text(&o).contains("not a registry"), "{}", text(&o));
+    let o = vqad().arg("promote").arg(&reg).args(["bottle", "1.0.0", "--channel", "1.0.0", "--key"]).arg(&f.key_path).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("not a version"), "{}", text(&o));
+}

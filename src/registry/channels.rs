@@ -455,6 +455,13 @@ fn verified_sha(registry: &Path, name: &str, version: &str, key: &TrustedKey) ->
     Ok(super::verify_in_registry(&path, registry, key)?.archive_sha256)
 }
 
+fn ensure_registry(registry: &Path) -> Result<(), RegistryError> {
+    if !registry.join(super::INDEX_FILE).is_file() {
+        return Err(RegistryError::Invalid(format!("{} is not a registry (no {}); publish a package there first", registry.display(), super::INDEX_FILE)));
+    }
+    Ok(())
+}
+
 /// Assigns `version` (published, and verified now) to `channel` with a new record of the next
 /// sequence, signed with `key`; the previous history must verify with the same key. Promoting
 /// the version the channel already runs renews its expiry.
@@ -468,6 +475,7 @@ pub fn promote(
 ) -> Result<RecordFile, RegistryError> {
     crate::package::manifest::check_name(name).map_err(RegistryError::Invalid)?;
     check_channel(channel)?;
+    ensure_registry(registry)?;
     let _lock = Lock::take(registry)?;
     let trusted = key.public();
     let sha = verified_sha(registry, name, version, &trusted)?;
@@ -480,6 +488,7 @@ pub fn promote(
 pub fn rollback(registry: &Path, name: &str, channel: &str, key: &SigningKey, opts: &ChannelOptions) -> Result<RecordFile, RegistryError> {
     crate::package::manifest::check_name(name).map_err(RegistryError::Invalid)?;
     check_channel(channel)?;
+    ensure_registry(registry)?;
     let _lock = Lock::take(registry)?;
     let trusted = key.public();
     let Some(hist) = read_channel(registry, name, channel, Some(&trusted))? else {
