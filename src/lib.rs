@@ -2,7 +2,8 @@
 //!
 //! The pipeline: a VQ-VAE and a PixelSNAIL prior are trained on normal images ([`train`],
 //! needs libtorch), written as ONNX graphs by the same network definitions ([`nn`], [`onnx`]),
-//! packed into signed archives ([`package`]) and run by ONNX Runtime with the resampling loop
+//! packed into signed archives ([`package`]), published and assigned to channels in a
+//! folder registry ([`registry`]) and run by ONNX Runtime with the resampling loop
 //! in Rust ([`runtime`]). [`eval`] measures the result the way the paper and MVTec do.
 
 pub mod config;
@@ -12,6 +13,7 @@ pub mod fsutil;
 pub mod native;
 pub mod onnx;
 pub mod package;
+pub mod registry;
 pub mod runtime;
 
 #[cfg(feature = "train")]

@@ -1,6 +1,6 @@
 //! The `vqad` command line: each subcommand parses its flags, then calls the library.
 //!
-//! Exit codes: 0 success; 1 error; 2 bad usage; 3 a package failed verification;
+//! Exit codes: 0 success; 1 error; 2 bad usage; 3 a package or channel record was refused;
 //! 4 some inputs of a batch failed (the rest were processed).
 
 mod cli;
@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 /// ONNX Runtime.
 #[derive(Parser)]
 #[command(name = "vqad", version, about, long_about = None, propagate_version = true)]
-#[command(after_help = "Exit codes: 0 success, 1 error, 2 bad usage, 3 package failed verification, \
+#[command(after_help = "Exit codes: 0 success, 1 error, 2 bad usage, 3 package or channel record refused, \
                          4 some inputs of a batch failed.\nStart with `vqad demo`.")]
 struct Cli {
     #[command(subcommand)]
@@ -56,8 +56,14 @@ enum Cmd {
     Unpack(cli::package::UnpackArgs),
     /// Verify, then add a package to a registry folder.
     Publish(cli::package::PublishArgs),
-    /// List the packages of a registry folder.
+    /// List the packages of a registry folder and the channels that run them.
     List(cli::package::ListArgs),
+    /// Assign a published version to a channel with a new signed record.
+    Promote(cli::registry::PromoteArgs),
+    /// Point a channel back at the version it ran before, with a new signed record.
+    Rollback(cli::registry::RollbackArgs),
+    /// Every record of a category's channels, newest first.
+    History(cli::registry::HistoryArgs),
     /// Detect anomalies in images with a verified package.
     Detect(cli::detect::DetectArgs),
     /// Per-stage timings, prior passes and throughput of a package (incremental vs naive).
@@ -104,6 +110,9 @@ fn main() {
         Cmd::Unpack(a) => cli::package::unpack(a),
         Cmd::Publish(a) => cli::package::publish(a),
         Cmd::List(a) => cli::package::list(a),
+        Cmd::Promote(a) => cli::registry::promote(a),
+        Cmd::Rollback(a) => cli::registry::rollback(a),
+        Cmd::History(a) => cli::registry::history(a),
         Cmd::Detect(a) => cli::detect::detect(a),
         Cmd::Bench(a) => cli::detect::bench(a),
         Cmd::Eval(a) => cli::eval::eval(a),
@@ -112,7 +121,14 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("error: {}", error_text(&e));
-            let code = if e.chain().any(|c| c.downcast_ref::<vqad::package::PackageError>().is_some()) { 3 } else { 1 };
+            let refused = |c: &(dyn std::error::Error + 'static)| {
+                c.downcast_ref::<vqad::package::PackageError>().is_some()
+                    || c.downcast_ref::<vqad::registry::RegistryError>().is_some_and(|r| {
+                        use vqad::registry::RegistryError as R;
+                        !matches!(r, R::Io { .. } | R::Invalid(_) | R::BadReference { .. } | R::BadChannelName(_))
+                    })
+            };
+            let code = if e.chain().any(refused) { 3 } else { 1 };
             std::process::exit(code);
         }
     }

@@ -301,3 +301,96 @@ fn exported_graphs_match_the_trained_model_on_real_images() {
     let dmax = lp.iter().zip(want_lp.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(dmax <= 1e-4, "pixelsnail max |Δ| = {dmax}");
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn detect_runs_what_the_channel_assigns_and_follows_a_rollback() {
+    let d = demo();
+    let tmp = tempfile::tempdir().unwrap();
+    // A private copy of the demo's registry: the other tests read the original.
+    let reg = tmp.path().join("registry");
+    copy_dir(&path(&d.summary["registry"]), &reg);
+    let pubkey = path(&d.summary["public_key"]);
+    let key = pubkey.with_extension("key");
+    // A second version of the same trained run, published beside 1.0.0.
+    let out = tmp.path().join("p");
+    assert!(run(vqad().arg("package").arg(path(&d.summary["run"])).args(["--name", "synth_texture", "--version", "1.1.0", "--key"]).arg(&key).arg("--out").arg(&out)).status.success());
+    assert!(run(vqad().arg("publish").arg(out.join("synth_texture-1.1.0.vqad")).arg("--registry").arg(&reg).arg("--pubkey").arg(&pubkey)).status.success());
+    for v in ["1.0.0", "1.1.0"] {
+        let o = run(vqad().arg("promote").arg(&reg).args(["synth_texture", v, "--channel", "production", "--key"]).arg(&key));
+        assert!(o.status.success());
+        assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("synth_texture@production → {v}")));
+    }
+    let inputs = tmp.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    for f in ["000.png", "001.png"] {
+        std::fs::copy(path(&d.summary["data"]).join("test/good").join(f), inputs.join(f)).unwrap();
+    }
+    let detect = |reference: &str, out: &Path| {
+        run(vqad().arg("detect").arg(reference).arg("--registry").arg(&reg).arg("--pubkey").arg(&pubkey).arg(&inputs).arg("--out").arg(out).args(["--ep", "cpu"]))
+    };
+    let summary = |out: &Path| -> serde_json::Value { serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap() };
+    let o1 = tmp.path().join("r1");
+    assert!(detect("synth_texture@production", &o1).status.success());
+    let s = summary(&o1);
+    assert_eq!(s["version"], "1.1.0", "{s}");
+    assert_eq!(s["resolved"]["sequence"], 2, "{s}");
+    assert!(s["package"].as_str().unwrap().ends_with("synth_texture/1.1.0/synth_texture-1.1.0.vqad"), "{s}");
+    assert_eq!(s["images"], 2);
+
+    // Roll back: a new record (sequence 3) sends production back to 1.0.0.
+    let o = run(vqad().arg("rollback").arg(&reg).args(["synth_texture", "--channel", "production", "--key"]).arg(&key));
+    assert!(o.status.success());
+    let o2 = tmp.path().join("r2");
+    assert!(detect("synth_texture@production", &o2).status.success());
+    let s = summary(&o2);
+    assert_eq!((s["version"].as_str(), s["resolved"]["sequence"].as_u64()), (Some("1.0.0"), Some(3)), "{s}");
+    // eval takes `@CHANNEL` for <category>@CHANNEL of every category folder.
+    let ev = tmp.path().join("eval");
+    let o = run(vqad().arg("eval").arg("@production").arg("--registry").arg(&reg).arg("--pubkey").arg(&pubkey).arg(path(&d.summary["data"])).arg("--out").arg(&ev).args(["--ep", "cpu"]));
+    assert!(o.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(ev.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["categories"][0]["version"], "1.0.0", "{}", report["categories"][0]["package"]);
+    // An exact version ignores the channel.
+    let o3 = tmp.path().join("r3");
+    assert!(detect("synth_texture@1.1.0", &o3).status.success());
+    assert_eq!(summary(&o3)["version"], "1.1.0");
+
+    // list marks what production runs; history prints every record and matches its schema.
+    let o = run(vqad().arg("list").arg("--registry").arg(&reg).arg("--pubkey").arg(&pubkey));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.lines().any(|l| l.contains("1.0.0") && l.contains("← production")), "{text}");
+    assert!(text.contains("synth_texture@production") && text.contains("sequence 3"), "{text}");
+    let o = run(vqad().arg("history").arg(&reg).arg("synth_texture").arg("--pubkey").arg(&pubkey).arg("--json"));
+    assert!(o.status.success());
+    let hist_file = tmp.path().join("history.json");
+    std::fs::write(&hist_file, &o.stdout).unwrap();
+    let h: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(h[0]["records"].as_array().unwrap().len(), 3);
+    assert_eq!(h[0]["deployment_stack"], serde_json::json!(["1.0.0"]));
+    let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let code = "import json, sys, jsonschema\nfrom referencing import Registry, Resource\nrec = json.load(open(sys.argv[1] + '/channel-record.schema.json'))\nhist = json.load(open(sys.argv[1] + '/channel-history.schema.json'))\nreg = Registry().with_resource(rec['$id'], Resource.from_contents(rec))\njsonschema.Draft202012Validator.check_schema(hist)\njsonschema.Draft202012Validator(hist, registry=reg).validate(json.load(open(sys.argv[2])))\nprint('ok')";
+    assert!(common::run_python(code, &[&schemas.display().to_string(), &hist_file.display().to_string()]).contains("ok"));
+
+    // A replayed older record in current.json: detect refuses (exit 3) and writes nothing.
+    let ch = reg.join("synth_texture/channels/production");
+    std::fs::copy(ch.join("00000002.json"), ch.join("current.json")).unwrap();
+    let o4 = tmp.path().join("r4");
+    let o = detect("synth_texture@production", &o4);
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("refusing to run") && err.contains("replayed older record") && err.contains("sequence 2"), "{err}");
+    assert!(!o4.exists(), "results were written for a refused channel");
+}

@@ -128,8 +128,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
     step(6, "publishing into a registry and verifying it there");
     let trust = TrustedKey::load(&pub_path)?;
     let registry = out.join("registry");
-    let published = package::publish(&info.path, &registry, &trust)?;
-    let verified = package::verify_in_registry(&published, &registry, &trust)?;
+    let published = vqad::registry::publish(&info.path, &registry, &trust)?;
+    let verified = vqad::registry::verify_in_registry(&published, &registry, &trust)?;
     eprintln!("{}", verified.summary());
 
     step(7, "detecting anomalies on the test split");
@@ -140,6 +140,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         inputs: vec![cat_dir.join("test")],
         out: detect_dir.clone(),
         save_maps: false,
+        source: Default::default(),
         run: RunFlags {
             ep: "cpu".into(),
             strict_ep: false,

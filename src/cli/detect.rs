@@ -63,17 +63,68 @@ impl RunFlags {
     }
 }
 
-/// Verifies a package and opens a detector, with the CLI's error wording.
-pub fn open_detector(package: &Path, pubkey: &Path, opts: DetectorOptions) -> anyhow::Result<(VerifiedPackage, Detector)> {
+/// Where a package comes from: a file, or (with `--registry`) a reference resolved there.
+#[derive(Args, Clone, Default)]
+pub struct SourceFlags {
+    /// Registry folder: PACKAGE is then a reference — NAME@CHANNEL (the channel's signed
+    /// assignment), NAME@VERSION or NAME (newest) — or a file inside the registry.
+    #[arg(long)]
+    pub registry: Option<PathBuf>,
+    /// Trust state file (with --registry): remembers the highest channel record sequence
+    /// accepted, so a registry whose newer records were deleted is refused.
+    #[arg(long, env = "VQAD_TRUST_STATE")]
+    pub trust_state: Option<PathBuf>,
+}
+
+/// What was opened: the verified package and, for a channel reference, how it resolved.
+pub struct Opened {
+    pub package: VerifiedPackage,
+    /// `{"reference", "channel", "sequence", "expires"}` when resolved in a registry.
+    pub resolved: Option<serde_json::Value>,
+}
+
+/// Verifies a package — a file, a file in a registry, or a registry reference — with the
+/// CLI's error wording. Nothing runs unless this succeeds.
+pub fn open_package(package: &Path, pubkey: &Path, src: &SourceFlags) -> anyhow::Result<Opened> {
     let key = TrustedKey::load(pubkey)?;
-    let pkg = VerifiedPackage::open(package, &key).with_context(|| format!("{}: refusing to run: verification failed", package.display()))?;
-    let det = Detector::from_verified(&pkg, opts)?;
-    Ok((pkg, det))
+    let refuse = || format!("{}: refusing to run: verification failed", package.display());
+    let Some(reg) = &src.registry else {
+        let pkg = VerifiedPackage::open(package, &key).with_context(refuse)?;
+        return Ok(Opened { package: pkg, resolved: None });
+    };
+    if package.is_file() {
+        let pkg = vqad::registry::verify_in_registry(package, reg, &key).with_context(refuse)?;
+        return Ok(Opened { package: pkg, resolved: None });
+    }
+    let reference = package.to_str().with_context(|| format!("{}: not a file, and not a UTF-8 reference", package.display()))?;
+    let opts = vqad::registry::ResolveOptions { now: None, trust_state: src.trust_state.clone() };
+    let r = vqad::registry::resolve(reg, reference, &key, &opts)
+        .with_context(|| format!("{reference} in registry {}: refusing to run", reg.display()))?;
+    eprintln!(
+        "{reference} → {} {}{}",
+        r.name,
+        r.version,
+        r.sequence.map(|s| format!(" (channel record sequence {s}, expires {})", r.expires.as_deref().unwrap_or("?"))).unwrap_or_default()
+    );
+    let resolved = serde_json::json!({"reference": reference, "channel": r.channel, "sequence": r.sequence, "expires": r.expires});
+    Ok(Opened { package: r.package, resolved: Some(resolved) })
+}
+
+/// Verifies a package file and opens a detector, with the CLI's error wording.
+pub fn open_detector(package: &Path, pubkey: &Path, opts: DetectorOptions) -> anyhow::Result<(VerifiedPackage, Detector)> {
+    open_detector_from(package, pubkey, &SourceFlags::default(), opts).map(|(o, d)| (o.package, d))
+}
+
+/// [`open_package`], then a detector over the verified bytes.
+pub fn open_detector_from(package: &Path, pubkey: &Path, src: &SourceFlags, opts: DetectorOptions) -> anyhow::Result<(Opened, Detector)> {
+    let o = open_package(package, pubkey, src)?;
+    let det = Detector::from_verified(&o.package, opts)?;
+    Ok((o, det))
 }
 
 #[derive(Args)]
 pub struct DetectArgs {
-    /// The .vqad package.
+    /// The .vqad package, or with --registry a reference: NAME@CHANNEL, NAME@VERSION, NAME.
     pub package: PathBuf,
     /// Trusted public key; the package must verify with it.
     #[arg(long)]
@@ -87,6 +138,8 @@ pub struct DetectArgs {
     /// Also write the raw and smoothed score maps as float32 .npy.
     #[arg(long)]
     pub save_maps: bool,
+    #[command(flatten)]
+    pub source: SourceFlags,
     #[command(flatten)]
     pub run: RunFlags,
 }
@@ -140,7 +193,8 @@ pub fn detect(a: DetectArgs) -> anyhow::Result<i32> {
 /// Runs detection and writes all files; returns the one-line summary and the number of
 /// inputs that failed.
 pub fn run_detect(a: &DetectArgs) -> anyhow::Result<(String, usize)> {
-    let (pkg, mut det) = open_detector(&a.package, &a.pubkey, a.run.options()?)?;
+    let (opened, mut det) = open_detector_from(&a.package, &a.pubkey, &a.source, a.run.options()?)?;
+    let pkg = &opened.package;
     eprintln!("{}", pkg.summary());
     let providers = det.providers();
     eprintln!("providers: {}", providers.iter().map(|(g, p)| format!("{g}={p}")).collect::<Vec<_>>().join(" "));
@@ -185,7 +239,8 @@ pub fn run_detect(a: &DetectArgs) -> anyhow::Result<(String, usize)> {
     let secs = start.elapsed().as_secs_f64();
     let anomalous = records.iter().filter(|r| r.anomalous).count();
     let summary = serde_json::json!({
-        "package": a.package.display().to_string(),
+        "package": pkg.path.display().to_string(),
+        "resolved": opened.resolved,
         "name": pkg.manifest.name,
         "version": pkg.manifest.version,
         "archive_sha256": pkg.archive_sha256,

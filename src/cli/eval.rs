@@ -1,6 +1,6 @@
 //! eval and tune.
 
-use super::detect::{open_detector, RunFlags};
+use super::detect::{open_detector_from, RunFlags, SourceFlags};
 use anyhow::Context;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,8 @@ use vqad::eval::report::{combine, evaluate_category, write_report, EvalOptions};
 pub struct EvalArgs {
     /// A .vqad package, or a folder of packages (a registry) when CATEGORY_DIR holds several
     /// categories: each category uses the newest `<category>-<version>.vqad` found there.
+    /// With --registry: a reference (NAME@CHANNEL, NAME@VERSION, NAME), or `@CHANNEL` for
+    /// `<category>@CHANNEL` of every category.
     pub package: PathBuf,
     /// Trusted public key.
     #[arg(long)]
@@ -28,6 +30,8 @@ pub struct EvalArgs {
     /// l2_input_output, no_local_constraint. Default: all.
     #[arg(long, value_delimiter = ',')]
     pub variants: Option<Vec<String>>,
+    #[command(flatten)]
+    pub source: SourceFlags,
     #[command(flatten)]
     pub run: RunFlags,
 }
@@ -75,13 +79,18 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
     let mut reports = vec![];
     for cat_dir in &cats {
         let cat = Category::open(cat_dir)?;
-        let pkg_path = if a.package.is_dir() {
+        let per_category = a.source.registry.is_some() && a.package.to_str().is_some_and(|s| s.starts_with('@'));
+        let pkg_path = if per_category {
+            PathBuf::from(format!("{}{}", cat.name, a.package.display()))
+        } else if a.package.is_dir() && a.source.registry.is_none() {
             find_package(&a.package, &cat.name).with_context(|| format!("no {}-<version>.vqad under {}", cat.name, a.package.display()))?
         } else {
             a.package.clone()
         };
-        let (pkg, mut det) = open_detector(&pkg_path, &a.pubkey, a.run.options()?)?;
-        if !a.package.is_dir() && pkg.manifest.name != cat.name {
+        let (opened, mut det) = open_detector_from(&pkg_path, &a.pubkey, &a.source, a.run.options()?)?;
+        let pkg = opened.package;
+        let pkg_path = pkg.path.clone();
+        if !a.package.is_dir() && !per_category && pkg.manifest.name != cat.name {
             eprintln!("note: package '{}' evaluated on category folder '{}'", pkg.manifest.name, cat.name);
         }
         let val_fraction = pkg.manifest.provenance.config().map(|c| c.train.val_fraction).unwrap_or(0.1);

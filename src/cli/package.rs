@@ -78,7 +78,7 @@ pub struct VerifyArgs {
 pub fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
     let key = TrustedKey::load(&a.pubkey)?;
     let v = match &a.registry {
-        Some(r) => package::verify_in_registry(&a.file, r, &key),
+        Some(r) => vqad::registry::verify_in_registry(&a.file, r, &key),
         None => VerifiedPackage::open(&a.file, &key),
     }
     .with_context(|| format!("{}: verification failed", a.file.display()))?;
@@ -154,7 +154,7 @@ pub struct PublishArgs {
 
 pub fn publish(a: PublishArgs) -> anyhow::Result<i32> {
     let key = TrustedKey::load(&a.pubkey)?;
-    let p = package::publish(&a.file, &a.registry, &key)?;
+    let p = vqad::registry::publish(&a.file, &a.registry, &key)?;
     println!("published {}", p.display());
     Ok(0)
 }
@@ -167,20 +167,44 @@ pub struct ListArgs {
     /// Only this category.
     #[arg(long)]
     pub category: Option<String>,
-    /// Print as JSON.
+    /// Verify every channel record with this public key (otherwise channels show unverified).
+    #[arg(long)]
+    pub pubkey: Option<PathBuf>,
+    /// Print as JSON: the index entries, each with the channels that run it.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn list(a: ListArgs) -> anyhow::Result<i32> {
-    let entries = package::list(&a.registry, a.category.as_deref())?;
+    let entries = vqad::registry::list(&a.registry, a.category.as_deref())?;
+    let key = a.pubkey.as_deref().map(TrustedKey::load).transpose()?;
+    let heads = if a.registry.is_dir() { vqad::registry::list_channels(&a.registry, a.category.as_deref(), key.as_ref())? } else { vec![] };
+    let channels_of = |name: &str, version: &str| -> Vec<String> {
+        heads.iter().filter(|h| h.name == name && h.version == version).map(|h| h.channel.clone()).collect()
+    };
     if a.json {
-        super::print_json(&entries)?;
+        let v: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                let mut j = serde_json::to_value(e).unwrap_or_default();
+                j["channels"] = serde_json::json!(channels_of(&e.name, &e.version));
+                j
+            })
+            .collect();
+        super::print_json(&v)?;
     } else if entries.is_empty() {
         println!("no packages in {}", a.registry.display());
     } else {
-        for e in entries {
-            println!("{:<16} {:<10} {}  key {}…  sha256 {}…", e.name, e.version, e.created, &e.key_fingerprint[..16.min(e.key_fingerprint.len())], &e.archive_sha256[..16.min(e.archive_sha256.len())]);
+        for e in &entries {
+            let ch = channels_of(&e.name, &e.version);
+            let ch = if ch.is_empty() { String::new() } else { format!("  ← {}", ch.join(", ")) };
+            println!("{:<16} {:<10} {}  key {}…  sha256 {}…{ch}", e.name, e.version, e.created, &e.key_fingerprint[..16.min(e.key_fingerprint.len())], &e.archive_sha256[..16.min(e.archive_sha256.len())]);
+        }
+        if !heads.is_empty() {
+            println!("channels{}:", if key.is_some() { " (every record verified)" } else { " (NOT VERIFIED: pass --pubkey)" });
+            for h in &heads {
+                println!("  {}@{:<12} {:<10} sequence {:<4} expires {}", h.name, h.channel, h.version, h.sequence, h.expires);
+            }
         }
     }
     Ok(0)

@@ -185,6 +185,75 @@ pub fn bundle_for_payload(payload_type: &str, payload: &[u8], key: &SigningKey) 
     serde_json::to_vec(&bundle).map_err(|e| PackageError::MalformedSignature(e.to_string()))
 }
 
+/// Why a bare DSSE envelope (see [`sign_envelope`]) was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvelopeError {
+    #[error("malformed DSSE envelope: {0}")]
+    Malformed(String),
+    #[error("DSSE payload type is '{found}', expected {expected}")]
+    WrongPayloadType { found: String, expected: String },
+    #[error("DSSE envelope has {0} signatures; exactly one is required")]
+    SignatureCount(usize),
+    #[error("signed by another key (keyid {found}…), not the trusted key {expected}…")]
+    WrongKey { found: String, expected: String },
+    #[error("signature does not verify with the trusted key (tampered payload or signature)")]
+    BadSignature,
+}
+
+/// A bare DSSE envelope (`{"payload", "payloadType", "signatures": [{"keyid", "sig"}]}`, the
+/// JSON form of the DSSE spec) over any payload, for small signed records that are not
+/// packages (registry channel assignments). `keyid` is the signer's fingerprint, written to
+/// word errors only.
+pub fn sign_envelope(payload_type: &str, payload: &[u8], key: &SigningKey) -> Vec<u8> {
+    let sig = key.sign_der(&pae(payload_type, payload));
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let env = Envelope {
+        payload: b64.encode(payload),
+        payload_type: payload_type.into(),
+        signatures: vec![EnvelopeSignature { sig: b64.encode(sig), keyid: Some(key.public().fingerprint()) }],
+    };
+    // Plain strings and a vector: serialising cannot fail.
+    let mut out = serde_json::to_vec_pretty(&env).expect("envelope serialises");
+    out.push(b'\n');
+    out
+}
+
+/// Checks a bare DSSE envelope against `key` and the expected payload type (checked before
+/// PAE is built, and bound by it) and returns the payload. Exactly one signature; `keyid`
+/// only words the error.
+pub fn verify_envelope(bytes: &[u8], payload_type: &str, key: &TrustedKey) -> Result<Vec<u8>, EnvelopeError> {
+    let env: Envelope = serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+    if env.payload_type != payload_type {
+        return Err(EnvelopeError::WrongPayloadType { found: env.payload_type, expected: payload_type.into() });
+    }
+    if env.signatures.len() != 1 {
+        return Err(EnvelopeError::SignatureCount(env.signatures.len()));
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let payload = b64.decode(&env.payload).map_err(|e| EnvelopeError::Malformed(format!("payload is not base64: {e}")))?;
+    let sig = b64.decode(&env.signatures[0].sig).map_err(|e| EnvelopeError::Malformed(format!("signature is not base64: {e}")))?;
+    if !key.verify_der(&pae(&env.payload_type, &payload), &sig) {
+        let fp = key.fingerprint();
+        return Err(match env.signatures[0].keyid.as_deref() {
+            Some(k) if !k.is_empty() && k != fp => {
+                EnvelopeError::WrongKey { found: k.chars().take(16).collect(), expected: fp[..16].to_string() }
+            }
+            _ => EnvelopeError::BadSignature,
+        });
+    }
+    Ok(payload)
+}
+
+/// Reads a bare envelope's payload without checking the signature (for listings that say
+/// so); never use it to decide anything.
+pub fn read_envelope_unverified(bytes: &[u8]) -> Result<(String, Vec<u8>), EnvelopeError> {
+    let env: Envelope = serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(&env.payload)
+        .map_err(|e| EnvelopeError::Malformed(format!("payload is not base64: {e}")))?;
+    Ok((env.payload_type, payload))
+}
+
 /// What a verified signature says: the subject and the signed file list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedStatement {

@@ -13,13 +13,13 @@
 //!
 //! Layout of the code: [`manifest`] (the signed description), [`keys`] (P-256 keys),
 //! [`dsse`] (bundle, envelope, statement), `zipfmt` (our zip writer and strict reader),
-//! [`archive`] (build, verify, inspect, unpack) and [`registry`] (publish, list).
+//! [`archive`] (build, verify, inspect, unpack). The folder registry lives one layer up in
+//! [`crate::registry`]; its main items are re-exported here for older callers.
 
 pub mod archive;
 pub mod dsse;
 pub mod keys;
 pub mod manifest;
-pub mod registry;
 mod zipfmt;
 
 pub use archive::{
@@ -32,7 +32,8 @@ pub use manifest::{
     created_timestamp, CodebookUsage, DatasetInfo, DetectionSettings, Epochs, Manifest,
     ModelShape, Provenance, Software, TuningData,
 };
-pub use registry::{list, publish, verify_in_registry, IndexEntry, RegistryIndex, INDEX_FILE};
+/// Compatibility re-exports: the registry moved to [`crate::registry`].
+pub use crate::registry::{list, publish, verify_in_registry, IndexEntry, RegistryIndex, INDEX_FILE};
 
 use std::path::PathBuf;
 

@@ -1,16 +1,74 @@
 //! A folder registry of published packages: `DIR/<name>/<version>/<name>-<version>.vqad`
-//! plus `DIR/index.json`.
+//! plus `DIR/index.json`, and the signed channel records that say which version a channel
+//! (e.g. `production`) runs ([`channels`]), and resolution of `NAME`, `NAME@VERSION` and
+//! `NAME@CHANNEL` references to verified packages ([`resolve`]).
+//!
+//! This layer sits above [`crate::package`] (the archive format and its verifier) and uses
+//! only it. `vqad::package::{publish, list, verify_in_registry, …}` are kept as re-exports so
+//! older callers still compile.
 //!
 //! The index is a convenience listing and is not signed; every package is verified on its
 //! own, and [`verify_in_registry`] also checks the folder names against the signed manifest
 //! and the archive sha256 against the index, so a package moved to another name or version
 //! folder (swap, rollback) is refused.
 
-use super::archive::{package_file_name, read_limited, verify_bytes, write_atomic, VerifiedPackage};
-use super::keys::TrustedKey;
-use super::{Limits, PackageError};
+pub mod channels;
+pub mod resolve;
+
+pub use channels::{
+    channel_dir, check_channel, history, list_channels, promote, read_channel, rollback, Action, ChannelHead, ChannelHistory, ChannelOptions,
+    ChannelRecord, RecordFile, TrustState, CHANNELS_DIR, CHANNEL_PAYLOAD_TYPE, CURRENT_FILE, DEFAULT_EXPIRY_DAYS,
+};
+pub use resolve::{parse_reference, resolve, Reference, Resolved, ResolveOptions};
+
+use crate::package::archive::{package_file_name, read_limited, write_atomic};
+use crate::package::{verify_bytes, Limits, PackageError, TrustedKey, VerifiedPackage};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// Every way a channel operation or a reference resolution can fail. Package verification
+/// failures keep their own [`PackageError`] inside [`RegistryError::Package`].
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("'{reference}' is not a package reference: {reason} (use NAME, NAME@VERSION or NAME@CHANNEL)")]
+    BadReference { reference: String, reason: String },
+    #[error("channel name '{0}' must be 1-64 characters of a-z, 0-9, '_' or '-', starting with a letter, and not a version")]
+    BadChannelName(String),
+    #[error("{name} has no channel '{channel}' in {registry} (known: {known})")]
+    UnknownChannel { name: String, channel: String, registry: PathBuf, known: String },
+    #[error("{name} {version} is not published in {registry} (published: {published})")]
+    NotPublished { name: String, version: String, registry: PathBuf, published: String },
+    #[error("{path}: channel record refused: {reason}")]
+    BadRecord { path: PathBuf, reason: String },
+    #[error("{path}: channel record refused: {source}")]
+    Signature { path: PathBuf, source: crate::package::dsse::EnvelopeError },
+    #[error("{path}: the file is named for sequence {file} but the signed record says {name}@{channel} sequence {signed} (moved or replayed record)")]
+    Misplaced { path: PathBuf, file: String, name: String, channel: String, signed: u64 },
+    #[error("{name}@{channel}: channel history {dir} is not contiguous: sequence {missing} is missing (deleted record?)")]
+    HistoryGap { name: String, channel: String, dir: PathBuf, missing: u64 },
+    #[error("{name}@{channel}: replayed older record refused (rollback attack): {source_desc} offers sequence {offered}, but sequence {seen} has already been {seen_where}")]
+    Replayed { name: String, channel: String, offered: u64, seen: u64, source_desc: String, seen_where: String },
+    #[error("{name}@{channel}: record sequence {sequence} expired at {expires} (issued {issued}, now {now}); refusing a frozen channel (freeze attack?) — renew it with `vqad promote`")]
+    Expired { name: String, channel: String, sequence: u64, issued: String, expires: String, now: String },
+    #[error("{name}@{channel} sequence {sequence} assigns {version} with archive sha256 {signed}, but the registry's {version} is {actual}")]
+    DigestMismatch { name: String, channel: String, sequence: u64, version: String, signed: String, actual: String },
+    #[error("{name}@{channel}: nothing to roll back to (the channel has only ever run {current})")]
+    NothingToRollBack { name: String, channel: String, current: String },
+    #[error("{path}: trust state is invalid: {reason}")]
+    BadTrustState { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl RegistryError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        RegistryError::Io { path: path.into(), source }
+    }
+}
 
 /// The registry's index file name.
 pub const INDEX_FILE: &str = "index.json";
@@ -46,7 +104,7 @@ impl Default for RegistryIndex {
     }
 }
 
-fn read_index(registry: &Path) -> Result<RegistryIndex, PackageError> {
+pub(crate) fn read_index(registry: &Path) -> Result<RegistryIndex, PackageError> {
     let path = registry.join(INDEX_FILE);
     match std::fs::read(&path) {
         Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Ok(RegistryIndex::default()),
@@ -69,15 +127,16 @@ fn read_index(registry: &Path) -> Result<RegistryIndex, PackageError> {
     }
 }
 
-fn sort_key(e: &IndexEntry) -> (String, Option<semver::Version>, String) {
+pub(crate) fn sort_key(e: &IndexEntry) -> (String, Option<semver::Version>, String) {
     (e.name.clone(), semver::Version::parse(&e.version).ok(), e.version.clone())
 }
 
-/// Holds `DIR/index.json.lock` (created exclusively) while the index is rewritten.
-struct Lock(PathBuf);
+/// Holds `DIR/index.json.lock` (created exclusively) while the index or a channel is
+/// rewritten: one lock for every registry writer, so publish and promote never interleave.
+pub(crate) struct Lock(PathBuf);
 
 impl Lock {
-    fn take(registry: &Path) -> Result<Self, PackageError> {
+    pub(crate) fn take(registry: &Path) -> Result<Self, PackageError> {
         let p = registry.join(format!("{INDEX_FILE}.lock"));
         match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
             Ok(_) => Ok(Lock(p)),
