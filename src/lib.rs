@@ -2,9 +2,10 @@
 //!
 //! The pipeline: a VQ-VAE and a PixelSNAIL prior are trained on normal images ([`train`],
 //! needs libtorch), written as ONNX graphs by the same network definitions ([`nn`], [`onnx`]),
-//! packed into signed archives ([`package`]) and run by ONNX Runtime with the resampling loop
+//! packed into signed archives ([`package`]), audited ([`audit`]: diffs and ML-BOMs) and run by ONNX Runtime with the resampling loop
 //! in Rust ([`runtime`]). [`eval`] measures the result the way the paper and MVTec do.
 
+pub mod audit;
 pub mod config;
 pub mod data;
 pub mod eval;
