@@ -20,6 +20,7 @@ pub mod dsse;
 pub mod keys;
 pub mod manifest;
 pub mod registry;
+mod deflate_end;
 mod zipfmt;
 
 pub use archive::{

@@ -432,6 +432,9 @@ pub(crate) fn read_entry(data: &[u8], e: &Entry, limits: &Limits, cap: u64, tota
                     reason: format!("{} bytes follow the end of the deflate stream", comp.len() as u64 - d.total_in()),
                 });
             }
+            // Nor may the bits the inflater skipped (end padding, stored-block alignment).
+            super::deflate_end::check_filler_bits(comp)
+                .map_err(|reason| PackageError::CorruptData { name: e.name.clone(), reason })?;
             out
         }
         m => return Err(PackageError::UnsupportedMethod { name: e.name.clone(), method: m }),

@@ -40,6 +40,7 @@ pub const OPERATORS: &[&str] = &[
     "central_extra_or_comment",
     "stored_instead_of_deflate",
     "deflate_trailing_bytes",
+    "deflate_padding_bits",
     "name_dotdot",
     "name_absolute",
     "name_case_fold",
@@ -327,6 +328,9 @@ pub fn run(seed: u64, n: u64) -> Stats {
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     for i in 0..n {
+        if n > 100_000 && i > 0 && i % 100_000 == 0 {
+            eprintln!("{i} mutants: {} accepted, {} panics", stats.accepted.len(), stats.panics.len());
+        }
         let op = OPERATORS[(i % OPERATORS.len() as u64) as usize];
         let mutant = mutate(op, &target, &mut rng);
         let outcome = if mutant == target.bytes {
@@ -598,6 +602,13 @@ pub fn mutate(op: &str, t: &Target, rng: &mut ChaCha20Rng) -> Vec<u8> {
             p.comp.extend(random_bytes(rng, 16));
             p.csize_central = p.comp.len() as u32;
             p.local_csize = p.csize_central;
+            l.bytes()
+        }
+        "deflate_padding_bits" => {
+            // The bits after the final end-of-block code, which inflaters skip.
+            let p = &mut l.pieces[entry];
+            let last = p.comp.len() - 1;
+            p.comp[last] ^= 0x80 >> rng.random_range(0..4);
             l.bytes()
         }
         "name_dotdot" | "name_absolute" | "name_case_fold" | "name_lookalike" => {
