@@ -41,55 +41,59 @@ impl Bits<'_> {
     }
 }
 
-/// A canonical Huffman code as a full lookup table over `MAX` bits: entry = symbol << 4 | length.
-struct Table(Vec<u32>);
+/// A canonical Huffman code as counts per length and symbols in code order (zlib's `puff`):
+/// building costs O(symbols) and decoding O(code length), so the walk stays linear in the
+/// input whatever a hostile stream does (thousands of tiny blocks cannot make it slow).
+struct Table {
+    count: [u16; 16],
+    symbol: Vec<u16>,
+}
 
 const MAX: u32 = 15;
 
 impl Table {
     fn new(lengths: &[u8]) -> Result<Self, String> {
-        let mut count = [0u32; 16];
+        let mut count = [0u16; 16];
         for &l in lengths {
             count[l as usize] += 1;
         }
         count[0] = 0;
-        let mut next = [0u32; 16];
-        let mut code = 0u32;
         let mut left: i64 = 1;
-        for len in 1..16 {
-            left = left * 2 - count[len] as i64;
+        for &c in &count[1..] {
+            left = left * 2 - c as i64;
             if left < 0 {
                 return Err("over-subscribed Huffman code".into());
             }
-            code = (code + count[len - 1]) << 1;
-            next[len] = code;
         }
-        let mut t = vec![0u32; 1 << MAX];
+        let mut offs = [0u16; 16];
+        for len in 1..15 {
+            offs[len + 1] = offs[len] + count[len];
+        }
+        let mut symbol = vec![0u16; lengths.len()];
         for (sym, &l) in lengths.iter().enumerate() {
-            if l == 0 {
-                continue;
-            }
-            let l = l as u32;
-            let c = next[l as usize];
-            next[l as usize] += 1;
-            let rev = c.reverse_bits() >> (32 - l);
-            let mut i = rev;
-            while i < (1 << MAX) {
-                t[i as usize] = ((sym as u32) << 4) | l;
-                i += 1 << l;
+            if l != 0 {
+                symbol[offs[l as usize] as usize] = sym as u16;
+                offs[l as usize] += 1;
             }
         }
-        Ok(Table(t))
+        Ok(Table { count, symbol })
     }
 
     fn decode(&self, b: &mut Bits<'_>) -> Result<u32, String> {
-        let e = self.0[b.peek(MAX) as usize];
-        let len = e & 15;
-        if len == 0 {
-            return Err("invalid Huffman code".into());
+        let v = b.peek(MAX);
+        let (mut code, mut first, mut index) = (0i32, 0i32, 0i32);
+        for len in 1..=MAX {
+            code |= ((v >> (len - 1)) & 1) as i32;
+            let count = self.count[len as usize] as i32;
+            if code - first < count {
+                b.bits(len)?;
+                return Ok(self.symbol[(index + code - first) as usize] as u32);
+            }
+            index += count;
+            first = (first + count) << 1;
+            code <<= 1;
         }
-        b.bits(len)?;
-        Ok(e >> 4)
+        Err("invalid Huffman code".into())
     }
 }
 
