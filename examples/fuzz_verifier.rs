@@ -4,8 +4,10 @@
 //! cargo run --release --example fuzz_verifier -- --mutants 1000000 --seed 7
 //! ```
 //!
-//! Prints counts per mutation operator and per error kind; exits 1 if any mutant was
-//! accepted or made the verifier panic, and writes those mutants to `--save DIR` if given.
+//! Prints counts per mutation operator and per error kind; exits 1 if any mutant that changed
+//! a signed byte was accepted or made the verifier panic. Accepted re-encodings (every signed
+//! file and the signature byte-identical, only the deflate encoding differs) are counted
+//! apart and do not fail the run. `--save DIR` keeps both kinds of accepted mutants.
 
 #[path = "../tests/common_fuzz/mod.rs"]
 mod common_fuzz;
@@ -33,6 +35,9 @@ fn main() {
         std::fs::create_dir_all(&dir).expect("create --save folder");
         for (op, i, bytes) in &stats.accepted {
             std::fs::write(dir.join(format!("accepted-{i}-{op}.zip")), bytes).expect("write mutant");
+        }
+        for (op, i, bytes) in &stats.reencoded {
+            std::fs::write(dir.join(format!("reencoded-{i}-{op}.zip")), bytes).expect("write mutant");
         }
     }
     if !stats.accepted.is_empty() || !stats.panics.is_empty() {

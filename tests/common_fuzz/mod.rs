@@ -273,7 +273,11 @@ pub enum Outcome {
     /// Byte-identical to the genuine archive: not a mutant.
     Skipped,
     Refused(&'static str),
+    /// Verified, and the signed files or the signature differ from the genuine ones: a hole.
     Accepted,
+    /// Verified with every signed file and the signature byte-identical to the genuine ones:
+    /// another deflate encoding of the same bytes (accepted by design, see the README).
+    Reencoded,
     Panicked(String),
 }
 
@@ -286,19 +290,22 @@ pub struct Stats {
     pub per_operator: BTreeMap<&'static str, (u64, u64)>,
     /// error kind → count
     pub per_error: BTreeMap<&'static str, u64>,
-    /// (operator, mutant index, archive) of every acceptance (kept for the report).
+    /// (operator, mutant index, archive) of every acceptance that changed a signed byte.
     pub accepted: Vec<(&'static str, u64, Vec<u8>)>,
+    /// (operator, mutant index, archive) of accepted re-encodings of the same signed bytes.
+    pub reencoded: Vec<(&'static str, u64, Vec<u8>)>,
     pub panics: Vec<(&'static str, u64, String)>,
 }
 
 impl Stats {
     pub fn report(&self) -> String {
         let mut s = format!(
-            "mutants: {} (skipped as identical: {}), refused: {}, accepted: {}, panics: {}\nper operator (mutants / refused):\n",
+            "mutants: {} (skipped as identical: {}), refused: {}, accepted: {}, re-encodings of the same signed bytes accepted: {}, panics: {}\nper operator (mutants / refused):\n",
             self.mutants,
             self.skipped,
             self.per_operator.values().map(|v| v.1).sum::<u64>(),
             self.accepted.len(),
+            self.reencoded.len(),
             self.panics.len()
         );
         for (op, (n, r)) in &self.per_operator {
@@ -310,6 +317,9 @@ impl Stats {
         }
         for (op, i, _) in self.accepted.iter().take(10) {
             s += &format!("ACCEPTED: mutant #{i} by {op}\n");
+        }
+        for (op, i, _) in self.reencoded.iter().take(10) {
+            s += &format!("re-encoded (same signed bytes, accepted): mutant #{i} by {op}\n");
         }
         for (op, i, m) in self.panics.iter().take(10) {
             s += &format!("PANIC: mutant #{i} by {op}: {m}\n");
@@ -329,7 +339,12 @@ pub fn run(seed: u64, n: u64) -> Stats {
     std::panic::set_hook(Box::new(|_| {}));
     for i in 0..n {
         if n > 100_000 && i > 0 && i % 100_000 == 0 {
-            eprintln!("{i} mutants: {} accepted, {} panics", stats.accepted.len(), stats.panics.len());
+            eprintln!(
+                "{i} mutants: {} accepted, {} re-encodings, {} panics",
+                stats.accepted.len(),
+                stats.reencoded.len(),
+                stats.panics.len()
+            );
         }
         let op = OPERATORS[(i % OPERATORS.len() as u64) as usize];
         let mutant = mutate(op, &target, &mut rng);
@@ -337,6 +352,7 @@ pub fn run(seed: u64, n: u64) -> Stats {
             Outcome::Skipped
         } else {
             match std::panic::catch_unwind(|| verify_bytes(&mutant, &target.trusted, &Limits::default())) {
+                Ok(Ok(v)) if v.files == target.files && v.signature == target.signature => Outcome::Reencoded,
                 Ok(Ok(_)) => Outcome::Accepted,
                 Ok(Err(e)) => {
                     let k = format!("{e:?}");
@@ -360,6 +376,7 @@ pub fn run(seed: u64, n: u64) -> Stats {
                         *stats.per_error.entry(k).or_default() += 1;
                     }
                     Outcome::Accepted => stats.accepted.push((op, i, mutant)),
+                    Outcome::Reencoded => stats.reencoded.push((op, i, mutant)),
                     Outcome::Panicked(m) => stats.panics.push((op, i, m)),
                     Outcome::Skipped => unreachable!(),
                 }
