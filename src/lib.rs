@@ -3,9 +3,10 @@
 //! The pipeline: a VQ-VAE and a PixelSNAIL prior are trained on normal images ([`train`],
 //! needs libtorch), written as ONNX graphs by the same network definitions ([`nn`], [`onnx`]),
 //! packed into signed archives ([`package`]), published and assigned to channels in a
-//! folder registry ([`registry`]) and run by ONNX Runtime with the resampling loop
+//! folder registry ([`registry`]), audited ([`audit`]: diffs and ML-BOMs) and run by ONNX Runtime with the resampling loop
 //! in Rust ([`runtime`]). [`eval`] measures the result the way the paper and MVTec do.
 
+pub mod audit;
 pub mod config;
 pub mod data;
 pub mod eval;

@@ -1,7 +1,7 @@
 //! The `vqad` command line: each subcommand parses its flags, then calls the library.
 //!
 //! Exit codes: 0 success; 1 error; 2 bad usage; 3 a package or channel record was refused;
-//! 4 some inputs of a batch failed (the rest were processed).
+//! 4 some inputs of a batch failed (the rest were processed); 5 `vqad diff`: the packages differ.
 
 mod cli;
 
@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "vqad", version, about, long_about = None, propagate_version = true)]
 #[command(after_help = "Exit codes: 0 success, 1 error, 2 bad usage, 3 package or channel record refused, \
-                         4 some inputs of a batch failed.\nStart with `vqad demo`.")]
+                         4 some inputs of a batch failed, 5 packages differ (diff).\nStart with `vqad demo`.")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -64,6 +64,10 @@ enum Cmd {
     Rollback(cli::registry::RollbackArgs),
     /// Every record of a category's channels, newest first.
     History(cli::registry::HistoryArgs),
+    /// Verify two packages, then show what changed between them (exit 0 identical, 5 differ).
+    Diff(cli::audit::DiffArgs),
+    /// Verify a package, then write its ML bill of materials (CycloneDX 1.6 JSON).
+    Bom(cli::audit::BomArgs),
     /// Detect anomalies in images with a verified package.
     Detect(cli::detect::DetectArgs),
     /// Per-stage timings, prior passes and throughput of a package (incremental vs naive).
@@ -113,6 +117,8 @@ fn main() {
         Cmd::Promote(a) => cli::registry::promote(a),
         Cmd::Rollback(a) => cli::registry::rollback(a),
         Cmd::History(a) => cli::registry::history(a),
+        Cmd::Diff(a) => cli::audit::diff(a),
+        Cmd::Bom(a) => cli::audit::bom(a),
         Cmd::Detect(a) => cli::detect::detect(a),
         Cmd::Bench(a) => cli::detect::bench(a),
         Cmd::Eval(a) => cli::eval::eval(a),

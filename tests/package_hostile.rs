@@ -294,7 +294,9 @@ fn signed_zip(f: &Fixture, manifest_json: &[u8], subject: &str) -> std::path::Pa
     let digests: BTreeMap<String, String> =
         files.iter().map(|(n, d)| (n.clone(), vqad::package::dsse::file_digest(d))).collect();
     let sig = sign(subject, &digests, &f.key).unwrap();
-    let mut entries: Vec<RawEntry> = files.iter().map(|(n, d)| RawEntry::new(n, d)).collect();
+    // In the order vqad writes (the verifier refuses any other layout).
+    let mut entries: Vec<RawEntry> =
+        vqad::package::SIGNED_FILES.iter().map(|n| RawEntry::new(n, &files[*n])).collect();
     entries.push(RawEntry::new("model.sig", &sig));
     f.write_zip(&entries)
 }

@@ -1,5 +1,6 @@
 //! Subcommand implementations: argument structs and thin handlers over the library.
 
+pub mod audit;
 pub mod data;
 pub mod demo;
 pub mod detect;

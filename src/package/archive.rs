@@ -267,6 +267,12 @@ pub fn verify_bytes(bytes: &[u8], key: &TrustedKey, limits: &Limits) -> Result<V
     if statement.subject_name != manifest.id() {
         return Err(PackageError::SubjectMismatch { expected: manifest.id(), found: statement.subject_name.clone() });
     }
+    // 5. Nothing rides along outside the signed files: the archive is exactly vqad's layout
+    //    of these entries, and model.sig exactly the bundle vqad writes.
+    let mut order: Vec<&Entry> = entries.iter().collect();
+    order.sort_by_key(|e| (ENTRY_ORDER.iter().position(|n| *n == e.name).unwrap_or(ENTRY_ORDER.len()), e.name.clone()));
+    zipfmt::check_canonical(bytes, &order)?;
+    dsse::check_bundle_form(&signature, key)?;
     Ok(VerifiedPackage {
         manifest,
         files,

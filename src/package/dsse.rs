@@ -254,6 +254,32 @@ pub fn read_envelope_unverified(bytes: &[u8]) -> Result<(String, Vec<u8>), Envel
     Ok((env.payload_type, payload))
 }
 
+/// Refuses a `model.sig` that verified but is not byte for byte the bundle vqad writes for
+/// the trusted key: its unsigned parts (the key hint, `keyid`, JSON spacing, escapes, extra
+/// fields) could otherwise change freely under a valid signature. Decides nothing about
+/// trust, which [`verify_signature`] already did; it keeps one package one file.
+pub(crate) fn check_bundle_form(bundle_bytes: &[u8], key: &TrustedKey) -> Result<(), PackageError> {
+    let bundle: Bundle =
+        serde_json::from_slice(bundle_bytes).map_err(|e| PackageError::MalformedSignature(e.to_string()))?;
+    let hint = bundle.verification_material.public_key.as_ref().and_then(|k| k.hint.as_deref());
+    if hint != Some(key.model_signing_hint().as_str()) {
+        return Err(PackageError::NonCanonical(format!(
+            "model.sig names key hint {}, not the trusted key's",
+            hint.unwrap_or("(none)")
+        )));
+    }
+    if bundle.dsse_envelope.signatures.iter().any(|s| s.keyid.as_deref() != Some("")) {
+        return Err(PackageError::NonCanonical("model.sig has a keyid; vqad writes it empty (it is not signed)".into()));
+    }
+    let again = serde_json::to_vec(&bundle).map_err(|e| PackageError::MalformedSignature(e.to_string()))?;
+    if again != bundle_bytes {
+        return Err(PackageError::NonCanonical(
+            "model.sig is not in the form vqad writes (extra fields, spacing or escapes outside the signed payload)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// What a verified signature says: the subject and the signed file list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedStatement {

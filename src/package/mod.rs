@@ -20,6 +20,7 @@ pub mod archive;
 pub mod dsse;
 pub mod keys;
 pub mod manifest;
+mod deflate_end;
 mod zipfmt;
 
 pub use archive::{
@@ -167,6 +168,8 @@ pub enum PackageError {
     RatioTooHigh { name: String, limit: u64 },
     #[error("entry '{name}' inflates to {actual} bytes but declares {declared} (zip bomb or corruption)")]
     SizeMismatch { name: String, declared: u64, actual: String },
+    #[error("archive is not laid out as vqad writes packages: {0}")]
+    NonCanonical(String),
     #[error("entry '{name}': CRC-32 does not match (corrupted archive)")]
     CrcMismatch { name: String },
     #[error("entry '{name}': corrupt compressed data: {reason}")]

@@ -27,17 +27,37 @@ const S_IFLNK: u32 = 0o120_000;
 
 /// Writes a deterministic zip of `entries` (name, bytes), in the given order, deflated.
 pub(crate) fn write_zip(entries: &[(&str, &[u8])]) -> Result<Vec<u8>, PackageError> {
-    let mut out = Vec::new();
-    let mut central = Vec::new();
+    let mut pieces = Vec::with_capacity(entries.len());
     for (name, data) in entries {
         let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(9));
         enc.write_all(data).map_err(|e| PackageError::BadInput(e.to_string()))?;
         let comp = enc.finish().map_err(|e| PackageError::BadInput(e.to_string()))?;
+        let size = u32::try_from(data.len())
+            .map_err(|_| PackageError::BadInput(format!("{name}: size needs Zip64, which vqad does not write")))?;
+        pieces.push(Piece { name, crc: crc32fast::hash(data), size, comp: std::borrow::Cow::Owned(comp) });
+    }
+    lay_out(&pieces)
+}
+
+/// One deflated entry as [`lay_out`] places it.
+struct Piece<'a> {
+    name: &'a str,
+    crc: u32,
+    size: u32,
+    comp: std::borrow::Cow<'a, [u8]>,
+}
+
+/// The one layout vqad writes: every header field but name, CRC, sizes and offset fixed;
+/// no extra fields, comments, gaps, or bytes before the first entry or after the end record.
+/// The writer uses it, and the verifier rebuilds it to prove an archive has nothing else.
+fn lay_out(entries: &[Piece<'_>]) -> Result<Vec<u8>, PackageError> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for Piece { name, crc, size, comp } in entries {
+        let (name, crc, usize32) = (*name, *crc, *size);
         let too_big = |what: &str| PackageError::BadInput(format!("{name}: {what} needs Zip64, which vqad does not write"));
-        let usize32 = u32::try_from(data.len()).map_err(|_| too_big("size"))?;
         let csize32 = u32::try_from(comp.len()).map_err(|_| too_big("compressed size"))?;
         let offset32 = u32::try_from(out.len()).map_err(|_| too_big("offset"))?;
-        let crc = crc32fast::hash(data);
         let name_len = u16::try_from(name.len()).map_err(|_| PackageError::BadInput(format!("name too long: {name}")))?;
 
         put32(&mut out, LOCAL_SIG);
@@ -52,7 +72,7 @@ pub(crate) fn write_zip(entries: &[(&str, &[u8])]) -> Result<Vec<u8>, PackageErr
         put16(&mut out, name_len);
         put16(&mut out, 0); // extra length
         out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(&comp);
+        out.extend_from_slice(comp);
 
         put32(&mut central, CENTRAL_SIG);
         put16(&mut central, MADE_BY_UNIX);
@@ -86,6 +106,46 @@ pub(crate) fn write_zip(entries: &[(&str, &[u8])]) -> Result<Vec<u8>, PackageErr
     put32(&mut out, cd_offset);
     put16(&mut out, 0);
     Ok(out)
+}
+
+/// Refuses an archive that is not byte for byte the layout [`write_zip`] gives `order` (the
+/// entries in the order the package format fixes), keeping each entry's compressed bytes.
+/// The signature covers file contents, not the container; without this, bytes could ride
+/// along unsigned (zip comments, extra fields, gaps, prefixes: polyglot files) and the same
+/// signed package would exist as many different files with different archive digests.
+/// Deflate itself is not re-run: a vqad with another deflate backend must still verify
+/// packages signed before it.
+pub(crate) fn check_canonical(data: &[u8], order: &[&Entry]) -> Result<(), PackageError> {
+    let mut pieces = Vec::with_capacity(order.len());
+    for e in order {
+        if e.method != 8 {
+            return Err(PackageError::NonCanonical(format!("entry '{}' is stored, vqad deflates every entry", e.name)));
+        }
+        let comp = &data[e.data_start as usize..(e.data_start + e.compressed) as usize];
+        pieces.push(Piece { name: &e.name, crc: e.crc, size: e.size as u32, comp: std::borrow::Cow::Borrowed(comp) });
+    }
+    let expected = lay_out(&pieces)?;
+    if expected.as_slice() == data {
+        return Ok(());
+    }
+    let at = expected.iter().zip(data).position(|(a, b)| a != b).unwrap_or(expected.len().min(data.len()));
+    let mut where_ = "the central directory or end record".to_string();
+    if at == 0 {
+        where_ = "the start of the file".into();
+    } else if at >= expected.len() {
+        where_ = "after the end record (trailing bytes or a comment)".into();
+    }
+    let mut by_offset: Vec<&&Entry> = order.iter().collect();
+    by_offset.sort_by_key(|e| e.header_offset);
+    if let Some(e) = by_offset.iter().rev().find(|e| (e.header_offset as usize) <= at && at < (e.data_start + e.compressed) as usize) {
+        where_ = format!("the local header or data of '{}'", e.name);
+    }
+    let names: Vec<&str> = order.iter().map(|e| e.name.as_str()).collect();
+    let in_order = by_offset.iter().map(|e| e.name.as_str()).eq(names.iter().copied());
+    let hint = if in_order { String::new() } else { format!("; entries must be in the order {}", names.join(", ")) };
+    Err(PackageError::NonCanonical(format!(
+        "first difference at byte {at}, in {where_}{hint} (extra fields, comments, gaps, other header values or bytes outside the entries)"
+    )))
 }
 
 fn put16(v: &mut Vec<u8>, x: u16) {
@@ -260,9 +320,9 @@ pub(crate) fn read_directory(data: &[u8], limits: &Limits) -> Result<Vec<Entry>,
         let method = l.u16()?;
         let _time = l.u16()?;
         let _date = l.u16()?;
-        let _crc = l.u32()?;
-        let _csize = l.u32()?;
-        let _usize = l.u32()?;
+        let crc = l.u32()?;
+        let csize = l.u32()?;
+        let usize = l.u32()?;
         let name_len = l.u16()? as usize;
         let extra_len = l.u16()? as usize;
         let name = l.take(name_len)?;
@@ -275,6 +335,16 @@ pub(crate) fn read_directory(data: &[u8], limits: &Limits) -> Result<Vec<Entry>,
         }
         if flags & 0x41 != 0 {
             return Err(PackageError::EncryptedEntry { name: e.name.clone() });
+        }
+        // With no data descriptor (refused above), the local header must repeat these.
+        if crc != e.crc {
+            return Err(mismatch(&format!("local CRC {crc:#010x}, central {:#010x}", e.crc)));
+        }
+        if csize as u64 != e.compressed || usize as u64 != e.size {
+            return Err(mismatch(&format!(
+                "local sizes {csize}/{usize}, central {}/{} (compressed/uncompressed)",
+                e.compressed, e.size
+            )));
         }
         e.data_start = l.pos as u64;
         if e.data_start + e.compressed > cd_offset as u64 {
@@ -346,17 +416,38 @@ fn check_entry_name(raw: &[u8]) -> Result<String, PackageError> {
 /// end. `total` is the running uncompressed total across entries.
 pub(crate) fn read_entry(data: &[u8], e: &Entry, limits: &Limits, cap: u64, total: &mut u64) -> Result<Vec<u8>, PackageError> {
     let comp = &data[e.data_start as usize..(e.data_start + e.compressed) as usize];
-    let mut reader: Box<dyn Read + '_> = match e.method {
-        0 => Box::new(comp),
-        8 => Box::new(flate2::read::DeflateDecoder::new(comp)),
-        m => return Err(PackageError::UnsupportedMethod { name: e.name.clone(), method: m }),
-    };
     let cap = cap.min(limits.max_entry);
     if e.size > cap {
         return Err(PackageError::EntryTooLarge { name: e.name.clone(), size: e.size, limit: cap });
     }
+    let out = match e.method {
+        0 => inflate_capped(&mut &comp[..], e, limits, total)?,
+        8 => {
+            let mut d = flate2::read::DeflateDecoder::new(comp);
+            let out = inflate_capped(&mut d, e, limits, total)?;
+            // Bytes after the end of the deflate stream would ride along unchecked.
+            if d.total_in() != comp.len() as u64 {
+                return Err(PackageError::CorruptData {
+                    name: e.name.clone(),
+                    reason: format!("{} bytes follow the end of the deflate stream", comp.len() as u64 - d.total_in()),
+                });
+            }
+            // Nor may the bits the inflater skipped (end padding, stored-block alignment).
+            super::deflate_end::check_filler_bits(comp)
+                .map_err(|reason| PackageError::CorruptData { name: e.name.clone(), reason })?;
+            out
+        }
+        m => return Err(PackageError::UnsupportedMethod { name: e.name.clone(), method: m }),
+    };
+    if crc32fast::hash(&out) != e.crc {
+        return Err(PackageError::CrcMismatch { name: e.name.clone() });
+    }
+    Ok(out)
+}
+
+/// Reads `reader` to the end under every cap, checking the declared size.
+fn inflate_capped(reader: &mut impl Read, e: &Entry, limits: &Limits, total: &mut u64) -> Result<Vec<u8>, PackageError> {
     let mut out = Vec::with_capacity(e.size.min(64 << 20) as usize);
-    let mut crc = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = reader
@@ -381,14 +472,10 @@ pub(crate) fn read_entry(data: &[u8], e: &Entry, limits: &Limits, cap: u64, tota
         if now > RATIO_FLOOR && now > limits.max_ratio.saturating_mul(e.compressed.max(1)) {
             return Err(PackageError::RatioTooHigh { name: e.name.clone(), limit: limits.max_ratio });
         }
-        crc.update(&buf[..n]);
         out.extend_from_slice(&buf[..n]);
     }
     if out.len() as u64 != e.size {
         return Err(PackageError::SizeMismatch { name: e.name.clone(), declared: e.size, actual: out.len().to_string() });
-    }
-    if crc.finalize() != e.crc {
-        return Err(PackageError::CrcMismatch { name: e.name.clone() });
     }
     Ok(out)
 }

@@ -81,7 +81,7 @@ pub struct RawEntry {
     pub local_method: Option<u16>,
     /// Uncompressed size written in both headers (defaults to the real one).
     pub declared_size: Option<u32>,
-    /// Compressed size written in the central directory (defaults to the real one).
+    /// Compressed size written in both headers (defaults to the real one).
     pub declared_compressed: Option<u32>,
     pub external_attr: u32,
     pub flags: u16,
@@ -126,7 +126,7 @@ pub fn raw_zip(entries: &[RawEntry]) -> Vec<u8> {
         out.extend_from_slice(&0u16.to_le_bytes());
         out.extend_from_slice(&0x21u16.to_le_bytes());
         out.extend_from_slice(&crc.to_le_bytes());
-        out.extend_from_slice(&(comp.len() as u32).to_le_bytes());
+        out.extend_from_slice(&e.declared_compressed.unwrap_or(comp.len() as u32).to_le_bytes());
         out.extend_from_slice(&size.to_le_bytes());
         out.extend_from_slice(&(local_name.len() as u16).to_le_bytes());
         out.extend_from_slice(&0u16.to_le_bytes());
