@@ -13,6 +13,7 @@ pub mod native;
 pub mod onnx;
 pub mod package;
 pub mod runtime;
+pub mod serve;
 
 #[cfg(feature = "train")]
 pub mod nn;

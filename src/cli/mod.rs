@@ -5,6 +5,7 @@ pub mod demo;
 pub mod detect;
 pub mod eval;
 pub mod package;
+pub mod serve;
 #[cfg(feature = "train")]
 pub mod train;
 
