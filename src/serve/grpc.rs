@@ -259,7 +259,7 @@ where
                     let codec = Codec::default();
                     let mut grpc = tonic::server::Grpc::new(codec).max_decoding_message_size(limit).max_encoding_message_size(usize::MAX);
                     let svc = Unary(move |r| $handler(app.clone(), r));
-                    Ok(grpc.unary(svc, req).await)
+                    Ok(resource_exhausted(grpc.unary(svc, req).await))
                 })
             };
         }
@@ -279,6 +279,19 @@ where
             }),
         }
     }
+}
+
+/// tonic reports a message over the size limit as OUT_OF_RANGE; gRPC's own servers and
+/// clients say RESOURCE_EXHAUSTED for it, which is what clients retry or alert on.
+fn resource_exhausted(mut r: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+    let h = r.headers_mut();
+    let out_of_range = h.get("grpc-status").is_some_and(|v| v.as_bytes() == b"11");
+    // grpc-message is percent-encoded.
+    let too_large = h.get("grpc-message").is_some_and(|v| v.to_str().unwrap_or("").replace("%20", " ").contains("too large"));
+    if out_of_range && too_large {
+        h.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    r
 }
 
 /// Serves gRPC on `listener` until `stop` resolves, then lets open calls finish.

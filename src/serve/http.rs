@@ -146,24 +146,38 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     r
 }
 
-/// Reads a body, refusing more than the limit with 413.
+/// Reads a body, refusing more than the limit with 413. An oversized body is read on and
+/// dropped (up to [`DRAIN_FACTOR`] times the limit, never kept) so the client, still sending,
+/// gets the 413 rather than a broken connection.
 async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
     let limit = app.max_body_bytes;
     let too_large = || ApiError::too_large(format!("request body is larger than the server's limit of {limit} bytes (--max-body-mb)"));
-    if let Some(n) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
-        if n > limit as u64 {
-            return Err(too_large());
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let mut body = body;
+    let mut buf = Vec::with_capacity(declared.filter(|&n| n <= limit as u64).unwrap_or(0) as usize);
+    let mut seen: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad(format!("reading the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len() as u64;
+            if seen > (limit as u64).saturating_mul(DRAIN_FACTOR) {
+                break;
+            }
+            if seen <= limit as u64 {
+                buf.extend_from_slice(&data);
+            }
         }
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let inner = e.into_inner();
-        if inner.downcast_ref::<http_body_util::LengthLimitError>().is_some() || inner.to_string().contains("length limit") {
-            too_large()
-        } else {
-            ApiError::bad(format!("reading the request body: {inner}"))
-        }
-    })
+    if seen > limit as u64 || declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(buf))
 }
+
+/// How far past the limit an oversized body is still read (and dropped) before the
+/// connection is cut.
+pub const DRAIN_FACTOR: u64 = 4;
 
 async fn repository_index(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let bytes = read_body(&app, &headers, body).await?;

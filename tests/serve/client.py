@@ -4,7 +4,9 @@ tritonclient.grpc) for tests/serve.rs. Each subcommand prints one JSON object on
   client.py infer HTTP GRPC MODEL NPY IMAGE...   BYTES and FP32 inference over both protocols
   client.py repo HTTP GRPC                       repository index, unload, load (both protocols)
   client.py bad HTTP GRPC MODEL IMAGE MAXBYTES   every bad request: status, then still serving
-  client.py load HTTP MODEL IMAGE N CONC         bounded load: images/s, p50/p99, errors, versions
+  client.py load HTTP MODEL IMAGE N CONC [STOP]  bounded load (at most N requests): images/s,
+                                                 p50/p99, errors, versions; with STOP, ends early
+                                                 once 16 answers came from version STOP
 """
 import http.client
 import json
@@ -187,7 +189,7 @@ def cmd_bad(h, g, model, image, maxbytes):
     print(json.dumps(out))
 
 
-def cmd_load(h, model, image, n, conc):
+def cmd_load(h, model, image, n, conc, stop=None):
     png = open(image, "rb").read()
     lat, errors, versions, batches = [], [], {}, {}
     lock = threading.Lock()
@@ -198,6 +200,8 @@ def cmd_load(h, model, image, n, conc):
         while True:
             with lock:
                 i = next(counter, None)
+                if stop is not None and versions.get(stop, 0) >= 16:
+                    i = None
             if i is None:
                 return
             t = time.perf_counter()
@@ -234,4 +238,4 @@ if __name__ == "__main__":
     elif a[0] == "bad":
         cmd_bad(a[1], a[2], a[3], a[4], int(a[5]))
     elif a[0] == "load":
-        cmd_load(a[1], a[2], a[3], int(a[4]), int(a[5]))
+        cmd_load(a[1], a[2], a[3], int(a[4]), int(a[5]), a[6] if len(a) > 6 else None)
