@@ -4,7 +4,8 @@
 # dynamic batch sizes), then the same load at 32 while a new version is published (hot swap:
 # no request may fail). Uses the tiny package of a `vqad demo` run (made if missing).
 #
-#   bash tools/bench-serve.sh [DEMO_OUT (default bench-serve)]   SERVE_FLAGS="--max-batch 32 ..."
+#   bash tools/bench-serve.sh [DEMO_OUT (default bench-serve)]
+#   SERVE_FLAGS="--max-batch 32 ..."  (default below)   N1 N8 N32: requests per level
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="${1:-bench-serve}"
@@ -17,20 +18,20 @@ reg="$out/registry"
 rm -rf "$reg" && cp -r "$out/demo/registry" "$reg"
 img="$(ls "$out/demo/data/synth_texture/test/good/"*.png | head -1)"
 "$vqad" serve --registry "$reg" --pubkey "$out/demo/keys/demo.pub" --http 127.0.0.1:0 --grpc 127.0.0.1:0 \
-  --providers cpu --poll-secs 1 ${SERVE_FLAGS:---max-batch 32 --max-queue-delay-us 5000} > "$out/serve.addr" 2> "$out/serve.log" &
+  --providers cpu --poll-secs 1 ${SERVE_FLAGS:---max-batch 32 --max-queue-delay-us 5000 --threads 1} > "$out/serve.addr" 2> "$out/serve.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 200); do [ -s "$out/serve.addr" ] && break; sleep 0.1; done
 http="$("$py" -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["http"])' "$out/serve.addr")"
 for _ in $(seq 600); do curl -sf "http://$http/v2/health/ready" >/dev/null 2>&1 && break; sleep 0.1; done
 "$py" "$client" load "$http" synth_texture "$img" 20 4 >/dev/null   # warm-up
-for spec in "1 100" "8 400" "32 800"; do
+for spec in "1 ${N1:-40}" "8 ${N8:-160}" "32 ${N32:-320}"; do
   set -- $spec
   "$py" "$client" load "$http" synth_texture "$img" "$2" "$1" | tee -a "$out/results.jsonl"
 done
 # Hot swap at concurrency 32: publish 1.0.1 while the load runs.
 "$vqad" package "$out/demo/run" --name synth_texture --version 1.0.1 --key "$out/demo/keys/demo.key" --out "$out/dist" --overwrite >/dev/null 2>&1
-("$py" "$client" load "$http" synth_texture "$img" 800 32 > "$out/swap.json") &
+("$py" "$client" load "$http" synth_texture "$img" "${N32:-320}" 32 > "$out/swap.json") &
 lp=$!
 sleep 1
 "$vqad" publish "$out/dist/synth_texture-1.0.1.vqad" --registry "$reg" --pubkey "$out/demo/keys/demo.pub" >/dev/null
