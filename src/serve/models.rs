@@ -8,7 +8,7 @@
 use super::metrics::Metrics;
 use super::worker::{self, BatchPolicy, WorkerHandle};
 use super::ApiError;
-use crate::package::registry::{list, verify_in_registry};
+use crate::package::{list, verify_in_registry};
 use crate::package::TrustedKey;
 use crate::runtime::DetectorOptions;
 use std::collections::BTreeMap;
