@@ -16,6 +16,7 @@ pub mod onnx;
 pub mod package;
 pub mod registry;
 pub mod runtime;
+pub mod serve;
 
 #[cfg(feature = "train")]
 pub mod nn;

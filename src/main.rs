@@ -74,6 +74,9 @@ enum Cmd {
     Bench(cli::detect::BenchArgs),
     /// Evaluate a package on a category's test split (paper Tables 1–4 and MVTec metrics).
     Eval(cli::eval::EvalArgs),
+    /// Serve a registry's packages over the Open Inference Protocol (KServe V2 / Triton):
+    /// HTTP/REST, gRPC, Prometheus /metrics.
+    Serve(cli::serve::ServeArgs),
 }
 
 fn main() {
@@ -122,6 +125,7 @@ fn main() {
         Cmd::Detect(a) => cli::detect::detect(a),
         Cmd::Bench(a) => cli::detect::bench(a),
         Cmd::Eval(a) => cli::eval::eval(a),
+        Cmd::Serve(a) => cli::serve::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

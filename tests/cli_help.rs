@@ -12,7 +12,7 @@ fn every_subcommand_documents_every_flag() {
     assert!(top.status.success());
     let text = String::from_utf8_lossy(&top.stdout).into_owned();
     assert!(text.contains("Exit codes"), "{text}");
-    let mut subs = vec!["demo", "synth", "data", "keygen", "verify", "inspect", "unpack", "publish", "list", "promote", "rollback", "history", "diff", "bom", "detect", "bench", "eval"];
+    let mut subs = vec!["demo", "synth", "data", "keygen", "verify", "inspect", "unpack", "publish", "list", "promote", "rollback", "history", "diff", "bom", "detect", "bench", "eval", "serve"];
     if cfg!(feature = "train") {
         subs.extend(["train", "bench-train", "export", "tune", "package"]);
     }

@@ -12,6 +12,7 @@ if ldd "$bin" | grep -i -E 'torch|c10'; then
 fi
 "$bin" --version >/dev/null
 "$bin" verify --help >/dev/null
+"$bin" serve --help >/dev/null   # the inference server is part of the runtime-only build
 if "$bin" train --help >/dev/null 2>&1; then
   echo "runtime-only build: FAILED — it still has the train command" >&2
   exit 1

@@ -7,6 +7,7 @@ pub mod detect;
 pub mod eval;
 pub mod package;
 pub mod registry;
+pub mod serve;
 #[cfg(feature = "train")]
 pub mod train;
 

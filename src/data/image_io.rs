@@ -113,6 +113,22 @@ pub fn load_image(path: &Path, channels: usize, size: usize) -> Result<Array3<f3
     Ok(image_to_array(&decode(path)?, channels, size))
 }
 
+/// Decodes an encoded image held in memory (PNG, JPEG, BMP, TIFF; format guessed from the
+/// bytes) as `[channels, size, size]` in [0, 1], exactly as [`load_image`] does for a file, so
+/// a server answers what `vqad detect` answers. `what` names the input in errors.
+pub fn decode_image_bytes(bytes: &[u8], what: &str, channels: usize, size: usize) -> Result<Array3<f32>, DataError> {
+    let bad = |reason: String| DataError::Decode { path: PathBuf::from(what), reason };
+    let reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| bad(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(bad("not a PNG, JPEG, BMP or TIFF image".into()));
+    }
+    let img = reader.decode().map_err(|e| bad(e.to_string()))?;
+    if channels != 1 && channels != 3 {
+        return Err(DataError::Invalid(format!("channels must be 1 or 3, got {channels}")));
+    }
+    Ok(image_to_array(&img, channels, size))
+}
+
 /// `[C, H, W]` in [0, 1] → 8-bit image: 1 channel → Luma8, 2 → LumaA8, 3 → Rgb8, 4 or more
 /// → Rgba8 of the first four. Values are clamped and rounded; NaN becomes 0.
 pub fn array_to_image(a: &ArrayView3<f32>) -> DynamicImage {

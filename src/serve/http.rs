@@ -1,0 +1,413 @@
+//! The Open Inference Protocol over HTTP/REST (axum): health, server and model metadata,
+//! inference with the binary tensor data extension, the model repository extension and
+//! Prometheus `/metrics`.
+//!
+//! Binary tensor data: when the request has an `Inference-Header-Content-Length: N` header,
+//! its first N bytes are the JSON header and the rest holds the inputs whose parameters give a
+//! `binary_data_size`, in order (BYTES elements as a 4-byte little-endian length and bytes).
+//! Outputs asked for with `"binary_data": true` (or all, with the request parameter
+//! `binary_data_output`) come back the same way. This is what `tritonclient.http` sends.
+
+use super::infer::{Elements, InputTensor, OutData};
+use super::{answer_parameters, ApiError, App, ErrorKind, InferCall, ParamValue};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+/// The binary extension's header.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self.kind {
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        json_response(status, &json!({ "error": self.message }))
+    }
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response {
+    let mut r = (status, serde_json::to_vec(v).unwrap_or_default()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// The REST routes over `app`.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(model_metadata_v))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_v))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/models/{name}/load", post(load))
+        .route("/v2/repository/models/{name}/unload", post(unload))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .with_state(app)
+}
+
+/// Serves `router(app)` on `listener` until `stop` resolves, then lets open requests finish.
+pub async fn run(listener: tokio::net::TcpListener, app: Arc<App>, stop: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), super::ServeError> {
+    axum::serve(listener, router(app)).with_graceful_shutdown(stop).await.map_err(|e| super::ServeError::Server(format!("HTTP server: {e}")))
+}
+
+fn status_only(ok: bool) -> StatusCode {
+    if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn live(State(app): State<Arc<App>>) -> StatusCode {
+    status_only(app.live())
+}
+
+async fn ready(State(app): State<Arc<App>>) -> StatusCode {
+    status_only(app.ready())
+}
+
+async fn server_metadata() -> Response {
+    json_response(StatusCode::OK, &json!({ "name": "vqad", "version": crate::VERSION, "extensions": super::EXTENSIONS }))
+}
+
+/// Model metadata, shared with gRPC: (name, versions, platform, inputs, outputs) where each
+/// tensor is (name, datatype, shape).
+pub type TensorMeta = (&'static str, &'static str, Vec<i64>);
+
+/// The metadata of the version a request names (empty: the serving one).
+pub fn metadata(app: &App, name: &str, version: &str) -> Result<(String, Vec<String>, Vec<TensorMeta>, Vec<TensorMeta>), ApiError> {
+    let h = app.models.get(name, version)?;
+    let i = &h.info;
+    let (c, s) = (i.channels as i64, i.image_size as i64);
+    let inputs = vec![("image", "BYTES", vec![-1])];
+    let outputs = vec![
+        ("score", "FP32", vec![-1]),
+        ("anomalous", "BOOL", vec![-1]),
+        ("mask", "UINT8", vec![-1, s, s]),
+        ("map", "FP32", vec![-1, s, s]),
+        ("restored", "FP32", vec![-1, c, s, s]),
+    ];
+    let versions = if version.is_empty() { app.models.versions(name).unwrap_or_default() } else { vec![version.to_string()] };
+    Ok((i.name.clone(), versions, inputs, outputs))
+}
+
+fn metadata_json(app: &App, name: &str, version: &str) -> Result<Response, ApiError> {
+    let (name, versions, inputs, outputs) = metadata(app, name, version)?;
+    let t = |v: Vec<TensorMeta>| v.into_iter().map(|(n, d, s)| json!({"name": n, "datatype": d, "shape": s})).collect::<Vec<_>>();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "name": name, "versions": versions, "platform": "vqad", "inputs": t(inputs), "outputs": t(outputs) }),
+    ))
+}
+
+async fn model_metadata(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    metadata_json(&app, &name, "")
+}
+
+async fn model_metadata_v(State(app): State<Arc<App>>, Path((name, version)): Path<(String, String)>) -> Result<Response, ApiError> {
+    metadata_json(&app, &name, &version)
+}
+
+async fn model_ready(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    ready_of(&app, &name, "")
+}
+
+async fn model_ready_v(State(app): State<Arc<App>>, Path((name, version)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    ready_of(&app, &name, &version)
+}
+
+fn ready_of(app: &App, name: &str, version: &str) -> Result<StatusCode, ApiError> {
+    match app.models.get(name, version) {
+        Ok(_) => Ok(StatusCode::OK),
+        Err(e) if e.kind == ErrorKind::Unavailable => Ok(StatusCode::SERVICE_UNAVAILABLE),
+        Err(e) => Err(e),
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let mut r = app.metrics.render().into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    r
+}
+
+/// Reads a body, refusing more than the limit with 413. An oversized body is read on and
+/// dropped (up to [`DRAIN_FACTOR`] times the limit, never kept) so the client, still sending,
+/// gets the 413 rather than a broken connection.
+async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let limit = app.max_body_bytes;
+    let too_large = || ApiError::too_large(format!("request body is larger than the server's limit of {limit} bytes (--max-body-mb)"));
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let mut body = body;
+    let mut buf = Vec::with_capacity(declared.filter(|&n| n <= limit as u64).unwrap_or(0) as usize);
+    let mut seen: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad(format!("reading the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len() as u64;
+            if seen > (limit as u64).saturating_mul(DRAIN_FACTOR) {
+                break;
+            }
+            if seen <= limit as u64 {
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    if seen > limit as u64 || declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// How far past the limit an oversized body is still read (and dropped) before the
+/// connection is cut.
+pub const DRAIN_FACTOR: u64 = 4;
+
+async fn repository_index(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let bytes = read_body(&app, &headers, body).await?;
+    let ready_only = if bytes.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))?;
+        v.get("ready").and_then(Value::as_bool).unwrap_or(false)
+    };
+    Ok(json_response(StatusCode::OK, &serde_json::to_value(app.models.index(ready_only)).unwrap_or_default()))
+}
+
+/// Refuses load parameters that would bypass the signed registry (Triton's config/file overrides).
+fn check_load_body(bytes: &[u8]) -> Result<(), ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))?;
+    if let Some(p) = v.get("parameters").and_then(Value::as_object) {
+        if let Some(k) = p.keys().find(|k| *k == "config" || k.starts_with("file:")) {
+            return Err(ApiError::bad(format!("load parameter '{k}' is not supported: vqad loads only signed packages from its registry")));
+        }
+    }
+    Ok(())
+}
+
+async fn load(State(app): State<Arc<App>>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    check_load_body(&read_body(&app, &headers, body).await?)?;
+    load_model(&app, &name).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// Loads (or reloads) a model: re-reads the registry, retries versions that failed before, and
+/// succeeds once some version of it serves.
+pub async fn load_model(app: &App, name: &str) -> Result<(), ApiError> {
+    app.models.reconcile(Some(name), true).await?;
+    app.models.get(name, "").map(|_| ()).map_err(|e| ApiError::bad(format!("failed to load '{name}': {}", e.message)))
+}
+
+async fn unload(State(app): State<Arc<App>>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    read_body(&app, &headers, body).await?;
+    app.models.unload(&name)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn infer(State(app): State<Arc<App>>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    infer_any(app, name, String::new(), headers, body).await
+}
+
+async fn infer_v(State(app): State<Arc<App>>, Path((name, version)): Path<(String, String)>, headers: HeaderMap, body: Body) -> Response {
+    infer_any(app, name, version, headers, body).await
+}
+
+async fn infer_any(app: Arc<App>, name: String, version: String, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        let bytes = read_body(&app, &headers, body).await?;
+        let (call, binary) = parse_infer(&bytes, &headers, name.clone(), version.clone())?;
+        let answer = app.infer(call, "http").await?;
+        Ok::<_, ApiError>(encode_answer(&answer, &binary))
+    }
+    .await;
+    match result {
+        Ok(r) => r,
+        Err(e) => {
+            // Failures before the model was found are counted by App::infer; parse failures here.
+            if e.kind == ErrorKind::BadRequest || e.kind == ErrorKind::TooLarge {
+                let label = if app.models.versions(&name).is_some() { name.as_str() } else { "<unknown>" };
+                app.metrics.failures.with_label_values(&[label, &version, e.reason()]).inc();
+            }
+            e.into_response()
+        }
+    }
+}
+
+/// Which outputs go back in binary form.
+pub struct BinaryChoice {
+    all: bool,
+    named: Vec<(String, bool)>,
+}
+
+impl BinaryChoice {
+    fn binary(&self, name: &str) -> bool {
+        self.named.iter().find(|(n, _)| n == name).map(|(_, b)| *b).unwrap_or(self.all)
+    }
+}
+
+fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Array(a) => a.iter().for_each(|x| flatten(x, out)),
+        other => out.push(other),
+    }
+}
+
+/// Parses a REST inference request (JSON, or JSON header + binary tensors).
+pub fn parse_infer(body: &[u8], headers: &HeaderMap, model: String, version: String) -> Result<(InferCall, BinaryChoice), ApiError> {
+    let header_len = match headers.get(HEADER_LENGTH) {
+        Some(v) => {
+            let n: usize = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| ApiError::bad("Inference-Header-Content-Length is not a number"))?;
+            if n > body.len() {
+                return Err(ApiError::bad(format!("Inference-Header-Content-Length {n} exceeds the body's {} bytes", body.len())));
+            }
+            n
+        }
+        None => body.len(),
+    };
+    let (head, mut binary) = body.split_at(header_len);
+    let req: Value = serde_json::from_slice(head).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))?;
+    let obj = req.as_object().ok_or_else(|| ApiError::bad("the request must be a JSON object"))?;
+    let id = match obj.get("id") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(ApiError::bad("'id' must be a string")),
+    };
+    let params = obj.get("parameters").and_then(Value::as_object);
+    let all = params.and_then(|p| p.get("binary_data_output")).and_then(Value::as_bool).unwrap_or(false);
+    let inputs_json = obj.get("inputs").and_then(Value::as_array).ok_or_else(|| ApiError::bad("'inputs' must be an array"))?;
+    let mut inputs = vec![];
+    for (k, i) in inputs_json.iter().enumerate() {
+        let name = i.get("name").and_then(Value::as_str).ok_or_else(|| ApiError::bad(format!("inputs[{k}]: 'name' must be a string")))?;
+        let datatype = i.get("datatype").and_then(Value::as_str).ok_or_else(|| ApiError::bad(format!("input '{name}': 'datatype' must be a string")))?;
+        let shape: Vec<i64> = i
+            .get("shape")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().map(Value::as_i64).collect::<Option<Vec<_>>>())
+            .ok_or_else(|| ApiError::bad(format!("input '{name}': 'shape' must be an array of integers")))?;
+        let size = i.get("parameters").and_then(|p| p.get("binary_data_size"));
+        let data = if let Some(size) = size {
+            let n = size.as_u64().ok_or_else(|| ApiError::bad(format!("input '{name}': binary_data_size must be a non-negative integer")))? as usize;
+            if n > binary.len() {
+                return Err(ApiError::bad(format!("input '{name}': binary_data_size {n} but only {} binary bytes remain", binary.len())));
+            }
+            let (chunk, rest) = binary.split_at(n);
+            binary = rest;
+            Elements::Raw(chunk.to_vec())
+        } else {
+            let d = i.get("data").ok_or_else(|| ApiError::bad(format!("input '{name}': no 'data' and no binary_data_size")))?;
+            let mut flat = vec![];
+            flatten(d, &mut flat);
+            match datatype {
+                "BYTES" => Elements::Bytes(
+                    flat.iter()
+                        .map(|v| v.as_str().map(|s| s.as_bytes().to_vec()))
+                        .collect::<Option<_>>()
+                        .ok_or_else(|| ApiError::bad(format!("input '{name}': BYTES data must be strings")))?,
+                ),
+                "FP32" => Elements::F32(
+                    flat.iter()
+                        .map(|v| v.as_f64().map(|x| x as f32))
+                        .collect::<Option<_>>()
+                        .ok_or_else(|| ApiError::bad(format!("input '{name}': FP32 data must be numbers")))?,
+                ),
+                _ => Elements::Other,
+            }
+        };
+        inputs.push(InputTensor { name: name.to_string(), datatype: datatype.to_string(), shape, data });
+    }
+    if !binary.is_empty() {
+        return Err(ApiError::bad(format!("{} binary bytes after the last input's binary_data_size", binary.len())));
+    }
+    let mut outputs = vec![];
+    let mut named = vec![];
+    if let Some(o) = obj.get("outputs") {
+        let arr = o.as_array().ok_or_else(|| ApiError::bad("'outputs' must be an array"))?;
+        for (k, out) in arr.iter().enumerate() {
+            let n = out.get("name").and_then(Value::as_str).ok_or_else(|| ApiError::bad(format!("outputs[{k}]: 'name' must be a string")))?;
+            let b = out.get("parameters").and_then(|p| p.get("binary_data")).and_then(Value::as_bool).unwrap_or(all);
+            outputs.push(n.to_string());
+            named.push((n.to_string(), b));
+        }
+    }
+    Ok((InferCall { model, version, id, inputs, outputs }, BinaryChoice { all, named }))
+}
+
+fn param_json(v: &ParamValue) -> Value {
+    match v {
+        ParamValue::Bool(b) => json!(b),
+        ParamValue::I64(i) => json!(i),
+        ParamValue::F64(f) => json!(f),
+        ParamValue::Str(s) => json!(s),
+    }
+}
+
+/// Encodes an answer as JSON, or JSON header + binary outputs.
+pub fn encode_answer(a: &super::InferAnswer, binary: &BinaryChoice) -> Response {
+    let mut blobs: Vec<u8> = vec![];
+    let mut outs = vec![];
+    for o in &a.outputs {
+        let mut t = Map::new();
+        t.insert("name".into(), json!(o.name));
+        t.insert("datatype".into(), json!(o.data.datatype()));
+        t.insert("shape".into(), json!(o.shape));
+        if binary.binary(o.name) {
+            let raw = o.data.raw();
+            t.insert("parameters".into(), json!({ "binary_data_size": raw.len() }));
+            blobs.extend_from_slice(&raw);
+        } else {
+            let data = match &o.data {
+                OutData::F32(v) => json!(v),
+                OutData::Bool(v) => json!(v),
+                OutData::U8(v) => json!(v),
+            };
+            t.insert("data".into(), data);
+        }
+        outs.push(Value::Object(t));
+    }
+    let params: Map<String, Value> = answer_parameters(a).iter().map(|(k, v)| (k.clone(), param_json(v))).collect();
+    let mut head = json!({
+        "model_name": a.info.name,
+        "model_version": a.info.version,
+        "parameters": params,
+        "outputs": outs,
+    });
+    if !a.id.is_empty() {
+        head["id"] = json!(a.id);
+    }
+    let head = serde_json::to_vec(&head).unwrap_or_default();
+    if blobs.is_empty() && !a.outputs.iter().any(|o| binary.binary(o.name)) {
+        let mut r = (StatusCode::OK, head).into_response();
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return r;
+    }
+    let n = head.len();
+    let mut body = head;
+    body.extend_from_slice(&blobs);
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    r.headers_mut().insert(HEADER_LENGTH, HeaderValue::from(n));
+    r
+}

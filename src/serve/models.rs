@@ -1,0 +1,257 @@
+//! The model repository: every `(name, version)` of the registry's index is a model version.
+//! Each is verified with [`verify_in_registry`] before it loads; per name the newest version
+//! that verifies and loads serves (Triton's "latest 1" policy), and requests without a
+//! version go to it. A version that fails stays UNAVAILABLE with its reason and is never
+//! served; the others keep serving. A newer version found by [`ModelStore::reconcile`] loads
+//! in the background and takes over only once ready; the one it replaces drains its queue.
+
+use super::metrics::Metrics;
+use super::worker::{self, BatchPolicy, WorkerHandle};
+use super::ApiError;
+use crate::registry::{list, verify_in_registry};
+use crate::package::TrustedKey;
+use crate::runtime::DetectorOptions;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// A version's state, as the repository index reports it.
+#[derive(Clone)]
+pub enum VersionState {
+    Loading,
+    Ready(WorkerHandle),
+    Unavailable(String),
+}
+
+impl VersionState {
+    pub fn label(&self) -> &'static str {
+        match self {
+            VersionState::Loading => "LOADING",
+            VersionState::Ready(_) => "READY",
+            VersionState::Unavailable(_) => "UNAVAILABLE",
+        }
+    }
+}
+
+/// One row of the repository index.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IndexRow {
+    pub name: String,
+    pub version: String,
+    pub state: String,
+    pub reason: String,
+}
+
+#[derive(Default)]
+struct ModelEntry {
+    /// Every indexed version, oldest first (semver order).
+    versions: Vec<(semver::Version, String, VersionState)>,
+    /// The version that serves requests without a version.
+    serving: Option<String>,
+    /// Unloaded through the repository API: polling leaves it alone until loaded again.
+    unloaded: bool,
+    /// Versions that failed, so polling does not retry them (load retries).
+    failed: Vec<String>,
+}
+
+/// The repository of model versions behind the server.
+pub struct ModelStore {
+    registry: PathBuf,
+    key: TrustedKey,
+    options: DetectorOptions,
+    policy: BatchPolicy,
+    metrics: Arc<Metrics>,
+    models: Mutex<BTreeMap<String, ModelEntry>>,
+    /// Serialises reconciliation (loads happen one at a time, outside `models`' lock).
+    reconcile_lock: tokio::sync::Mutex<()>,
+}
+
+impl ModelStore {
+    pub fn new(registry: PathBuf, key: TrustedKey, options: DetectorOptions, policy: BatchPolicy, metrics: Arc<Metrics>) -> Self {
+        ModelStore { registry, key, options, policy, metrics, models: Mutex::new(BTreeMap::new()), reconcile_lock: tokio::sync::Mutex::new(()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ModelEntry>> {
+        self.models.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the registry index and loads, per name, the newest version not yet tried, unless
+    /// it already serves. `only`: one name, with `force` (repository load) clearing its
+    /// unloaded flag and past failures first.
+    pub async fn reconcile(self: &Arc<Self>, only: Option<&str>, force: bool) -> Result<(), ApiError> {
+        let _guard = self.reconcile_lock.lock().await;
+        let reg = self.registry.clone();
+        let entries = tokio::task::spawn_blocking(move || list(&reg, None))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|e| ApiError::internal(format!("reading the registry: {e}")))?;
+        let mut by_name: BTreeMap<String, Vec<(semver::Version, String, PathBuf)>> = BTreeMap::new();
+        for e in entries {
+            let v = semver::Version::parse(&e.version).unwrap_or_else(|_| semver::Version::new(0, 0, 0));
+            by_name.entry(e.name.clone()).or_default().push((v, e.version.clone(), self.registry.join(&e.path)));
+        }
+        if let Some(n) = only {
+            if !by_name.contains_key(n) {
+                return Err(ApiError::not_found(format!("model '{n}' is not in the registry {}", self.registry.display())));
+            }
+        }
+        for (name, mut versions) in by_name {
+            if only.is_some_and(|o| o != name) {
+                continue;
+            }
+            versions.sort();
+            let candidates: Vec<(String, PathBuf)> = {
+                let mut models = self.lock();
+                let entry = models.entry(name.clone()).or_default();
+                if force {
+                    entry.unloaded = false;
+                    entry.failed.clear();
+                }
+                // Record every indexed version.
+                for (sv, v, _) in &versions {
+                    if !entry.versions.iter().any(|(_, x, _)| x == v) {
+                        entry.versions.push((sv.clone(), v.clone(), VersionState::Unavailable("not loaded".into())));
+                    }
+                }
+                entry.versions.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+                if entry.unloaded {
+                    continue;
+                }
+                let mut c = vec![];
+                for (_, v, path) in versions.iter().rev() {
+                    if entry.serving.as_deref() == Some(v.as_str()) {
+                        break;
+                    }
+                    if !entry.failed.contains(v) {
+                        c.push((v.clone(), path.clone()));
+                    }
+                }
+                c
+            };
+            for (version, path) in candidates {
+                self.set_state(&name, &version, VersionState::Loading);
+                tracing::info!(model = %name, version = %version, "verifying and loading");
+                let (reg, key, opts, policy, metrics) =
+                    (self.registry.clone(), self.key.clone(), self.options.clone(), self.policy, self.metrics.clone());
+                let loaded = tokio::task::spawn_blocking(move || {
+                    let pkg = verify_in_registry(&path, &reg, &key).map_err(|e| format!("refused: verification failed: {e}"))?;
+                    worker::spawn(pkg, opts, policy, metrics)
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("loading panicked: {e}")));
+                match loaded {
+                    Ok(handle) => {
+                        tracing::info!(model = %name, version = %version, providers = ?handle.info.providers, "ready");
+                        self.take_over(&name, &version, handle);
+                        break;
+                    }
+                    Err(reason) => {
+                        tracing::warn!(model = %name, version = %version, %reason, "not serving");
+                        self.set_state(&name, &version, VersionState::Unavailable(reason));
+                        self.lock().entry(name.clone()).or_default().failed.push(version.clone());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn set_state(&self, name: &str, version: &str, state: VersionState) {
+        let mut models = self.lock();
+        if let Some(e) = models.get_mut(name) {
+            if let Some(slot) = e.versions.iter_mut().find(|(_, v, _)| v == version) {
+                slot.2 = state;
+            }
+        }
+    }
+
+    /// Makes `version` the serving one; the previous serving version stops taking requests
+    /// and drains (its worker exits once the last handle is dropped).
+    fn take_over(&self, name: &str, version: &str, handle: WorkerHandle) {
+        let mut models = self.lock();
+        let e = models.entry(name.to_string()).or_default();
+        if let Some(old) = e.serving.replace(version.to_string()) {
+            if let Some(slot) = e.versions.iter_mut().find(|(_, v, _)| *v == old) {
+                slot.2 = VersionState::Unavailable(format!("superseded by version {version}"));
+            }
+            self.metrics.model_ready.with_label_values(&[name, &old]).set(0);
+        }
+        if let Some(slot) = e.versions.iter_mut().find(|(_, v, _)| v == version) {
+            slot.2 = VersionState::Ready(handle);
+        }
+        self.metrics.model_ready.with_label_values(&[name, version]).set(1);
+    }
+
+    /// Stops serving every version of `name` until it is loaded again.
+    pub fn unload(&self, name: &str) -> Result<(), ApiError> {
+        let mut models = self.lock();
+        let e = models.get_mut(name).ok_or_else(|| ApiError::not_found(format!("unknown model '{name}'")))?;
+        e.unloaded = true;
+        e.serving = None;
+        for (_, v, s) in e.versions.iter_mut() {
+            if matches!(s, VersionState::Ready(_)) {
+                self.metrics.model_ready.with_label_values(&[name, v]).set(0);
+                *s = VersionState::Unavailable("unloaded".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The worker for a request: `version` empty means the serving one.
+    pub fn get(&self, name: &str, version: &str) -> Result<WorkerHandle, ApiError> {
+        let models = self.lock();
+        let e = models.get(name).ok_or_else(|| ApiError::not_found(format!("unknown model '{name}'")))?;
+        let version = if version.is_empty() {
+            match &e.serving {
+                Some(v) => v.clone(),
+                None => {
+                    let why = e.versions.last().map(|(_, v, s)| match s {
+                        VersionState::Unavailable(r) => format!("; version {v}: {r}"),
+                        VersionState::Loading => format!("; version {v} is loading"),
+                        VersionState::Ready(_) => String::new(),
+                    });
+                    return Err(ApiError::unavailable(format!("model '{name}' has no ready version{}", why.unwrap_or_default())));
+                }
+            }
+        } else {
+            version.to_string()
+        };
+        match e.versions.iter().find(|(_, v, _)| *v == version) {
+            None => Err(ApiError::not_found(format!("model '{name}' has no version '{version}'"))),
+            Some((_, _, VersionState::Ready(h))) => Ok(h.clone()),
+            Some((_, _, VersionState::Loading)) => Err(ApiError::unavailable(format!("model '{name}' version {version} is loading"))),
+            Some((_, _, VersionState::Unavailable(r))) => {
+                Err(ApiError::unavailable(format!("model '{name}' version {version} is not ready: {r}")))
+            }
+        }
+    }
+
+    /// Known versions of a model, oldest first.
+    pub fn versions(&self, name: &str) -> Option<Vec<String>> {
+        self.lock().get(name).map(|e| e.versions.iter().map(|(_, v, _)| v.clone()).collect())
+    }
+
+    /// Every indexed version and its state, sorted by name then version.
+    pub fn index(&self, ready_only: bool) -> Vec<IndexRow> {
+        let models = self.lock();
+        let mut rows = vec![];
+        for (name, e) in models.iter() {
+            for (_, v, s) in &e.versions {
+                if ready_only && !matches!(s, VersionState::Ready(_)) {
+                    continue;
+                }
+                let reason = match s {
+                    VersionState::Unavailable(r) => r.clone(),
+                    _ => String::new(),
+                };
+                rows.push(IndexRow { name: name.clone(), version: v.clone(), state: s.label().into(), reason });
+            }
+        }
+        rows
+    }
+
+    /// Whether any version serves.
+    pub fn any_ready(&self) -> bool {
+        self.lock().values().any(|e| e.serving.is_some())
+    }
+}

@@ -1,0 +1,212 @@
+//! One worker thread per loaded model version: it owns the [`Detector`] (ONNX Runtime
+//! sessions are not `Sync`) and runs Triton-style dynamic batching: the first queued request
+//! opens a batch, which closes when it holds `max_batch` images or `max_queue_delay` has passed
+//! since that request arrived. Requests are never split; one larger than `max_batch` runs alone.
+//!
+//! Dropping every [`WorkerHandle`] closes the queue; the worker finishes what is queued (the
+//! old version drains) and exits.
+
+use super::infer::ImageResult;
+use super::metrics::Metrics;
+use crate::package::VerifiedPackage;
+use crate::runtime::session::Provider;
+use crate::runtime::{Detector, DetectorOptions};
+use ndarray::Array3;
+use std::collections::BTreeMap;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Batching limits.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPolicy {
+    pub max_batch: usize,
+    pub max_queue_delay: Duration,
+}
+
+/// What a loaded model version is, for metadata and response parameters.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub name: String,
+    pub version: String,
+    pub channels: usize,
+    pub image_size: usize,
+    pub eta: f64,
+    pub local_constraint: bool,
+    pub pixel_threshold: Option<f64>,
+    pub min_area: i64,
+    pub score: String,
+    pub restore: String,
+    pub archive_sha256: String,
+    pub providers: BTreeMap<String, Provider>,
+}
+
+/// One request's images, waiting in a model's queue.
+pub struct Job {
+    pub images: Vec<Array3<f32>>,
+    pub want_map: bool,
+    pub want_restored: bool,
+    pub enqueued: Instant,
+    pub reply: oneshot::Sender<Result<BatchReply, String>>,
+}
+
+/// A request's results and the size of the batch it ran in.
+pub struct BatchReply {
+    pub results: Vec<ImageResult>,
+    pub batch_size: usize,
+}
+
+/// The sending side of a worker's queue; cheap to clone.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    pub info: Arc<ModelInfo>,
+    tx: mpsc::Sender<Job>,
+}
+
+impl WorkerHandle {
+    /// Queues a job; fails only when the worker has exited.
+    pub fn submit(&self, job: Job) -> Result<(), String> {
+        self.tx.send(job).map_err(|_| format!("model {} version {} has stopped", self.info.name, self.info.version))
+    }
+}
+
+/// Loads a verified package in a new worker thread and returns once its sessions are ready
+/// (blocking: call from a blocking context).
+pub fn spawn(pkg: VerifiedPackage, options: DetectorOptions, policy: BatchPolicy, metrics: Arc<Metrics>) -> Result<WorkerHandle, String> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<ModelInfo, String>>();
+    let thread_name = format!("vqad-{}-{}", pkg.manifest.name, pkg.manifest.version);
+    std::thread::Builder::new()
+        .name(thread_name)
+        .spawn(move || {
+            let mut opts = options;
+            opts.batch = policy.max_batch.max(1);
+            let mut det = match Detector::from_verified(&pkg, opts) {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("loading the graphs: {e}")));
+                    return;
+                }
+            };
+            let m = &pkg.manifest;
+            let s = &det.settings;
+            let info = ModelInfo {
+                name: m.name.clone(),
+                version: m.version.clone(),
+                channels: det.shape.channels as usize,
+                image_size: det.shape.image_size as usize,
+                eta: s.eta,
+                local_constraint: s.local_constraint,
+                pixel_threshold: s.pixel_threshold,
+                min_area: s.min_area,
+                score: serde_json::to_value(s.score).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                restore: serde_json::to_value(s.restore).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                archive_sha256: pkg.archive_sha256.clone(),
+                providers: det.providers(),
+            };
+            drop(pkg);
+            let labels = [info.name.clone(), info.version.clone()];
+            let _ = ready_tx.send(Ok(info));
+            run(&mut det, rx, policy, &metrics, &labels);
+        })
+        .map_err(|e| format!("starting a worker thread: {e}"))?;
+    let info = ready_rx.recv().map_err(|_| "the worker thread died while loading".to_string())??;
+    Ok(WorkerHandle { info: Arc::new(info), tx })
+}
+
+fn run(det: &mut Detector, rx: mpsc::Receiver<Job>, policy: BatchPolicy, metrics: &Metrics, labels: &[String; 2]) {
+    let l = [labels[0].as_str(), labels[1].as_str()];
+    let stage = |s: &str, secs: f64| metrics.stage_seconds.with_label_values(&[l[0], l[1], s]).observe(secs);
+    let mut carry: Option<Job> = None;
+    loop {
+        let first = match carry.take() {
+            Some(j) => j,
+            None => match rx.recv() {
+                Ok(j) => j,
+                Err(_) => break, // every handle dropped and the queue is empty: drained
+            },
+        };
+        let deadline = first.enqueued + policy.max_queue_delay;
+        let mut n = first.images.len();
+        let mut jobs = vec![first];
+        while n < policy.max_batch {
+            let next = match deadline.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => rx.recv_timeout(left),
+                _ => rx.try_recv().map_err(|e| match e {
+                    mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                }),
+            };
+            match next {
+                Ok(j) if n + j.images.len() <= policy.max_batch => {
+                    n += j.images.len();
+                    jobs.push(j);
+                }
+                Ok(j) => {
+                    carry = Some(j);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        for j in &jobs {
+            stage("queue", started.duration_since(j.enqueued).as_secs_f64());
+        }
+        let images: Vec<Array3<f32>> = jobs.iter().flat_map(|j| j.images.iter().cloned()).collect();
+        metrics.batch_size.with_label_values(&l).observe(images.len() as f64);
+        // A panic inside detection fails this batch, not the server.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| det.detect_arrays(&images)));
+        let dets = match outcome {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                tracing::error!(model = l[0], version = l[1], error = %e, "detection failed");
+                fail(jobs, &format!("detection failed: {e}"));
+                continue;
+            }
+            Err(_) => {
+                tracing::error!(model = l[0], version = l[1], "detection panicked");
+                fail(jobs, "detection failed (internal error)");
+                continue;
+            }
+        };
+        if let Some(d) = dets.first() {
+            for (s, ms) in [("encode", d.millis.encode), ("prior", d.millis.prior), ("decode", d.millis.decode), ("filter", d.millis.filter)] {
+                stage(s, ms / 1e3);
+            }
+        }
+        let mut it = dets.into_iter();
+        for j in jobs {
+            let results: Vec<ImageResult> = it
+                .by_ref()
+                .take(j.images.len())
+                .map(|d| {
+                    metrics.prior_passes.with_label_values(&l).observe(d.prior_passes as f64);
+                    metrics.resampled_positions.with_label_values(&l).observe(d.resampled.len() as f64);
+                    metrics.images.with_label_values(&l).inc();
+                    if d.anomalous {
+                        metrics.anomalies.with_label_values(&l).inc();
+                    }
+                    ImageResult {
+                        score: d.image_score,
+                        anomalous: d.anomalous,
+                        mask: d.mask,
+                        map: j.want_map.then_some(d.smoothed),
+                        restored: j.want_restored.then_some(d.restored),
+                        prior_passes: d.prior_passes,
+                        resampled: d.resampled.len(),
+                    }
+                })
+                .collect();
+            let _ = j.reply.send(Ok(BatchReply { results, batch_size: n }));
+        }
+    }
+    tracing::info!(model = l[0], version = l[1], "worker drained and stopped");
+}
+
+fn fail(jobs: Vec<Job>, msg: &str) {
+    for j in jobs {
+        let _ = j.reply.send(Err(msg.to_string()));
+    }
+}

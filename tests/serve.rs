@@ -1,0 +1,383 @@
+//! `vqad serve` driven by NVIDIA's own Open Inference Protocol clients (`tritonclient[http,grpc]`
+//! from PyPI, in a venv of its own set up by `tools/setup-serve-client.sh`), against a tiny
+//! package trained once by this file: inference with BYTES and FP32 inputs over HTTP and gRPC
+//! equals `vqad detect`; the repository extension; a tampered package refused while the good
+//! one serves; every bad request gets the protocol's error and the server keeps serving; a new
+//! version published under load takes over without losing a request; SIGTERM drains.
+#![cfg(feature = "train")]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn vqad() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vqad"))
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("command runs");
+    assert!(out.status.success(), "{:?} failed:\n{}\n{}", cmd, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The client venv's python (installed once, by the project's own script).
+fn client_python() -> &'static PathBuf {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/setup-serve-client.sh");
+        let out = ok(Command::new("bash").arg(script));
+        PathBuf::from(out.lines().last().expect("the script prints its python").trim())
+    })
+}
+
+fn client(args: &[&str]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve/client.py");
+    let out = ok(Command::new(client_python()).arg(script).args(args));
+    serde_json::from_str(out.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("client output is not JSON ({e}): {out}"))
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    registry: PathBuf,
+    pubkey: PathBuf,
+    key: PathBuf,
+    run: PathBuf,
+    /// good, hole, scratch test images, and `vqad detect`'s records of them.
+    images: Vec<PathBuf>,
+    detect: PathBuf,
+    /// The same images as FP32 [3, 3, 64, 64], loaded as `vqad detect` loads them.
+    npy: PathBuf,
+}
+
+/// Trains and publishes the tiny demo package once; adds a second model whose published
+/// archive has one byte flipped; runs `vqad detect` on three test images.
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let out = ok(vqad().args(["demo", "--json", "--train", "100", "--test-bad", "1"]).arg("--out").arg(root.join("demo")));
+        let s: Value = serde_json::from_str(&out).expect("demo --json");
+        let p = |k: &str| PathBuf::from(s[k].as_str().unwrap());
+        let (registry, pubkey, run, data) = (p("registry"), p("public_key"), p("run"), p("data"));
+        let key = pubkey.with_extension("key");
+        // A second model, published, then tampered with in the registry.
+        let dist = root.join("dist");
+        ok(vqad().arg("package").arg(&run).args(["--name", "tampered", "--version", "1.0.0", "--key"]).arg(&key).arg("--out").arg(&dist));
+        ok(vqad().arg("publish").arg(dist.join("tampered-1.0.0.vqad")).arg("--registry").arg(&registry).arg("--pubkey").arg(&pubkey));
+        let victim = registry.join("tampered/1.0.0/tampered-1.0.0.vqad");
+        let mut bytes = std::fs::read(&victim).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&victim, bytes).unwrap();
+
+        let pick = |sub: &str| {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(data.join("test").join(sub)).unwrap().map(|e| e.unwrap().path()).collect();
+            v.sort();
+            v.into_iter().next().unwrap()
+        };
+        let images = vec![pick("good"), pick("hole"), pick("scratch")];
+        let detect = root.join("detect");
+        ok(vqad()
+            .arg("detect")
+            .arg(registry.join("synth_texture/1.0.0/synth_texture-1.0.0.vqad"))
+            .arg("--pubkey")
+            .arg(&pubkey)
+            .args(["--ep", "cpu"])
+            .args(&images)
+            .arg("--out")
+            .arg(&detect));
+        let arrays: Vec<_> = images.iter().map(|i| vqad::data::load_image(i, 3, 64).unwrap()).collect();
+        let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
+        let x = ndarray::stack(ndarray::Axis(0), &views).unwrap();
+        let npy = root.join("x.npy");
+        ndarray_npy::WriteNpyExt::write_npy(&x, std::fs::File::create(&npy).unwrap()).unwrap();
+        Fixture { _dir: dir, root, registry, pubkey, key, run, images, detect, npy }
+    })
+}
+
+/// A running `vqad serve` on loopback ports chosen by the OS; killed on drop.
+struct Server {
+    child: Child,
+    http: String,
+    grpc: String,
+}
+
+impl Server {
+    fn start(registry: &Path, extra: &[&str]) -> Server {
+        let f = fixture();
+        let mut child = vqad()
+            .arg("serve")
+            .arg("--registry")
+            .arg(registry)
+            .arg("--pubkey")
+            .arg(&f.pubkey)
+            .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--providers", "cpu", "--threads", "1"])
+            .args(extra)
+            .env("VQAD_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("vqad serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let b: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve's first line is not JSON ({e}): {line:?}"));
+        let s = Server { child, http: b["http"].as_str().unwrap().into(), grpc: b["grpc"].as_str().unwrap().into() };
+        let t = Instant::now();
+        while get(&s.http, "/v2/health/ready").0 != 200 {
+            assert!(t.elapsed() < Duration::from_secs(120), "server never became ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    fn sigterm(&self) {
+        ok(Command::new("kill").args(["-TERM", &self.child.id().to_string()]));
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 GET: (status, body).
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return (0, String::new()) };
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn f64s(v: &Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+#[test]
+fn bytes_and_fp32_inference_over_http_and_grpc_equals_vqad_detect() {
+    let f = fixture();
+    let s = Server::start(&f.registry, &[]);
+    let mut args: Vec<String> = vec!["infer".into(), s.http.clone(), s.grpc.clone(), "synth_texture".into(), f.npy.display().to_string()];
+    args.extend(f.images.iter().map(|p| p.display().to_string()));
+    let r = client(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(r["live"], serde_json::json!([true, true]));
+    assert_eq!(r["ready"], serde_json::json!([true, true]));
+    assert_eq!(r["model_ready"], serde_json::json!([true, true]));
+    assert_eq!(r["server_metadata"]["name"], "vqad");
+    assert_eq!(r["model_metadata"]["inputs"][0]["name"], "image");
+    assert_eq!(r["grpc_model_metadata"]["outputs"][2]["shape"], serde_json::json!(["-1", "64", "64"]));
+
+    // What `vqad detect` wrote for the same images.
+    let all: Vec<Value> = std::fs::read_dir(&f.detect)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json") && !p.ends_with("summary.json"))
+        .map(|p| serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap())
+        .collect();
+    let records: Vec<Value> = f
+        .images
+        .iter()
+        .map(|img| {
+            let mut rec = all.iter().find(|r| r["image"] == img.display().to_string()).cloned().unwrap_or_else(|| panic!("no detect record for {}", img.display()));
+            let mask = image::open(f.detect.join(rec["outputs"]["mask"].as_str().unwrap())).unwrap().to_luma8();
+            rec["mask_bits"] = serde_json::json!(mask.pixels().map(|p| (p.0[0] > 0) as u8).collect::<Vec<u8>>());
+            rec
+        })
+        .collect();
+    let scores: Vec<f64> = records.iter().map(|r| r["image_score"].as_f64().unwrap()).collect();
+    eprintln!("vqad detect scores {scores:?}");
+    assert!(scores[1] > scores[0], "the defective image should score above the good one: {scores:?}");
+    for way in ["http_bytes", "grpc_bytes", "http_fp32", "grpc_fp32"] {
+        let o = &r[way];
+        let got = f64s(&o["score"]);
+        eprintln!("{way}: {got:?}");
+        assert_eq!(got.len(), 3, "{way}");
+        for (i, rec) in records.iter().enumerate() {
+            let want = scores[i];
+            assert!((got[i] - want).abs() <= 1e-5 + 1e-4 * want.abs(), "{way} image {i}: score {} vs vqad detect {want}", got[i]);
+            assert_eq!(o["anomalous"][i], rec["anomalous"], "{way} image {i}");
+            let mask: Vec<u8> = o["mask"][i].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u8).collect();
+            let want_mask: Vec<u8> = rec["mask_bits"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u8).collect();
+            let same = mask.iter().zip(&want_mask).filter(|(a, b)| a == b).count();
+            assert!(same as f64 >= 0.999 * want_mask.len() as f64, "{way} image {i}: mask agrees on {same}/{}", want_mask.len());
+            // The filtered map is what the score is the maximum of.
+            assert!((o["map_max"][i].as_f64().unwrap() - got[i]).abs() <= 1e-6 + 1e-5 * got[i].abs(), "{way} image {i}");
+        }
+        assert_eq!(o["mask_shape"], serde_json::json!([3, 64, 64]), "{way}");
+        let p = &o["params"];
+        assert!((p["eta"].as_f64().unwrap() - records[0]["eta"].as_f64().unwrap()).abs() < 1e-12, "{way}: {p}");
+        assert!((p["pixel_threshold"].as_f64().unwrap() - records[0]["pixel_threshold"].as_f64().unwrap()).abs() < 1e-12, "{way}: {p}");
+        for g in ["encoder", "decoder", "pixelsnail"] {
+            assert_eq!(p[format!("provider_{g}")], "cpu", "{way}: {p}");
+        }
+    }
+    assert_eq!(r["http_fp32"]["restored_shape"], serde_json::json!([3, 3, 64, 64]));
+    let plain = f64s(&r["http_fp32_json"]["score"]);
+    assert!(plain.iter().zip(&scores).all(|(a, b)| (a - b).abs() <= 1e-5 + 1e-4 * b.abs()), "{plain:?}");
+
+    // Prometheus saw it all.
+    let (code, m) = get(&s.http, "/metrics");
+    assert_eq!(code, 200);
+    for needle in [
+        r#"vqad_requests_total{model="synth_texture",protocol="grpc",version="1.0.0"} 2"#,
+        r#"vqad_requests_total{model="synth_texture",protocol="http",version="1.0.0"} 3"#,
+        r#"vqad_images_total{model="synth_texture",version="1.0.0"} 15"#,
+        r#"vqad_stage_duration_seconds_count{model="synth_texture",stage="prior",version="1.0.0"}"#,
+        r#"vqad_stage_duration_seconds_count{model="synth_texture",stage="queue",version="1.0.0"} 5"#,
+        r#"vqad_batch_size_count{model="synth_texture",version="1.0.0"} 5"#,
+        r#"vqad_prior_passes_count{model="synth_texture",version="1.0.0"} 15"#,
+        r#"vqad_resampled_positions_bucket"#,
+        r#"vqad_anomalies_total{model="synth_texture",version="1.0.0"}"#,
+        r#"vqad_model_ready{model="synth_texture",version="1.0.0"} 1"#,
+    ] {
+        assert!(m.contains(needle), "metrics lack {needle}:\n{m}");
+    }
+}
+
+#[test]
+fn repository_index_load_unload_and_a_tampered_package_is_refused_while_the_good_one_serves() {
+    let f = fixture();
+    let s = Server::start(&f.registry, &[]);
+    let r = client(&["repo", &s.http, &s.grpc]);
+    let row = |idx: &Value, name: &str| idx.as_array().unwrap().iter().find(|m| m["name"] == name).cloned().unwrap_or_else(|| panic!("{name} not in {idx}"));
+    for idx in [&r["index"], &r["grpc_index"]] {
+        assert_eq!(row(idx, "synth_texture")["state"], "READY", "{idx}");
+        let t = row(idx, "tampered");
+        assert_eq!(t["state"], "UNAVAILABLE", "{idx}");
+        assert!(t["reason"].as_str().unwrap().contains("verification failed"), "{t}");
+    }
+    assert!(r["load_tampered_http"].as_str().unwrap().starts_with("400: failed to load 'tampered'"), "{}", r["load_tampered_http"]);
+    assert!(r["load_tampered_grpc"].as_str().unwrap().starts_with("StatusCode.INVALID_ARGUMENT"), "{}", r["load_tampered_grpc"]);
+    assert_eq!(r["tampered_ready"], false);
+    assert!(r["infer_tampered"].as_str().unwrap().starts_with("503:"), "{}", r["infer_tampered"]);
+    assert_eq!(r["unload_http"], "ok");
+    assert_eq!(r["ready_after_unload"], false);
+    assert_eq!(row(&r["index_after_unload"], "synth_texture")["reason"], "unloaded");
+    assert_eq!(r["load_grpc"], "ok");
+    assert_eq!(r["ready_after_load"], serde_json::json!([true, true]));
+    assert_eq!(r["unload_grpc"], "ok");
+    assert_eq!(r["ready_after_grpc_unload"], false);
+    assert_eq!(r["load_http"], "ok");
+    assert_eq!(r["ready_after_http_load"], true);
+    assert!(r["load_unknown"].as_str().unwrap().starts_with("404:"), "{}", r["load_unknown"]);
+}
+
+#[test]
+fn bad_requests_get_the_protocol_errors_and_the_server_keeps_serving() {
+    let f = fixture();
+    let s = Server::start(&f.registry, &["--max-body-mb", "1"]);
+    let img = f.images[0].display().to_string();
+    let r = client(&["bad", &s.http, &s.grpc, "synth_texture", &img, &(1 << 20).to_string()]);
+    eprintln!("{}", serde_json::to_string_pretty(&r).unwrap());
+    for k in [
+        "malformed_json",
+        "not_an_object",
+        "no_inputs",
+        "wrong_input_name",
+        "wrong_datatype",
+        "wrong_shape",
+        "shape_data_mismatch",
+        "out_of_range",
+        "unknown_output",
+        "bad_binary_header",
+    ] {
+        assert_eq!(r[k][0], 400, "{k}: {}", r[k]);
+        assert!(!r[k][1].as_str().unwrap().is_empty(), "{k} has no error message");
+    }
+    assert_eq!(r["too_large"][0], 413, "{}", r["too_large"]);
+    for k in ["unknown_model", "unknown_version", "unknown_endpoint"] {
+        assert_eq!(r[k][0], 404, "{k}: {}", r[k]);
+    }
+    for k in ["undecodable_image", "truncated_png"] {
+        assert!(r[k].as_str().unwrap().starts_with("400: input 'image' element 0: cannot decode image"), "{k}: {}", r[k]);
+    }
+    for k in ["grpc_undecodable", "grpc_wrong_datatype", "grpc_wrong_shape", "grpc_malformed_protobuf"] {
+        assert!(r[k].as_str().unwrap().starts_with("StatusCode.INVALID_ARGUMENT"), "{k}: {}", r[k]);
+    }
+    assert!(r["grpc_unknown_model"].as_str().unwrap().starts_with("StatusCode.NOT_FOUND"), "{}", r["grpc_unknown_model"]);
+    assert!(r["grpc_too_large"].as_str().unwrap().starts_with("StatusCode.RESOURCE_EXHAUSTED"), "{}", r["grpc_too_large"]);
+    let a = &r["after"];
+    assert_eq!(a["live"], serde_json::json!([true, true]));
+    assert_eq!(a["ready"], serde_json::json!([true, true]));
+    assert_eq!(a["http_infer"], a["grpc_infer"]);
+    let (_, m) = get(&s.http, "/metrics");
+    assert!(m.contains(r#"vqad_request_failures_total{model="synth_texture",reason="bad_request",version=""}"#), "{m}");
+    assert!(m.contains(r#"vqad_request_failures_total{model="<unknown>",reason="not_found",version=""}"#), "{m}");
+}
+
+#[test]
+fn a_version_published_under_load_takes_over_without_losing_a_request_and_sigterm_drains() {
+    let f = fixture();
+    // A registry of its own: this test publishes into it.
+    let registry = f.root.join("registry-swap");
+    ok(Command::new("cp").arg("-r").arg(&f.registry).arg(&registry));
+    std::fs::remove_dir_all(registry.join("tampered")).unwrap();
+    let index = registry.join("index.json");
+    let mut idx: Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
+    idx["packages"].as_array_mut().unwrap().retain(|p| p["name"] != "tampered");
+    std::fs::write(&index, serde_json::to_vec_pretty(&idx).unwrap()).unwrap();
+
+    let mut s = Server::start(&registry, &["--poll-secs", "1", "--max-batch", "8"]);
+    let img = f.images[0].display().to_string();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve/client.py");
+    let load = Command::new(client_python())
+        .arg(&script)
+        .args(["load", &s.http, "synth_texture", &img, "3000", "8", "1.0.1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let dist = f.root.join("dist-swap");
+    ok(vqad().arg("package").arg(&f.run).args(["--name", "synth_texture", "--version", "1.0.1", "--key"]).arg(&f.key).arg("--out").arg(&dist));
+    ok(vqad().arg("publish").arg(dist.join("synth_texture-1.0.1.vqad")).arg("--registry").arg(&registry).arg("--pubkey").arg(&f.pubkey));
+    let out = load.wait_with_output().unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    eprintln!("hot swap under load: {r}");
+    assert_eq!(r["error_count"], 0, "{r}");
+    assert!(r["versions"]["1.0.0"].as_u64().unwrap_or(0) > 0, "{r}");
+    assert!(r["versions"]["1.0.1"].as_u64().unwrap_or(0) >= 16, "{r}");
+    let (_, m) = get(&s.http, "/metrics");
+    assert!(m.contains(r#"vqad_model_ready{model="synth_texture",version="1.0.0"} 0"#), "{m}");
+    assert!(m.contains(r#"vqad_model_ready{model="synth_texture",version="1.0.1"} 1"#), "{m}");
+
+    // SIGTERM with requests in flight: every one is answered, then the process exits 0.
+    let before = requests_seen(&s.http);
+    let burst = Command::new(client_python())
+        .arg(&script)
+        .args(["load", &s.http, "synth_texture", &img, "16", "16"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while requests_seen(&s.http) < before + 16 {
+        assert!(t.elapsed() < Duration::from_secs(60), "the burst never arrived");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.sigterm();
+    let out = burst.wait_with_output().unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ok"], 16, "in-flight requests lost at SIGTERM: {r}");
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "serve exited with {status}");
+    assert_ne!(get(&s.http, "/v2/health/live").0, 200, "still listening after SIGTERM");
+}
+
+/// Inference requests the server has received so far (all models, versions, protocols).
+fn requests_seen(http: &str) -> u64 {
+    get(http, "/metrics")
+        .1
+        .lines()
+        .filter(|l| l.starts_with("vqad_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
