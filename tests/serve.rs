@@ -159,6 +159,18 @@ fn get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// A plain HTTP/1.1 POST of a JSON body: (status, body).
+fn post(addr: &str, path: &str, json: &str) -> (u16, String) {
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return (0, String::new()) };
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}", json.len()).unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    (status, body)
+}
+
 fn f64s(v: &Value) -> Vec<f64> {
     v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
 }
@@ -370,6 +382,51 @@ fn a_version_published_under_load_takes_over_without_losing_a_request_and_sigter
     let status = s.child.wait().unwrap();
     assert!(status.success(), "serve exited with {status}");
     assert_ne!(get(&s.http, "/v2/health/live").0, 200, "still listening after SIGTERM");
+}
+
+#[test]
+fn serve_with_a_channel_follows_promotion_and_rollback() {
+    let f = fixture();
+    let registry = f.root.join("registry-channel");
+    ok(Command::new("cp").arg("-r").arg(&f.registry).arg(&registry));
+    let dist = f.root.join("dist-channel");
+    ok(vqad().arg("package").arg(&f.run).args(["--name", "synth_texture", "--version", "1.0.1", "--key"]).arg(&f.key).arg("--out").arg(&dist));
+    ok(vqad().arg("publish").arg(dist.join("synth_texture-1.0.1.vqad")).arg("--registry").arg(&registry).arg("--pubkey").arg(&f.pubkey));
+    let channel = |args: &[&str]| {
+        ok(vqad().args(args).arg("--key").arg(&f.key));
+    };
+    let reg = registry.display().to_string();
+    // production names the older version: without --channel the newest would serve.
+    channel(&["promote", &reg, "synth_texture", "1.0.0", "--channel", "production"]);
+    let s = Server::start(&registry, &["--poll-secs", "1", "--channel", "production"]);
+    let serving = |v: &str| get(&s.http, "/metrics").1.contains(&format!(r#"vqad_model_ready{{model="synth_texture",version="{v}"}} 1"#));
+    let wait_for = |v: &str| {
+        let t = Instant::now();
+        while !serving(v) {
+            assert!(t.elapsed() < Duration::from_secs(60), "version {v} never took over: {}", get(&s.http, "/metrics").1);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_for("1.0.0");
+    assert!(!serving("1.0.1"), "1.0.1 serves although production names 1.0.0");
+    let img = f.images[0].display().to_string();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve/client.py");
+    let infer_version = || {
+        let out = Command::new(client_python()).arg(&script).args(["load", &s.http, "synth_texture", &img, "2", "1"]).output().unwrap();
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        assert_eq!(r["error_count"], 0, "{r}");
+        r["versions"].as_object().unwrap().keys().cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(infer_version(), vec!["1.0.0".to_string()]);
+    channel(&["promote", &reg, "synth_texture", "1.0.1", "--channel", "production"]);
+    wait_for("1.0.1");
+    assert_eq!(infer_version(), vec!["1.0.1".to_string()]);
+    channel(&["rollback", &reg, "synth_texture", "--channel", "production"]);
+    wait_for("1.0.0");
+    assert_eq!(infer_version(), vec!["1.0.0".to_string()]);
+    // A model without that channel is never served, and says why.
+    let (_, idx) = post(&s.http, "/v2/repository/index", "{}");
+    assert!(idx.contains("channel 'production' refused"), "{idx}");
 }
 
 /// Inference requests the server has received so far (all models, versions, protocols).

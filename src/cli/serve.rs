@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// Intra-op threads per ONNX Runtime session (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Serve the version each model's CHANNEL names (signed channel records, see `vqad
+    /// promote`) instead of the newest published version; follows promotions and rollbacks.
+    #[arg(long)]
+    pub channel: Option<String>,
 }
 
 pub fn run(a: ServeArgs) -> anyhow::Result<i32> {
@@ -75,6 +79,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<i32> {
         max_queue_delay: Duration::from_micros(a.max_queue_delay_us),
         max_body_bytes: a.max_body_mb << 20,
         poll: Duration::from_secs(a.poll_secs),
+        channel: a.channel,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(serve(cfg, |b| {

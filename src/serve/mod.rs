@@ -104,6 +104,9 @@ pub struct ServeConfig {
     pub max_queue_delay: Duration,
     pub max_body_bytes: usize,
     pub poll: Duration,
+    /// Serve, per model, the version this channel's signed head names (`NAME@CHANNEL`)
+    /// instead of the newest published one.
+    pub channel: Option<String>,
 }
 
 /// A parsed inference request, whichever protocol it came by.
@@ -275,7 +278,7 @@ pub async fn serve(cfg: ServeConfig, on_bound: impl FnOnce(Bound)) -> Result<(),
     }
     let metrics = Arc::new(Metrics::new());
     let policy = BatchPolicy { max_batch: cfg.max_batch.max(1), max_queue_delay: cfg.max_queue_delay };
-    let models = Arc::new(ModelStore::new(cfg.registry.clone(), cfg.key.clone(), cfg.detector.clone(), policy, metrics.clone()));
+    let models = Arc::new(ModelStore::new(cfg.registry.clone(), cfg.key.clone(), cfg.detector.clone(), policy, metrics.clone(), cfg.channel.clone()));
     let app = Arc::new(App {
         models: models.clone(),
         metrics,

@@ -4,11 +4,15 @@
 //! version go to it. A version that fails stays UNAVAILABLE with its reason and is never
 //! served; the others keep serving. A newer version found by [`ModelStore::reconcile`] loads
 //! in the background and takes over only once ready; the one it replaces drains its queue.
+//! With a channel (`vqad serve --channel production`) the serving version is instead the one
+//! the channel's signed head names ([`resolve`]), so a promotion or a rollback takes over the
+//! same way; a refused channel record (expired, replayed, bad signature) is reported and
+//! leaves the version already serving in place.
 
 use super::metrics::Metrics;
 use super::worker::{self, BatchPolicy, WorkerHandle};
 use super::ApiError;
-use crate::registry::{list, verify_in_registry};
+use crate::registry::{list, resolve, verify_in_registry, ResolveOptions};
 use crate::package::TrustedKey;
 use crate::runtime::DetectorOptions;
 use std::collections::BTreeMap;
@@ -64,11 +68,23 @@ pub struct ModelStore {
     models: Mutex<BTreeMap<String, ModelEntry>>,
     /// Serialises reconciliation (loads happen one at a time, outside `models`' lock).
     reconcile_lock: tokio::sync::Mutex<()>,
+    /// Follow this channel's head instead of the newest version.
+    channel: Option<String>,
 }
 
 impl ModelStore {
-    pub fn new(registry: PathBuf, key: TrustedKey, options: DetectorOptions, policy: BatchPolicy, metrics: Arc<Metrics>) -> Self {
-        ModelStore { registry, key, options, policy, metrics, models: Mutex::new(BTreeMap::new()), reconcile_lock: tokio::sync::Mutex::new(()) }
+    pub fn new(registry: PathBuf, key: TrustedKey, options: DetectorOptions, policy: BatchPolicy, metrics: Arc<Metrics>, channel: Option<String>) -> Self {
+        ModelStore { registry, key, options, policy, metrics, models: Mutex::new(BTreeMap::new()), reconcile_lock: tokio::sync::Mutex::new(()), channel }
+    }
+
+    /// The version `name@channel` names now, after verifying the channel's history and the
+    /// package it points at.
+    async fn channel_head(&self, name: &str, channel: &str) -> Result<String, String> {
+        let (reg, key, reference) = (self.registry.clone(), self.key.clone(), format!("{name}@{channel}"));
+        tokio::task::spawn_blocking(move || resolve(&reg, &reference, &key, &ResolveOptions::default()).map(|r| r.version))
+            .await
+            .map_err(|e| format!("resolving the channel panicked: {e}"))?
+            .map_err(|e| format!("channel '{channel}' refused: {e}"))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ModelEntry>> {
@@ -100,6 +116,27 @@ impl ModelStore {
                 continue;
             }
             versions.sort();
+            // With a channel, its signed head is the only candidate.
+            let head = match &self.channel {
+                None => None,
+                Some(ch) => match self.channel_head(&name, ch).await {
+                    Ok(v) => Some(v),
+                    Err(reason) => {
+                        tracing::warn!(model = %name, %reason, "channel head not usable; nothing new loads");
+                        let mut models = self.lock();
+                        let entry = models.entry(name.clone()).or_default();
+                        if entry.serving.is_none() {
+                            if let Some((sv, v, _)) = versions.last() {
+                                match entry.versions.iter_mut().find(|(_, x, _)| x == v) {
+                                    Some(slot) => slot.2 = VersionState::Unavailable(reason),
+                                    None => entry.versions.push((sv.clone(), v.clone(), VersionState::Unavailable(reason))),
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                },
+            };
             let candidates: Vec<(String, PathBuf)> = {
                 let mut models = self.lock();
                 let entry = models.entry(name.clone()).or_default();
@@ -118,7 +155,14 @@ impl ModelStore {
                     continue;
                 }
                 let mut c = vec![];
-                for (_, v, path) in versions.iter().rev() {
+                if let Some(h) = &head {
+                    if entry.serving.as_deref() != Some(h.as_str()) && !entry.failed.contains(h) {
+                        if let Some((_, v, path)) = versions.iter().find(|(_, v, _)| v == h) {
+                            c.push((v.clone(), path.clone()));
+                        }
+                    }
+                }
+                for (_, v, path) in versions.iter().rev().filter(|_| head.is_none()) {
                     if entry.serving.as_deref() == Some(v.as_str()) {
                         break;
                     }
