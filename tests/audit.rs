@@ -3,6 +3,8 @@
 //! PyPI's cyclonedx-python-lib strict validator (tools/setup-audit.sh installs it once).
 
 mod common_pkg;
+mod common_audit;
+use common_audit::{audit_python, validate_bom};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,36 +18,6 @@ fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("vqad runs");
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     out
-}
-
-/// The validator's venv, installed once per cache by tools/setup-audit.sh.
-fn audit_python() -> &'static PathBuf {
-    static P: OnceLock<PathBuf> = OnceLock::new();
-    P.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/setup-audit.sh");
-        let out = Command::new("bash").arg(script).output().expect("bash runs");
-        assert!(out.status.success(), "tools/setup-audit.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        assert!(p.exists(), "{} missing", p.display());
-        p
-    })
-}
-
-const VALIDATE: &str = "
-import sys
-from cyclonedx.schema import SchemaVersion
-from cyclonedx.validation.json import JsonStrictValidator
-errors = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())
-if errors is not None:
-    print('INVALID', errors)
-    sys.exit(1)
-print('valid CycloneDX 1.6')
-";
-
-/// Runs the strict CycloneDX 1.6 validator on a BOM file: (valid, output).
-fn validate_bom(path: &Path) -> (bool, String) {
-    let out = Command::new(audit_python()).arg("-c").arg(VALIDATE).arg(path).output().unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 #[test]

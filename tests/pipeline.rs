@@ -4,6 +4,7 @@
 #![cfg(feature = "train")]
 
 mod common;
+mod common_audit;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -242,6 +243,19 @@ fn publish_refuses_to_replace_a_version() {
     let o = run(vqad().arg("list").arg("--registry").arg(path(&d.summary["registry"])).arg("--json"));
     let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn the_demo_package_bom_is_valid_cyclonedx_1_6() {
+    let d = demo();
+    let out = tempfile::tempdir().unwrap();
+    let bom = out.path().join("demo.cdx.json");
+    let o = run(vqad().arg("bom").arg(path(&d.summary["package"])).arg("--pubkey").arg(path(&d.summary["public_key"])).args(["--format", "cyclonedx", "--out"]).arg(&bom));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (ok, text) = common_audit::validate_bom(&bom);
+    assert!(ok, "the demo package's BOM fails the CycloneDX 1.6 schema: {text}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&bom).unwrap()).unwrap();
+    assert_eq!(v["metadata"]["component"]["type"], "machine-learning-model");
 }
 
 #[test]
