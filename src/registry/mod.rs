@@ -19,7 +19,7 @@ pub use channels::{
     channel_dir, check_channel, history, list_channels, promote, read_channel, rollback, Action, ChannelHead, ChannelHistory, ChannelOptions,
     ChannelRecord, RecordFile, TrustState, CHANNELS_DIR, CHANNEL_PAYLOAD_TYPE, CURRENT_FILE, DEFAULT_EXPIRY_DAYS,
 };
-pub use resolve::{parse_reference, resolve, Reference, Resolved, ResolveOptions};
+pub use resolve::{channel_head, parse_reference, resolve, Reference, Resolved, ResolveOptions};
 
 use crate::package::archive::{package_file_name, read_limited, write_atomic};
 use crate::package::{verify_bytes, Limits, PackageError, TrustedKey, VerifiedPackage};

@@ -6,7 +6,7 @@
 //! [`super::channels`]), then the package with [`super::verify_in_registry`], and returns the
 //! verified package itself so the caller runs exactly the bytes that were checked.
 
-use super::channels::{self, format_time, TrustState};
+use super::channels::{self, format_time, RecordFile, TrustState};
 use super::{read_index, sort_key, verify_in_registry, RegistryError};
 use crate::package::{TrustedKey, VerifiedPackage};
 use std::path::{Path, PathBuf};
@@ -108,6 +108,31 @@ pub(crate) fn published_path(registry: &Path, name: &str, version: &str) -> Resu
     })
 }
 
+/// The verified head record of `name@channel`: every record of its history verified with
+/// `key`, not older than the client's trust state, not expired. Reads only the small record
+/// files, so a server can poll it; the package it names is verified by [`resolve`].
+pub fn channel_head(registry: &Path, name: &str, channel: &str, key: &TrustedKey, opts: &ResolveOptions) -> Result<RecordFile, RegistryError> {
+    let now = opts.now.unwrap_or_else(OffsetDateTime::now_utc);
+    let hist = channels::read_channel(registry, name, channel, Some(key))?
+        .ok_or_else(|| channels::unknown_channel(registry, name, channel).unwrap_or_else(|e| e))?;
+    let head = hist.head().cloned().expect("read_channel returns no empty history");
+    if let Some(state_path) = &opts.trust_state {
+        TrustState::load(state_path)?.check(registry, &head, state_path)?;
+    }
+    let r = &head.record;
+    if now >= r.expires_at() {
+        return Err(RegistryError::Expired {
+            name: r.name.clone(),
+            channel: r.channel.clone(),
+            sequence: r.sequence,
+            issued: r.issued.clone(),
+            expires: r.expires.clone(),
+            now: format_time(now),
+        });
+    }
+    Ok(head)
+}
+
 /// Resolves `reference` in `registry` and verifies everything on the way with `key`.
 ///
 /// For `NAME@CHANNEL`: the channel's whole history must verify (see [`super::channels`]); its
@@ -117,7 +142,6 @@ pub(crate) fn published_path(registry: &Path, name: &str, version: &str) -> Resu
 /// advanced.
 pub fn resolve(registry: &Path, reference: &str, key: &TrustedKey, opts: &ResolveOptions) -> Result<Resolved, RegistryError> {
     let parsed = parse_reference(reference)?;
-    let now = opts.now.unwrap_or_else(OffsetDateTime::now_utc);
     let (version, head) = match &parsed {
         Reference::Latest { name } => {
             let index = read_index(registry)?;
@@ -133,24 +157,8 @@ pub fn resolve(registry: &Path, reference: &str, key: &TrustedKey, opts: &Resolv
         }
         Reference::Version { version, .. } => (version.clone(), None),
         Reference::Channel { name, channel } => {
-            let hist = channels::read_channel(registry, name, channel, Some(key))?
-                .ok_or_else(|| channels::unknown_channel(registry, name, channel).unwrap_or_else(|e| e))?;
-            let head = hist.head().cloned().expect("read_channel returns no empty history");
-            if let Some(state_path) = &opts.trust_state {
-                TrustState::load(state_path)?.check(registry, &head, state_path)?;
-            }
-            let r = &head.record;
-            if now >= r.expires_at() {
-                return Err(RegistryError::Expired {
-                    name: r.name.clone(),
-                    channel: r.channel.clone(),
-                    sequence: r.sequence,
-                    issued: r.issued.clone(),
-                    expires: r.expires.clone(),
-                    now: format_time(now),
-                });
-            }
-            (r.version.clone(), Some(head))
+            let head = channel_head(registry, name, channel, key, opts)?;
+            (head.record.version.clone(), Some(head))
         }
     };
     let name = parsed.name().to_string();

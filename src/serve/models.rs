@@ -12,7 +12,7 @@
 use super::metrics::Metrics;
 use super::worker::{self, BatchPolicy, WorkerHandle};
 use super::ApiError;
-use crate::registry::{list, resolve, verify_in_registry, ResolveOptions};
+use crate::registry::{channel_head, list, resolve, verify_in_registry, ResolveOptions};
 use crate::package::TrustedKey;
 use crate::runtime::DetectorOptions;
 use std::collections::BTreeMap;
@@ -77,11 +77,11 @@ impl ModelStore {
         ModelStore { registry, key, options, policy, metrics, models: Mutex::new(BTreeMap::new()), reconcile_lock: tokio::sync::Mutex::new(()), channel }
     }
 
-    /// The version `name@channel` names now, after verifying the channel's history and the
-    /// package it points at.
+    /// The version `name@channel` names now, after verifying the channel's records (cheap:
+    /// the package itself is verified, with the record's digest, only when it is loaded).
     async fn channel_head(&self, name: &str, channel: &str) -> Result<String, String> {
-        let (reg, key, reference) = (self.registry.clone(), self.key.clone(), format!("{name}@{channel}"));
-        tokio::task::spawn_blocking(move || resolve(&reg, &reference, &key, &ResolveOptions::default()).map(|r| r.version))
+        let (reg, key, name, ch) = (self.registry.clone(), self.key.clone(), name.to_string(), channel.to_string());
+        tokio::task::spawn_blocking(move || channel_head(&reg, &name, &ch, &key, &ResolveOptions::default()).map(|h| h.record.version))
             .await
             .map_err(|e| format!("resolving the channel panicked: {e}"))?
             .map_err(|e| format!("channel '{channel}' refused: {e}"))
@@ -175,10 +175,29 @@ impl ModelStore {
             for (version, path) in candidates {
                 self.set_state(&name, &version, VersionState::Loading);
                 tracing::info!(model = %name, version = %version, "verifying and loading");
-                let (reg, key, opts, policy, metrics) =
-                    (self.registry.clone(), self.key.clone(), self.options.clone(), self.policy, self.metrics.clone());
+                let (reg, key, opts, policy, metrics, channel, n, v) = (
+                    self.registry.clone(),
+                    self.key.clone(),
+                    self.options.clone(),
+                    self.policy,
+                    self.metrics.clone(),
+                    self.channel.clone(),
+                    name.clone(),
+                    version.clone(),
+                );
                 let loaded = tokio::task::spawn_blocking(move || {
-                    let pkg = verify_in_registry(&path, &reg, &key).map_err(|e| format!("refused: verification failed: {e}"))?;
+                    let pkg = match channel {
+                        // The package with the digest the channel's record signs, verified once.
+                        Some(ch) => {
+                            let r = resolve(&reg, &format!("{n}@{ch}"), &key, &ResolveOptions::default())
+                                .map_err(|e| format!("refused: channel '{ch}': {e}"))?;
+                            if r.version != v {
+                                return Err(format!("channel '{ch}' moved to {} while {v} was loading", r.version));
+                            }
+                            r.package
+                        }
+                        None => verify_in_registry(&path, &reg, &key).map_err(|e| format!("refused: verification failed: {e}"))?,
+                    };
                     worker::spawn(pkg, opts, policy, metrics)
                 })
                 .await
