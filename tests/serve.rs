@@ -178,7 +178,7 @@ fn f64s(v: &Value) -> Vec<f64> {
 #[test]
 fn bytes_and_fp32_inference_over_http_and_grpc_equals_vqad_detect() {
     let f = fixture();
-    let s = Server::start(&f.registry, &[]);
+    let s = Server::start(&f.registry, &["--instances", "2"]);
     let mut args: Vec<String> = vec!["infer".into(), s.http.clone(), s.grpc.clone(), "synth_texture".into(), f.npy.display().to_string()];
     args.extend(f.images.iter().map(|p| p.display().to_string()));
     let r = client(&args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -339,7 +339,8 @@ fn a_version_published_under_load_takes_over_without_losing_a_request_and_sigter
     idx["packages"].as_array_mut().unwrap().retain(|p| p["name"] != "tampered");
     std::fs::write(&index, serde_json::to_vec_pretty(&idx).unwrap()).unwrap();
 
-    let mut s = Server::start(&registry, &["--poll-secs", "1", "--max-batch", "8"]);
+    // Two instances share the queue: both must take batches, and both must drain.
+    let mut s = Server::start(&registry, &["--poll-secs", "1", "--max-batch", "8", "--instances", "2"]);
     let img = f.images[0].display().to_string();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve/client.py");
     let load = Command::new(client_python())
@@ -361,6 +362,11 @@ fn a_version_published_under_load_takes_over_without_losing_a_request_and_sigter
     let (_, m) = get(&s.http, "/metrics");
     assert!(m.contains(r#"vqad_model_ready{model="synth_texture",version="1.0.0"} 0"#), "{m}");
     assert!(m.contains(r#"vqad_model_ready{model="synth_texture",version="1.0.1"} 1"#), "{m}");
+    for instance in ["0", "1"] {
+        let line = format!(r#"vqad_instance_batches_total{{instance="{instance}",model="synth_texture",version="1.0.0"}} "#);
+        let n: u64 = m.lines().find_map(|l| l.strip_prefix(line.as_str())).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+        assert!(n > 0, "instance {instance} of 1.0.0 ran no batch under 8-way load: {m}");
+    }
 
     // SIGTERM with requests in flight: every one is answered, then the process exits 0.
     let before = requests_seen(&s.http);

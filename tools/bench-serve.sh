@@ -18,7 +18,7 @@ reg="$out/registry"
 rm -rf "$reg" && cp -r "$out/demo/registry" "$reg"
 img="$(ls "$out/demo/data/synth_texture/test/good/"*.png | head -1)"
 "$vqad" serve --registry "$reg" --pubkey "$out/demo/keys/demo.pub" --http 127.0.0.1:0 --grpc 127.0.0.1:0 \
-  --providers cpu --poll-secs 1 ${SERVE_FLAGS:---max-batch 32 --max-queue-delay-us 5000 --threads 1} > "$out/serve.addr" 2> "$out/serve.log" &
+  --providers cpu --poll-secs 1 ${SERVE_FLAGS:---max-batch 32 --max-queue-delay-us 5000 --threads 1 --instances 2} > "$out/serve.addr" 2> "$out/serve.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 200); do [ -s "$out/serve.addr" ] && break; sleep 0.1; done

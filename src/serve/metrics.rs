@@ -29,6 +29,8 @@ pub struct Metrics {
     pub anomalies: IntCounterVec,
     /// 1 while a model version serves, 0 otherwise.
     pub model_ready: IntGaugeVec,
+    /// Batches executed per worker instance (shows the instances share the load).
+    pub instance_batches: IntCounterVec,
 }
 
 impl Metrics {
@@ -65,6 +67,7 @@ impl Metrics {
         );
         let images = counter("vqad_images_total", "Images processed.", mv);
         let anomalies = counter("vqad_anomalies_total", "Images flagged anomalous.", mv);
+        let instance_batches = counter("vqad_instance_batches_total", "Batches executed by each worker instance.", &["model", "version", "instance"]);
         let model_ready = IntGaugeVec::new(Opts::new("vqad_model_ready", "1 while the model version serves."), mv).expect("valid metric");
         registry.register(Box::new(model_ready.clone())).expect("unique metric");
         Metrics {
@@ -79,6 +82,7 @@ impl Metrics {
             images,
             anomalies,
             model_ready,
+            instance_batches,
         }
     }
 

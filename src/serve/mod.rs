@@ -102,6 +102,8 @@ pub struct ServeConfig {
     pub detector: DetectorOptions,
     pub max_batch: usize,
     pub max_queue_delay: Duration,
+    /// Worker instances per model version (see [`worker`]).
+    pub instances: usize,
     pub max_body_bytes: usize,
     pub poll: Duration,
     /// Serve, per model, the version this channel's signed head names (`NAME@CHANNEL`)
@@ -277,7 +279,7 @@ pub async fn serve(cfg: ServeConfig, on_bound: impl FnOnce(Bound)) -> Result<(),
         return Err(ServeError::Registry { path: cfg.registry.clone(), reason: "no such folder".into() });
     }
     let metrics = Arc::new(Metrics::new());
-    let policy = BatchPolicy { max_batch: cfg.max_batch.max(1), max_queue_delay: cfg.max_queue_delay };
+    let policy = BatchPolicy { max_batch: cfg.max_batch.max(1), max_queue_delay: cfg.max_queue_delay, instances: cfg.instances.max(1) };
     let models = Arc::new(ModelStore::new(cfg.registry.clone(), cfg.key.clone(), cfg.detector.clone(), policy, metrics.clone(), cfg.channel.clone()));
     let app = Arc::new(App {
         models: models.clone(),

@@ -1,10 +1,15 @@
-//! One worker thread per loaded model version: it owns the [`Detector`] (ONNX Runtime
-//! sessions are not `Sync`) and runs Triton-style dynamic batching: the first queued request
-//! opens a batch, which closes when it holds `max_batch` images or `max_queue_delay` has passed
-//! since that request arrived. Requests are never split; one larger than `max_batch` runs alone.
+//! Worker threads per loaded model version (Triton's instance group): each instance owns its
+//! own [`Detector`] (ONNX Runtime sessions are not `Sync`) and all share one queue with
+//! Triton-style dynamic batching: the first queued request opens a batch, which closes when it
+//! holds `max_batch` images or `max_queue_delay` has passed since that request arrived.
+//! Requests are never split; one larger than `max_batch` runs alone.
 //!
-//! Dropping every [`WorkerHandle`] closes the queue; the worker finishes what is queued (the
-//! old version drains) and exits.
+//! Why instances: the prior is compute-bound per table row, so a bigger batch alone does not
+//! make a CPU faster (ONNX Runtime's intra-op threads barely help these small convolutions);
+//! two single-threaded instances, each running its own batch, use two cores fully.
+//!
+//! Dropping every [`WorkerHandle`] closes the queue; the instances finish what is queued (the
+//! old version drains) and exit.
 
 use super::infer::ImageResult;
 use super::metrics::Metrics;
@@ -14,7 +19,7 @@ use crate::runtime::{Detector, DetectorOptions};
 use ndarray::Array3;
 use std::collections::BTreeMap;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -23,6 +28,8 @@ use tokio::sync::oneshot;
 pub struct BatchPolicy {
     pub max_batch: usize,
     pub max_queue_delay: Duration,
+    /// Worker threads (each with its own sessions) per model version; at least 1.
+    pub instances: usize,
 }
 
 /// What a loaded model version is, for metadata and response parameters.
@@ -71,91 +78,121 @@ impl WorkerHandle {
     }
 }
 
-/// Loads a verified package in a new worker thread and returns once its sessions are ready
-/// (blocking: call from a blocking context).
-pub fn spawn(pkg: VerifiedPackage, options: DetectorOptions, policy: BatchPolicy, metrics: Arc<Metrics>) -> Result<WorkerHandle, String> {
-    let (tx, rx) = mpsc::channel::<Job>();
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<ModelInfo, String>>();
-    let thread_name = format!("vqad-{}-{}", pkg.manifest.name, pkg.manifest.version);
-    std::thread::Builder::new()
-        .name(thread_name)
-        .spawn(move || {
-            let mut opts = options;
-            opts.batch = policy.max_batch.max(1);
-            let mut det = match Detector::from_verified(&pkg, opts) {
-                Ok(d) => d,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(format!("loading the graphs: {e}")));
-                    return;
-                }
-            };
-            let m = &pkg.manifest;
-            let s = &det.settings;
-            let info = ModelInfo {
-                name: m.name.clone(),
-                version: m.version.clone(),
-                channels: det.shape.channels as usize,
-                image_size: det.shape.image_size as usize,
-                eta: s.eta,
-                local_constraint: s.local_constraint,
-                pixel_threshold: s.pixel_threshold,
-                min_area: s.min_area,
-                score: serde_json::to_value(s.score).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
-                restore: serde_json::to_value(s.restore).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
-                archive_sha256: pkg.archive_sha256.clone(),
-                providers: det.providers(),
-            };
-            drop(pkg);
-            let labels = [info.name.clone(), info.version.clone()];
-            let _ = ready_tx.send(Ok(info));
-            run(&mut det, rx, policy, &metrics, &labels);
-        })
-        .map_err(|e| format!("starting a worker thread: {e}"))?;
-    let info = ready_rx.recv().map_err(|_| "the worker thread died while loading".to_string())??;
-    Ok(WorkerHandle { info: Arc::new(info), tx })
+/// The shared queue: the receiver and a request that did not fit the last batch (it opens the
+/// next one). An instance holds the lock only while it gathers a batch, so another instance
+/// can gather the next batch while this one computes.
+struct Queue {
+    rx: mpsc::Receiver<Job>,
+    carry: Option<Job>,
 }
 
-fn run(det: &mut Detector, rx: mpsc::Receiver<Job>, policy: BatchPolicy, metrics: &Metrics, labels: &[String; 2]) {
-    let l = [labels[0].as_str(), labels[1].as_str()];
-    let stage = |s: &str, secs: f64| metrics.stage_seconds.with_label_values(&[l[0], l[1], s]).observe(secs);
-    let mut carry: Option<Job> = None;
-    loop {
-        let first = match carry.take() {
-            Some(j) => j,
-            None => match rx.recv() {
-                Ok(j) => j,
-                Err(_) => break, // every handle dropped and the queue is empty: drained
-            },
+/// Loads a verified package into `policy.instances` new worker threads and returns once every
+/// instance's sessions are ready (blocking: call from a blocking context). If any instance
+/// fails to load, the error is returned and the others exit.
+pub fn spawn(pkg: VerifiedPackage, options: DetectorOptions, policy: BatchPolicy, metrics: Arc<Metrics>) -> Result<WorkerHandle, String> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    let queue = Arc::new(Mutex::new(Queue { rx, carry: None }));
+    let pkg = Arc::new(pkg);
+    let instances = policy.instances.max(1);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<ModelInfo, String>>();
+    for i in 0..instances {
+        let (pkg, queue, metrics, ready_tx) = (pkg.clone(), queue.clone(), metrics.clone(), ready_tx.clone());
+        let mut opts = options.clone();
+        std::thread::Builder::new()
+            .name(format!("vqad-{}-{}-{i}", pkg.manifest.name, pkg.manifest.version))
+            .spawn(move || {
+                opts.batch = policy.max_batch.max(1);
+                let mut det = match Detector::from_verified(&pkg, opts) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("loading the graphs: {e}")));
+                        return;
+                    }
+                };
+                let info = model_info(&pkg, &det);
+                let labels = [info.name.clone(), info.version.clone()];
+                drop(pkg);
+                let _ = ready_tx.send(Ok(info));
+                drop(ready_tx);
+                run(&mut det, &queue, policy, &metrics, &labels, i);
+            })
+            .map_err(|e| format!("starting a worker thread: {e}"))?;
+    }
+    drop(ready_tx);
+    let mut info = None;
+    for _ in 0..instances {
+        // Dropping `tx` on an early return closes the queue, so the loaded instances exit.
+        let got = ready_rx.recv().map_err(|_| "a worker thread died while loading".to_string())??;
+        info.get_or_insert(got);
+    }
+    Ok(WorkerHandle { info: Arc::new(info.expect("instances >= 1")), tx })
+}
+
+fn model_info(pkg: &VerifiedPackage, det: &Detector) -> ModelInfo {
+    let m = &pkg.manifest;
+    let s = &det.settings;
+    ModelInfo {
+        name: m.name.clone(),
+        version: m.version.clone(),
+        channels: det.shape.channels as usize,
+        image_size: det.shape.image_size as usize,
+        eta: s.eta,
+        local_constraint: s.local_constraint,
+        pixel_threshold: s.pixel_threshold,
+        min_area: s.min_area,
+        score: serde_json::to_value(s.score).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+        restore: serde_json::to_value(s.restore).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+        archive_sha256: pkg.archive_sha256.clone(),
+        providers: det.providers(),
+    }
+}
+
+/// Waits for the first job and gathers a batch behind it; `None` when the queue is closed and
+/// empty.
+fn gather(queue: &Mutex<Queue>, policy: BatchPolicy) -> Option<(Vec<Job>, usize)> {
+    let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+    let first = match q.carry.take() {
+        Some(j) => j,
+        None => q.rx.recv().ok()?, // every handle dropped and the queue is empty: drained
+    };
+    let deadline = first.enqueued + policy.max_queue_delay;
+    let mut n = first.images.len();
+    let mut jobs = vec![first];
+    while n < policy.max_batch {
+        let next = match deadline.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => q.rx.recv_timeout(left),
+            _ => q.rx.try_recv().map_err(|e| match e {
+                mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            }),
         };
-        let deadline = first.enqueued + policy.max_queue_delay;
-        let mut n = first.images.len();
-        let mut jobs = vec![first];
-        while n < policy.max_batch {
-            let next = match deadline.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => rx.recv_timeout(left),
-                _ => rx.try_recv().map_err(|e| match e {
-                    mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
-                    mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-                }),
-            };
-            match next {
-                Ok(j) if n + j.images.len() <= policy.max_batch => {
-                    n += j.images.len();
-                    jobs.push(j);
-                }
-                Ok(j) => {
-                    carry = Some(j);
-                    break;
-                }
-                Err(_) => break,
+        match next {
+            Ok(j) if n + j.images.len() <= policy.max_batch => {
+                n += j.images.len();
+                jobs.push(j);
             }
+            Ok(j) => {
+                q.carry = Some(j);
+                break;
+            }
+            Err(_) => break,
         }
+    }
+    Some((jobs, n))
+}
+
+fn run(det: &mut Detector, queue: &Mutex<Queue>, policy: BatchPolicy, metrics: &Metrics, labels: &[String; 2], instance: usize) {
+    let l = [labels[0].as_str(), labels[1].as_str()];
+    let instance_batches = metrics.instance_batches.with_label_values(&[l[0], l[1], &instance.to_string()]);
+    let stage = |s: &str, secs: f64| metrics.stage_seconds.with_label_values(&[l[0], l[1], s]).observe(secs);
+    while let Some((jobs, n)) = gather(queue, policy) {
         let started = Instant::now();
         for j in &jobs {
             stage("queue", started.duration_since(j.enqueued).as_secs_f64());
         }
         let images: Vec<Array3<f32>> = jobs.iter().flat_map(|j| j.images.iter().cloned()).collect();
         metrics.batch_size.with_label_values(&l).observe(images.len() as f64);
+        instance_batches.inc();
         // A panic inside detection fails this batch, not the server.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| det.detect_arrays(&images)));
         let dets = match outcome {
@@ -202,7 +239,7 @@ fn run(det: &mut Detector, rx: mpsc::Receiver<Job>, policy: BatchPolicy, metrics
             let _ = j.reply.send(Ok(BatchReply { results, batch_size: n }));
         }
     }
-    tracing::info!(model = l[0], version = l[1], "worker drained and stopped");
+    tracing::info!(model = l[0], version = l[1], instance, "worker drained and stopped");
 }
 
 fn fail(jobs: Vec<Job>, msg: &str) {
