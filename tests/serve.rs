@@ -444,3 +444,57 @@ fn requests_seen(http: &str) -> u64 {
         .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()))
         .sum()
 }
+
+#[test]
+fn per_model_provider_lists_apply_to_their_model_only() {
+    let f = fixture();
+    let registry = f.root.join("registry-providers");
+    ok(Command::new("cp").arg("-r").arg(&f.registry).arg(&registry));
+    let dist = f.root.join("dist-providers");
+    ok(vqad().arg("package").arg(&f.run).args(["--name", "gpu_only", "--version", "1.0.0", "--key"]).arg(&f.key).arg("--out").arg(&dist));
+    ok(vqad().arg("publish").arg(dist.join("gpu_only-1.0.0.vqad")).arg("--registry").arg(&registry).arg("--pubkey").arg(&f.pubkey));
+
+    // Malformed lists are refused before anything listens, naming the flag.
+    for bad in ["gpu_only", "=cpu", "gpu_only=quantum", "gpu_only=cpu,gpu_only=cpu"] {
+        let mut args = vec!["--model-providers", bad];
+        if bad.contains(",gpu_only") {
+            args = vec!["--model-providers", "gpu_only=cpu", "--model-providers", "gpu_only=cuda"];
+        }
+        let out = vqad().arg("serve").arg("--registry").arg(&registry).arg("--pubkey").arg(&f.pubkey).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("--model-providers"), "{bad}: {err}");
+    }
+
+    // The server's list is CPU only; gpu_only may run on CUDA alone.
+    let s = Server::start(&registry, &["--model-providers", "gpu_only=cuda"]);
+    let t = Instant::now();
+    let row = loop {
+        let (_, body) = post(&s.http, "/v2/repository/index", "{}");
+        let idx: Value = serde_json::from_str(&body).unwrap();
+        let row = idx.as_array().unwrap().iter().find(|m| m["name"] == "gpu_only").cloned();
+        if let Some(r) = row.filter(|r| r["state"] != "LOADING" && r["reason"] != "not loaded") {
+            break r;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "gpu_only never finished loading: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let x: Vec<f32> = vec![0.5; 3 * 64 * 64];
+    let req = serde_json::json!({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 3, 64, 64], "data": x}]}).to_string();
+    let provider = |model: &str| {
+        let (code, body) = post(&s.http, &format!("/v2/models/{model}/infer"), &req);
+        assert_eq!(code, 200, "{model}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["parameters"]["provider_pixelsnail"].as_str().unwrap().to_string()
+    };
+    assert_eq!(provider("synth_texture"), "cpu");
+    if row["state"] == "READY" {
+        // A machine with CUDA: the model's own list took it there.
+        assert_eq!(provider("gpu_only"), "cuda");
+    } else {
+        // No CUDA here: the model is refused with the provider named, never run on the CPU.
+        assert_eq!(row["state"], "UNAVAILABLE", "{row}");
+        assert!(row["reason"].as_str().unwrap().contains("cuda"), "{row}");
+        let (code, body) = post(&s.http, "/v2/models/gpu_only/infer", &req);
+        assert_eq!(code, 503, "{body}");
+    }
+}

@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// Execution providers in order of preference: tensorrt, cuda, cpu.
     #[arg(long, default_value = "tensorrt,cuda,cpu")]
     pub providers: String,
+    /// Execution providers for one model, NAME=LIST (e.g. `bottle=tensorrt,cuda,cpu`);
+    /// repeat per model. Models not named use --providers.
+    #[arg(long = "model-providers", value_name = "NAME=LIST")]
+    pub model_providers: Vec<String>,
     /// Most images per dynamic batch.
     #[arg(long, default_value_t = 8)]
     pub max_batch: usize,
@@ -72,6 +76,20 @@ pub fn run(a: ServeArgs) -> anyhow::Result<i32> {
         0 if a.instances > 1 => (std::thread::available_parallelism().map_or(1, |n| n.get()) / a.instances).max(1),
         t => t,
     };
+    let mut model_providers = std::collections::BTreeMap::new();
+    for spec in &a.model_providers {
+        let (name, list) = spec
+            .split_once('=')
+            .filter(|(n, _)| !n.trim().is_empty())
+            .with_context(|| format!("--model-providers {spec:?}: expected NAME=LIST, e.g. bottle=cuda,cpu"))?;
+        let list = parse_providers(list).with_context(|| format!("--model-providers {spec:?}"))?;
+        anyhow::ensure!(!list.is_empty(), "--model-providers {spec:?} names no provider");
+        anyhow::ensure!(
+            model_providers.insert(name.trim().to_string(), list).is_none(),
+            "--model-providers names model '{}' twice",
+            name.trim()
+        );
+    }
     let key = TrustedKey::load(&a.pubkey)?;
     // Load ONNX Runtime now, so a missing library is reported before the ports open.
     vqad::runtime::session::environment(a.ort_lib.as_deref())?;
@@ -93,6 +111,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<i32> {
         max_body_bytes: a.max_body_mb << 20,
         poll: Duration::from_secs(a.poll_secs),
         channel: a.channel,
+        model_providers,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(serve(cfg, |b| {

@@ -20,10 +20,12 @@ pub mod proto;
 pub mod worker;
 
 use crate::package::TrustedKey;
+use crate::runtime::session::Provider;
 use crate::runtime::DetectorOptions;
 use infer::{InputSpec, InputTensor, OutputTensor};
 use metrics::Metrics;
 use models::ModelStore;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -109,6 +111,9 @@ pub struct ServeConfig {
     /// Serve, per model, the version this channel's signed head names (`NAME@CHANNEL`)
     /// instead of the newest published one.
     pub channel: Option<String>,
+    /// Execution providers for particular models (by name), in order of preference; other
+    /// models use `detector`'s list.
+    pub model_providers: BTreeMap<String, Vec<Provider>>,
 }
 
 /// A parsed inference request, whichever protocol it came by.
@@ -280,7 +285,7 @@ pub async fn serve(cfg: ServeConfig, on_bound: impl FnOnce(Bound)) -> Result<(),
     }
     let metrics = Arc::new(Metrics::new());
     let policy = BatchPolicy { max_batch: cfg.max_batch.max(1), max_queue_delay: cfg.max_queue_delay, instances: cfg.instances.max(1) };
-    let models = Arc::new(ModelStore::new(cfg.registry.clone(), cfg.key.clone(), cfg.detector.clone(), policy, metrics.clone(), cfg.channel.clone()));
+    let models = Arc::new(ModelStore::new(cfg.registry.clone(), cfg.key.clone(), cfg.detector.clone(), policy, metrics.clone(), cfg.channel.clone(), cfg.model_providers.clone()));
     let app = Arc::new(App {
         models: models.clone(),
         metrics,

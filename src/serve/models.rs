@@ -14,6 +14,7 @@ use super::worker::{self, BatchPolicy, WorkerHandle};
 use super::ApiError;
 use crate::registry::{channel_head, list, resolve, verify_in_registry, ResolveOptions};
 use crate::package::TrustedKey;
+use crate::runtime::session::Provider;
 use crate::runtime::DetectorOptions;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -70,11 +71,40 @@ pub struct ModelStore {
     reconcile_lock: tokio::sync::Mutex<()>,
     /// Follow this channel's head instead of the newest version.
     channel: Option<String>,
+    /// Execution providers per model name, overriding `options`' list (`--model-providers`).
+    model_providers: BTreeMap<String, Vec<Provider>>,
 }
 
 impl ModelStore {
-    pub fn new(registry: PathBuf, key: TrustedKey, options: DetectorOptions, policy: BatchPolicy, metrics: Arc<Metrics>, channel: Option<String>) -> Self {
-        ModelStore { registry, key, options, policy, metrics, models: Mutex::new(BTreeMap::new()), reconcile_lock: tokio::sync::Mutex::new(()), channel }
+    pub fn new(
+        registry: PathBuf,
+        key: TrustedKey,
+        options: DetectorOptions,
+        policy: BatchPolicy,
+        metrics: Arc<Metrics>,
+        channel: Option<String>,
+        model_providers: BTreeMap<String, Vec<Provider>>,
+    ) -> Self {
+        ModelStore {
+            registry,
+            key,
+            options,
+            policy,
+            metrics,
+            models: Mutex::new(BTreeMap::new()),
+            reconcile_lock: tokio::sync::Mutex::new(()),
+            channel,
+            model_providers,
+        }
+    }
+
+    /// The detector options of model `name`: its own provider list where one is given.
+    fn options_for(&self, name: &str) -> DetectorOptions {
+        let mut o = self.options.clone();
+        if let Some(p) = self.model_providers.get(name) {
+            o.session.providers = p.clone();
+        }
+        o
     }
 
     /// The version `name@channel` names now, after verifying the channel's records (cheap:
@@ -178,7 +208,7 @@ impl ModelStore {
                 let (reg, key, opts, policy, metrics, channel, n, v) = (
                     self.registry.clone(),
                     self.key.clone(),
-                    self.options.clone(),
+                    self.options_for(&name),
                     self.policy,
                     self.metrics.clone(),
                     self.channel.clone(),
