@@ -7,6 +7,7 @@
 #![cfg(feature = "train")]
 
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -497,4 +498,53 @@ fn per_model_provider_lists_apply_to_their_model_only() {
         let (code, body) = post(&s.http, "/v2/models/gpu_only/infer", &req);
         assert_eq!(code, 503, "{body}");
     }
+}
+
+#[test]
+fn with_versions_2_the_two_newest_serve_side_by_side_and_a_third_supersedes_the_oldest() {
+    let f = fixture();
+    let registry = f.root.join("registry-versions");
+    ok(Command::new("cp").arg("-r").arg(&f.registry).arg(&registry));
+    let dist = f.root.join("dist-versions");
+    let publish = |version: &str| {
+        ok(vqad().arg("package").arg(&f.run).args(["--name", "synth_texture", "--version", version, "--key"]).arg(&f.key).arg("--out").arg(&dist));
+        let pkg = dist.join(format!("synth_texture-{version}.vqad"));
+        ok(vqad().arg("publish").arg(&pkg).arg("--registry").arg(&registry).arg("--pubkey").arg(&f.pubkey));
+    };
+    publish("1.1.0");
+    let s = Server::start(&registry, &["--versions", "2", "--poll-secs", "1"]);
+    let states = || -> BTreeMap<String, String> {
+        let (_, body) = post(&s.http, "/v2/repository/index", "{}");
+        let idx: Value = serde_json::from_str(&body).unwrap();
+        idx.as_array().unwrap().iter().filter(|m| m["name"] == "synth_texture").map(|m| (m["version"].as_str().unwrap().to_string(), m["state"].as_str().unwrap().to_string())).collect()
+    };
+    let wait_for = |want: &[(&str, &str)]| {
+        let t = Instant::now();
+        loop {
+            let now = states();
+            if want.iter().all(|(v, st)| now.get(*v).map(String::as_str) == Some(*st)) {
+                return;
+            }
+            assert!(t.elapsed() < Duration::from_secs(120), "never reached {want:?}: {now:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(&[("1.0.0", "READY"), ("1.1.0", "READY")]);
+    let x: Vec<f32> = vec![0.5; 3 * 64 * 64];
+    let req = serde_json::json!({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 3, 64, 64], "data": x}]}).to_string();
+    let answered_by = |path: &str| {
+        let (code, body) = post(&s.http, path, &req);
+        assert_eq!(code, 200, "{path}: {body}");
+        serde_json::from_str::<Value>(&body).unwrap()["model_version"].as_str().unwrap().to_string()
+    };
+    assert_eq!(answered_by("/v2/models/synth_texture/infer"), "1.1.0");
+    assert_eq!(answered_by("/v2/models/synth_texture/versions/1.0.0/infer"), "1.0.0");
+    assert_eq!(answered_by("/v2/models/synth_texture/versions/1.1.0/infer"), "1.1.0");
+
+    publish("1.2.0");
+    wait_for(&[("1.0.0", "UNAVAILABLE"), ("1.1.0", "READY"), ("1.2.0", "READY")]);
+    assert_eq!(answered_by("/v2/models/synth_texture/infer"), "1.2.0");
+    assert_eq!(answered_by("/v2/models/synth_texture/versions/1.1.0/infer"), "1.1.0");
+    let (code, body) = post(&s.http, "/v2/models/synth_texture/versions/1.0.0/infer", &req);
+    assert!(code == 503 && body.contains("superseded by version 1.2.0"), "{code}: {body}");
 }

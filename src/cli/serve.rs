@@ -31,6 +31,11 @@ pub struct ServeArgs {
     /// repeat per model. Models not named use --providers.
     #[arg(long = "model-providers", value_name = "NAME=LIST")]
     pub model_providers: Vec<String>,
+    /// How many of each model's newest versions serve side by side; a request may name any
+    /// of them, one without a version gets the newest (Triton's "latest N" version policy).
+    /// Ignored with --channel (the channel's head alone serves).
+    #[arg(long, default_value_t = 1)]
+    pub versions: usize,
     /// Most images per dynamic batch.
     #[arg(long, default_value_t = 8)]
     pub max_batch: usize,
@@ -71,6 +76,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<i32> {
     anyhow::ensure!(a.max_body_mb >= 1, "--max-body-mb must be at least 1");
     anyhow::ensure!(a.poll_secs >= 1, "--poll-secs must be at least 1");
     anyhow::ensure!(a.instances >= 1, "--instances must be at least 1");
+    anyhow::ensure!(a.versions >= 1, "--versions must be at least 1");
     // 0 threads: share the cores out, so instances do not fight over them.
     let threads = match a.threads {
         0 if a.instances > 1 => (std::thread::available_parallelism().map_or(1, |n| n.get()) / a.instances).max(1),
@@ -112,6 +118,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<i32> {
         poll: Duration::from_secs(a.poll_secs),
         channel: a.channel,
         model_providers,
+        versions: a.versions,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(serve(cfg, |b| {

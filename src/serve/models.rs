@@ -1,8 +1,9 @@
 //! The model repository: every `(name, version)` of the registry's index is a model version.
 //! Each is verified with [`verify_in_registry`] before it loads; per name the newest version
-//! that verifies and loads serves (Triton's "latest 1" policy), and requests without a
-//! version go to it. A version that fails stays UNAVAILABLE with its reason and is never
-//! served; the others keep serving. A newer version found by [`ModelStore::reconcile`] loads
+//! that verifies and loads serves, and requests without a version go to it; with
+//! `--versions N` the newest N serve side by side (Triton's "latest N" policy; N = 1 by
+//! default) and a request may name any of them. A version that fails stays UNAVAILABLE with
+//! its reason and is never served; the others keep serving. A newer version found by [`ModelStore::reconcile`] loads
 //! in the background and takes over only once ready; the one it replaces drains its queue.
 //! With a channel (`vqad serve --channel production`) the serving version is instead the one
 //! the channel's signed head names ([`resolve`]), so a promotion or a rollback takes over the
@@ -73,6 +74,9 @@ pub struct ModelStore {
     channel: Option<String>,
     /// Execution providers per model name, overriding `options`' list (`--model-providers`).
     model_providers: BTreeMap<String, Vec<Provider>>,
+    /// How many of a model's newest versions serve at once (Triton's "latest N"; 1 with a
+    /// channel).
+    keep: usize,
 }
 
 impl ModelStore {
@@ -84,6 +88,7 @@ impl ModelStore {
         metrics: Arc<Metrics>,
         channel: Option<String>,
         model_providers: BTreeMap<String, Vec<Provider>>,
+        keep: usize,
     ) -> Self {
         ModelStore {
             registry,
@@ -95,6 +100,7 @@ impl ModelStore {
             reconcile_lock: tokio::sync::Mutex::new(()),
             channel,
             model_providers,
+            keep: keep.max(1),
         }
     }
 
@@ -192,17 +198,27 @@ impl ModelStore {
                         }
                     }
                 }
+                // Newest first, down to the `keep`-th version already serving: what is missing
+                // above it loads (an older candidate only if a newer one fails).
+                let mut serving_seen = 0;
                 for (_, v, path) in versions.iter().rev().filter(|_| head.is_none()) {
-                    if entry.serving.as_deref() == Some(v.as_str()) {
+                    if serving_seen >= self.keep {
                         break;
                     }
-                    if !entry.failed.contains(v) {
+                    if entry.versions.iter().any(|(_, x, st)| x == v && matches!(st, VersionState::Ready(_))) {
+                        serving_seen += 1;
+                    } else if !entry.failed.contains(v) {
                         c.push((v.clone(), path.clone()));
                     }
                 }
                 c
             };
+            let want = if head.is_some() { 1 } else { self.keep };
+            let mut loaded_now = 0;
             for (version, path) in candidates {
+                if loaded_now >= want {
+                    break;
+                }
                 self.set_state(&name, &version, VersionState::Loading);
                 tracing::info!(model = %name, version = %version, "verifying and loading");
                 let (reg, key, opts, policy, metrics, channel, n, v) = (
@@ -235,8 +251,8 @@ impl ModelStore {
                 match loaded {
                     Ok(handle) => {
                         tracing::info!(model = %name, version = %version, providers = ?handle.info.providers, "ready");
-                        self.take_over(&name, &version, handle);
-                        break;
+                        self.install(&name, &version, handle, want, head.is_some());
+                        loaded_now += 1;
                     }
                     Err(reason) => {
                         tracing::warn!(model = %name, version = %version, %reason, "not serving");
@@ -258,21 +274,28 @@ impl ModelStore {
         }
     }
 
-    /// Makes `version` the serving one; the previous serving version stops taking requests
-    /// and drains (its worker exits once the last handle is dropped).
-    fn take_over(&self, name: &str, version: &str, handle: WorkerHandle) {
+    /// Marks `version` ready. The newest `keep` ready versions serve; the newest of them takes
+    /// requests without a version; a ready version beyond `keep` stops taking requests and
+    /// drains (its workers exit once the last handle is dropped).
+    /// With `pinned` (a channel's head) `version` serves whatever its number.
+    fn install(&self, name: &str, version: &str, handle: WorkerHandle, keep: usize, pinned: bool) {
         let mut models = self.lock();
         let e = models.entry(name.to_string()).or_default();
-        if let Some(old) = e.serving.replace(version.to_string()) {
-            if let Some(slot) = e.versions.iter_mut().find(|(_, v, _)| *v == old) {
-                slot.2 = VersionState::Unavailable(format!("superseded by version {version}"));
-            }
-            self.metrics.model_ready.with_label_values(&[name, &old]).set(0);
-        }
         if let Some(slot) = e.versions.iter_mut().find(|(_, v, _)| v == version) {
             slot.2 = VersionState::Ready(handle);
         }
         self.metrics.model_ready.with_label_values(&[name, version]).set(1);
+        // Newest first; a pinned version first of all (a rollback makes an older one the head).
+        let mut order: Vec<usize> = (0..e.versions.len()).filter(|&i| matches!(e.versions[i].2, VersionState::Ready(_))).collect();
+        let first = |i: usize| pinned && e.versions[i].1 == version;
+        order.sort_by(|&a, &b| first(b).cmp(&first(a)).then(e.versions[b].0.cmp(&e.versions[a].0)));
+        let newest = e.versions[order[0]].1.clone();
+        for &i in order.iter().skip(keep.max(1)) {
+            let old = e.versions[i].1.clone();
+            e.versions[i].2 = VersionState::Unavailable(format!("superseded by version {newest}"));
+            self.metrics.model_ready.with_label_values(&[name, &old]).set(0);
+        }
+        e.serving = Some(newest);
     }
 
     /// Stops serving every version of `name` until it is loaded again.

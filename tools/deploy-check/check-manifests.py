@@ -47,7 +47,8 @@ KUSTOMIZE_KINDS = {"Kustomization", "Component"}
 # `vqad serve`'s whole interface (issue 12); a flag outside it is a typo or an invention.
 SERVE_FLAGS = {"--registry", "--pubkey", "--http", "--grpc", "--providers", "--max-batch",
                "--max-queue-delay-us", "--max-body-mb", "--poll-secs", "--trt-cache", "--ort-lib",
-               "--threads", "--instances", "--channel", "--model-providers"}
+               "--threads", "--instances", "--channel", "--model-providers",
+               "--versions"}
 LIVE, READY = "/v2/health/live", "/v2/health/ready"
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
