@@ -464,6 +464,17 @@ impl Config {
         if self.detect.bilateral_d < 1 {
             return bad("detect.bilateral_d must be ≥ 1".into());
         }
+        // At or above a uniform code's share every code counts as dead and is re-seeded each
+        // epoch, so the codebook never settles (seen with num_codes = 512 and 0.002).
+        let share = 1.0 / m.num_codes as f64;
+        let d = self.train.dead_code_fraction;
+        if !(0.0..=0.5 * share).contains(&d) {
+            return bad(format!(
+                "train.dead_code_fraction {d} must be in [0, {:.3e}] (half of a uniform code's share 1/num_codes = 1/{}); lower it when raising num_codes",
+                0.5 * share,
+                m.num_codes
+            ));
+        }
         Ok(())
     }
 }
@@ -524,5 +535,17 @@ mod tests {
         assert!(e.contains("c.json") && e.contains("nmu_codes"), "{e}");
         std::fs::write(&f, r#"{"model": {"channels": 2}}"#).unwrap();
         assert!(Config::load("tiny", Some(&f)).unwrap_err().to_string().contains("channels"));
+    }
+
+    #[test]
+    fn a_dead_code_threshold_above_a_codes_share_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        // small's 0.002 suits K = 128 (share 0.0078) but not K = 512 (share 0.00195).
+        std::fs::write(&f, "[model]\nnum_codes = 512\n").unwrap();
+        let e = Config::load("small", Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("dead_code_fraction") && e.contains("1/512"), "{e}");
+        std::fs::write(&f, "[model]\nnum_codes = 512\n[train]\ndead_code_fraction = 0.0004\n").unwrap();
+        assert_eq!(Config::load("small", Some(&f)).unwrap().train.dead_code_fraction, 0.0004);
     }
 }
