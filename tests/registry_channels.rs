@@ -422,3 +422,25 @@ fn promote_rollback_history_and_list_from_the_command_line() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("not a version"), "{}", text(&o));
 }
+
+#[test]
+fn a_refused_channel_history_is_reported_without_hiding_the_other_categories() {
+    let (f, reg) = registry_with_versions();
+    let info = build_package(&Manifest::example("screw", "1.0.0"), &payload_files(), &f.key, &f.dir.path().join("screw")).unwrap();
+    registry::publish(&info.path, &reg, &f.trusted).unwrap();
+    promote(&reg, "bottle", "1.1.0", "production", &f.key, &opts(0.0)).unwrap();
+    promote(&reg, "screw", "1.0.0", "production", &f.key, &opts(0.0)).unwrap();
+    // Tamper with bottle's only record (one byte of the signed payload).
+    let rec = chan(&reg).join("00000001.json");
+    let mut bytes = std::fs::read(&rec).unwrap();
+    let i = bytes.iter().position(|&b| b == b'"').unwrap() + 1;
+    bytes[i] ^= 0x01;
+    std::fs::write(&rec, bytes).unwrap();
+
+    assert!(registry::list_channels(&reg, None, Some(&f.trusted)).is_err());
+    let (heads, refused) = registry::list_channels_lenient(&reg, None, Some(&f.trusted)).unwrap();
+    let hs: Vec<(&str, &str)> = heads.iter().map(|h| (h.name.as_str(), h.version.as_str())).collect();
+    assert_eq!(hs, [("screw", "1.0.0")]);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].0, "bottle");
+}

@@ -178,7 +178,15 @@ pub struct ListArgs {
 pub fn list(a: ListArgs) -> anyhow::Result<i32> {
     let entries = vqad::registry::list(&a.registry, a.category.as_deref())?;
     let key = a.pubkey.as_deref().map(TrustedKey::load).transpose()?;
-    let heads = if a.registry.is_dir() { vqad::registry::list_channels(&a.registry, a.category.as_deref(), key.as_ref())? } else { vec![] };
+    // A category whose channel records are refused is reported, not allowed to hide the rest.
+    let (heads, refused) = if a.registry.is_dir() {
+        vqad::registry::list_channels_lenient(&a.registry, a.category.as_deref(), key.as_ref())?
+    } else {
+        (vec![], vec![])
+    };
+    for (name, e) in &refused {
+        eprintln!("warning: channels of '{name}' refused: {e}");
+    }
     let channels_of = |name: &str, version: &str| -> Vec<String> {
         heads.iter().filter(|h| h.name == name && h.version == version).map(|h| h.channel.clone()).collect()
     };
@@ -188,6 +196,9 @@ pub fn list(a: ListArgs) -> anyhow::Result<i32> {
             .map(|e| {
                 let mut j = serde_json::to_value(e).unwrap_or_default();
                 j["channels"] = serde_json::json!(channels_of(&e.name, &e.version));
+                if let Some((_, err)) = refused.iter().find(|(n, _)| *n == e.name) {
+                    j["channels_refused"] = serde_json::json!(err.to_string());
+                }
                 j
             })
             .collect();
@@ -207,5 +218,6 @@ pub fn list(a: ListArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    Ok(0)
+    // Exit 3, like a refused verification elsewhere, when any channel history was refused.
+    Ok(if refused.is_empty() { 0 } else { 3 })
 }

@@ -402,21 +402,10 @@ pub fn history(
 
 /// The head of every channel of every category (or of `name`), verified when `key` is given.
 pub fn list_channels(registry: &Path, name: Option<&str>, key: Option<&TrustedKey>) -> Result<Vec<ChannelHead>, RegistryError> {
-    let mut names: Vec<String> = match name {
+    let names: Vec<String> = match name {
         Some(n) => vec![n.to_string()],
-        None => {
-            let rd = match std::fs::read_dir(registry) {
-                Ok(rd) => rd,
-                Err(e) => return Err(RegistryError::io(registry, e)),
-            };
-            rd.filter_map(|e| e.ok())
-                .filter(|e| e.path().join(CHANNELS_DIR).is_dir())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| crate::package::manifest::check_name(n).is_ok())
-                .collect()
-        }
+        None => channel_categories(registry)?,
     };
-    names.sort();
     let mut out = vec![];
     for n in names {
         for h in history(registry, &n, None, key)? {
@@ -436,6 +425,37 @@ pub fn list_channels(registry: &Path, name: Option<&str>, key: Option<&TrustedKe
         }
     }
     Ok(out)
+}
+
+/// [`list_channels`] per category: one whose channel records are refused (tampered, replayed,
+/// another key) is returned with its error instead of failing the whole listing, so one bad
+/// category does not hide the others.
+pub fn list_channels_lenient(registry: &Path, name: Option<&str>, key: Option<&TrustedKey>) -> Result<(Vec<ChannelHead>, Vec<(String, RegistryError)>), RegistryError> {
+    let names: Vec<String> = match name {
+        Some(n) => vec![n.to_string()],
+        None => channel_categories(registry)?,
+    };
+    let (mut heads, mut refused) = (vec![], vec![]);
+    for n in names {
+        match list_channels(registry, Some(&n), key) {
+            Ok(h) => heads.extend(h),
+            Err(e) => refused.push((n, e)),
+        }
+    }
+    Ok((heads, refused))
+}
+
+/// Categories of the registry that have a channels folder, sorted.
+fn channel_categories(registry: &Path) -> Result<Vec<String>, RegistryError> {
+    let rd = std::fs::read_dir(registry).map_err(|e| RegistryError::io(registry, e))?;
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join(CHANNELS_DIR).is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| crate::package::manifest::check_name(n).is_ok())
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 pub(crate) fn unknown_channel(registry: &Path, name: &str, channel: &str) -> Result<RegistryError, RegistryError> {

@@ -16,7 +16,7 @@ pub mod channels;
 pub mod resolve;
 
 pub use channels::{
-    channel_dir, check_channel, history, list_channels, promote, read_channel, rollback, Action, ChannelHead, ChannelHistory, ChannelOptions,
+    channel_dir, check_channel, history, list_channels, list_channels_lenient, promote, read_channel, rollback, Action, ChannelHead, ChannelHistory, ChannelOptions,
     ChannelRecord, RecordFile, TrustState, CHANNELS_DIR, CHANNEL_PAYLOAD_TYPE, CURRENT_FILE, DEFAULT_EXPIRY_DAYS,
 };
 pub use resolve::{channel_head, parse_reference, resolve, Reference, Resolved, ResolveOptions};
