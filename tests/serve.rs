@@ -101,6 +101,23 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+impl Fixture {
+    /// A copy of the published registry for one test to change.
+    fn registry_copy(&self, tag: &str) -> PathBuf {
+        let registry = self.root.join(format!("registry-{tag}"));
+        ok(Command::new("cp").arg("-r").arg(&self.registry).arg(&registry));
+        registry
+    }
+
+    /// Packages the trained run as NAME VERSION and publishes it into `registry`.
+    fn publish(&self, registry: &Path, name: &str, version: &str) {
+        let dist = self.root.join(format!("dist-{}", registry.file_name().unwrap().to_string_lossy()));
+        ok(vqad().arg("package").arg(&self.run).args(["--name", name, "--version", version, "--key"]).arg(&self.key).arg("--out").arg(&dist));
+        let pkg = dist.join(format!("{name}-{version}.vqad"));
+        ok(vqad().arg("publish").arg(&pkg).arg("--registry").arg(registry).arg("--pubkey").arg(&self.pubkey));
+    }
+}
+
 /// A running `vqad serve` on loopback ports chosen by the OS; killed on drop.
 struct Server {
     child: Child,
@@ -332,8 +349,7 @@ fn bad_requests_get_the_protocol_errors_and_the_server_keeps_serving() {
 fn a_version_published_under_load_takes_over_without_losing_a_request_and_sigterm_drains() {
     let f = fixture();
     // A registry of its own: this test publishes into it.
-    let registry = f.root.join("registry-swap");
-    ok(Command::new("cp").arg("-r").arg(&f.registry).arg(&registry));
+    let registry = f.registry_copy("swap");
     std::fs::remove_dir_all(registry.join("tampered")).unwrap();
     let index = registry.join("index.json");
     let mut idx: Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
@@ -351,9 +367,7 @@ fn a_version_published_under_load_takes_over_without_losing_a_request_and_sigter
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let dist = f.root.join("dist-swap");
-    ok(vqad().arg("package").arg(&f.run).args(["--name", "synth_texture", "--version", "1.0.1", "--key"]).arg(&f.key).arg("--out").arg(&dist));
-    ok(vqad().arg("publish").arg(dist.join("synth_texture-1.0.1.vqad")).arg("--registry").arg(&registry).arg("--pubkey").arg(&f.pubkey));
+    f.publish(&registry, "synth_texture", "1.0.1");
     let out = load.wait_with_output().unwrap();
     let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     eprintln!("hot swap under load: {r}");
@@ -394,11 +408,8 @@ fn a_version_published_under_load_takes_over_without_losing_a_request_and_sigter
 #[test]
 fn serve_with_a_channel_follows_promotion_and_rollback() {
     let f = fixture();
-    let registry = f.root.join("registry-channel");
-    ok(Command::new("cp").arg("-r").arg(&f.registry).arg(&registry));
-    let dist = f.root.join("dist-channel");
-    ok(vqad().arg("package").arg(&f.run).args(["--name", "synth_texture", "--version", "1.0.1", "--key"]).arg(&f.key).arg("--out").arg(&dist));
-    ok(vqad().arg("publish").arg(dist.join("synth_texture-1.0.1.vqad")).arg("--registry").arg(&registry).arg("--pubkey").arg(&f.pubkey));
+    let registry = f.registry_copy("channel");
+    f.publish(&registry, "synth_texture", "1.0.1");
     let channel = |args: &[&str]| {
         ok(vqad().args(args).arg("--key").arg(&f.key));
     };
@@ -449,11 +460,8 @@ fn requests_seen(http: &str) -> u64 {
 #[test]
 fn per_model_provider_lists_apply_to_their_model_only() {
     let f = fixture();
-    let registry = f.root.join("registry-providers");
-    ok(Command::new("cp").arg("-r").arg(&f.registry).arg(&registry));
-    let dist = f.root.join("dist-providers");
-    ok(vqad().arg("package").arg(&f.run).args(["--name", "gpu_only", "--version", "1.0.0", "--key"]).arg(&f.key).arg("--out").arg(&dist));
-    ok(vqad().arg("publish").arg(dist.join("gpu_only-1.0.0.vqad")).arg("--registry").arg(&registry).arg("--pubkey").arg(&f.pubkey));
+    let registry = f.registry_copy("providers");
+    f.publish(&registry, "gpu_only", "1.0.0");
 
     // Malformed lists are refused before anything listens, naming the flag.
     for bad in ["gpu_only", "=cpu", "gpu_only=quantum", "gpu_only=cpu,gpu_only=cpu"] {
@@ -503,14 +511,8 @@ fn per_model_provider_lists_apply_to_their_model_only() {
 #[test]
 fn with_versions_2_the_two_newest_serve_side_by_side_and_a_third_supersedes_the_oldest() {
     let f = fixture();
-    let registry = f.root.join("registry-versions");
-    ok(Command::new("cp").arg("-r").arg(&f.registry).arg(&registry));
-    let dist = f.root.join("dist-versions");
-    let publish = |version: &str| {
-        ok(vqad().arg("package").arg(&f.run).args(["--name", "synth_texture", "--version", version, "--key"]).arg(&f.key).arg("--out").arg(&dist));
-        let pkg = dist.join(format!("synth_texture-{version}.vqad"));
-        ok(vqad().arg("publish").arg(&pkg).arg("--registry").arg(&registry).arg("--pubkey").arg(&f.pubkey));
-    };
+    let registry = f.registry_copy("versions");
+    let publish = |version: &str| f.publish(&registry, "synth_texture", version);
     publish("1.1.0");
     let s = Server::start(&registry, &["--versions", "2", "--poll-secs", "1"]);
     let states = || -> BTreeMap<String, String> {
