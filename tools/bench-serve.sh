@@ -20,6 +20,8 @@ client="$here/../tests/serve/client.py"
 reg="$out/registry"
 rm -rf "$reg" && cp -r "$out/demo/registry" "$reg"
 img="$(ls "$out/demo/data/synth_texture/test/good/"*.png | head -1)"
+# A stale address file from an earlier run would be read before the server truncates it.
+rm -f "$out/serve.addr"
 "$vqad" serve --registry "$reg" --pubkey "$out/demo/keys/demo.pub" --http 127.0.0.1:0 --grpc 127.0.0.1:0 \
   --providers cpu --poll-secs 1 ${SERVE_FLAGS:---max-batch 32 --max-queue-delay-us 5000 --threads 1 --instances 2} > "$out/serve.addr" 2> "$out/serve.log" &
 pid=$!

@@ -6,7 +6,8 @@
 //!
 //! Why instances: the prior is compute-bound per table row, so a bigger batch alone does not
 //! make a CPU faster (ONNX Runtime's intra-op threads barely help these small convolutions);
-//! two single-threaded instances, each running its own batch, use two cores fully.
+//! two single-threaded instances, each running its own batch, use two cores fully. For the
+//! same reason a batch gathered while another instance is idle is shared out between them.
 //!
 //! Dropping every [`WorkerHandle`] closes the queue; the instances finish what is queued (the
 //! old version drains) and exit.
@@ -19,6 +20,8 @@ use crate::runtime::{Detector, DetectorOptions};
 use ndarray::Array3;
 use std::collections::BTreeMap;
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -78,12 +81,21 @@ impl WorkerHandle {
     }
 }
 
-/// The shared queue: the receiver and a request that did not fit the last batch (it opens the
-/// next one). An instance holds the lock only while it gathers a batch, so another instance
-/// can gather the next batch while this one computes.
+/// The shared queue: the receiver and requests taken from it but not yet run (one that did
+/// not fit the last batch, or a batch's share handed to an idle instance); they go first. An
+/// instance holds the lock only while it gathers a batch, so another instance can gather the
+/// next batch while this one computes.
 struct Queue {
     rx: mpsc::Receiver<Job>,
-    carry: Option<Job>,
+    pending: VecDeque<Job>,
+}
+
+/// What the instances of one model version share.
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Instances running (loaded and not yet exited) and, of those, computing a batch.
+    alive: AtomicUsize,
+    busy: AtomicUsize,
 }
 
 /// Loads a verified package into `policy.instances` new worker threads and returns once every
@@ -91,12 +103,12 @@ struct Queue {
 /// fails to load, the error is returned and the others exit.
 pub fn spawn(pkg: VerifiedPackage, options: DetectorOptions, policy: BatchPolicy, metrics: Arc<Metrics>) -> Result<WorkerHandle, String> {
     let (tx, rx) = mpsc::channel::<Job>();
-    let queue = Arc::new(Mutex::new(Queue { rx, carry: None }));
+    let shared = Arc::new(Shared { queue: Mutex::new(Queue { rx, pending: VecDeque::new() }), alive: AtomicUsize::new(0), busy: AtomicUsize::new(0) });
     let pkg = Arc::new(pkg);
     let instances = policy.instances.max(1);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<ModelInfo, String>>();
     for i in 0..instances {
-        let (pkg, queue, metrics, ready_tx) = (pkg.clone(), queue.clone(), metrics.clone(), ready_tx.clone());
+        let (pkg, shared, metrics, ready_tx) = (pkg.clone(), shared.clone(), metrics.clone(), ready_tx.clone());
         let mut opts = options.clone();
         std::thread::Builder::new()
             .name(format!("vqad-{}-{}-{i}", pkg.manifest.name, pkg.manifest.version))
@@ -114,7 +126,8 @@ pub fn spawn(pkg: VerifiedPackage, options: DetectorOptions, policy: BatchPolicy
                 drop(pkg);
                 let _ = ready_tx.send(Ok(info));
                 drop(ready_tx);
-                run(&mut det, &queue, policy, &metrics, &labels, i);
+                shared.alive.fetch_add(1, Ordering::SeqCst);
+                run(&mut det, &shared, policy, &metrics, &labels, i);
             })
             .map_err(|e| format!("starting a worker thread: {e}"))?;
     }
@@ -148,23 +161,37 @@ fn model_info(pkg: &VerifiedPackage, det: &Detector) -> ModelInfo {
 }
 
 /// Waits for the first job and gathers a batch behind it; `None` when the queue is closed and
-/// empty.
-fn gather(queue: &Mutex<Queue>, policy: BatchPolicy) -> Option<(Vec<Job>, usize)> {
-    let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
-    let first = match q.carry.take() {
+/// empty (the instance then counts itself out, under the lock).
+///
+/// When other instances are idle, the batch is shared out: this instance keeps its part and
+/// puts the rest back at the front of the queue for them. On a CPU a batch costs in proportion
+/// to its images, so two half batches on two instances finish in half the time.
+fn gather(shared: &Shared, policy: BatchPolicy) -> Option<(Vec<Job>, usize)> {
+    let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+    let first = match q.pending.pop_front() {
         Some(j) => j,
-        None => q.rx.recv().ok()?, // every handle dropped and the queue is empty: drained
+        None => match q.rx.recv() {
+            Ok(j) => j,
+            Err(_) => {
+                // Every handle dropped and nothing is pending: drained.
+                shared.alive.fetch_sub(1, Ordering::SeqCst);
+                return None;
+            }
+        },
     };
     let deadline = first.enqueued + policy.max_queue_delay;
     let mut n = first.images.len();
     let mut jobs = vec![first];
     while n < policy.max_batch {
-        let next = match deadline.checked_duration_since(Instant::now()) {
-            Some(left) if !left.is_zero() => q.rx.recv_timeout(left),
-            _ => q.rx.try_recv().map_err(|e| match e {
-                mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
-                mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-            }),
+        let next = match q.pending.pop_front() {
+            Some(j) => Ok(j),
+            None => match deadline.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => q.rx.recv_timeout(left),
+                _ => q.rx.try_recv().map_err(|e| match e {
+                    mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                }),
+            },
         };
         match next {
             Ok(j) if n + j.images.len() <= policy.max_batch => {
@@ -172,74 +199,89 @@ fn gather(queue: &Mutex<Queue>, policy: BatchPolicy) -> Option<(Vec<Job>, usize)
                 jobs.push(j);
             }
             Ok(j) => {
-                q.carry = Some(j);
+                q.pending.push_front(j);
                 break;
             }
             Err(_) => break,
         }
     }
+    let idle = shared.alive.load(Ordering::SeqCst).saturating_sub(shared.busy.load(Ordering::SeqCst) + 1);
+    if idle > 0 && jobs.len() > 1 {
+        let keep = jobs.len().div_ceil(idle + 1);
+        for j in jobs.drain(keep..).rev() {
+            q.pending.push_front(j);
+        }
+        n = jobs.iter().map(|j| j.images.len()).sum();
+    }
+    shared.busy.fetch_add(1, Ordering::SeqCst);
     Some((jobs, n))
 }
 
-fn run(det: &mut Detector, queue: &Mutex<Queue>, policy: BatchPolicy, metrics: &Metrics, labels: &[String; 2], instance: usize) {
+fn run(det: &mut Detector, shared: &Shared, policy: BatchPolicy, metrics: &Metrics, labels: &[String; 2], instance: usize) {
     let l = [labels[0].as_str(), labels[1].as_str()];
     let instance_batches = metrics.instance_batches.with_label_values(&[l[0], l[1], &instance.to_string()]);
-    let stage = |s: &str, secs: f64| metrics.stage_seconds.with_label_values(&[l[0], l[1], s]).observe(secs);
-    while let Some((jobs, n)) = gather(queue, policy) {
-        let started = Instant::now();
-        for j in &jobs {
-            stage("queue", started.duration_since(j.enqueued).as_secs_f64());
-        }
-        let images: Vec<Array3<f32>> = jobs.iter().flat_map(|j| j.images.iter().cloned()).collect();
-        metrics.batch_size.with_label_values(&l).observe(images.len() as f64);
-        instance_batches.inc();
-        // A panic inside detection fails this batch, not the server.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| det.detect_arrays(&images)));
-        let dets = match outcome {
-            Ok(Ok(d)) => d,
-            Ok(Err(e)) => {
-                tracing::error!(model = l[0], version = l[1], error = %e, "detection failed");
-                fail(jobs, &format!("detection failed: {e}"));
-                continue;
-            }
-            Err(_) => {
-                tracing::error!(model = l[0], version = l[1], "detection panicked");
-                fail(jobs, "detection failed (internal error)");
-                continue;
-            }
-        };
-        if let Some(d) = dets.first() {
-            for (s, ms) in [("encode", d.millis.encode), ("prior", d.millis.prior), ("decode", d.millis.decode), ("filter", d.millis.filter)] {
-                stage(s, ms / 1e3);
-            }
-        }
-        let mut it = dets.into_iter();
-        for j in jobs {
-            let results: Vec<ImageResult> = it
-                .by_ref()
-                .take(j.images.len())
-                .map(|d| {
-                    metrics.prior_passes.with_label_values(&l).observe(d.prior_passes as f64);
-                    metrics.resampled_positions.with_label_values(&l).observe(d.resampled.len() as f64);
-                    metrics.images.with_label_values(&l).inc();
-                    if d.anomalous {
-                        metrics.anomalies.with_label_values(&l).inc();
-                    }
-                    ImageResult {
-                        score: d.image_score,
-                        anomalous: d.anomalous,
-                        mask: d.mask,
-                        map: j.want_map.then_some(d.smoothed),
-                        restored: j.want_restored.then_some(d.restored),
-                        prior_passes: d.prior_passes,
-                        resampled: d.resampled.len(),
-                    }
-                })
-                .collect();
-            let _ = j.reply.send(Ok(BatchReply { results, batch_size: n }));
-        }
+    while let Some((jobs, n)) = gather(shared, policy) {
+        run_batch(det, jobs, n, metrics, &l, &instance_batches);
+        shared.busy.fetch_sub(1, Ordering::SeqCst);
     }
     tracing::info!(model = l[0], version = l[1], instance, "worker drained and stopped");
+}
+
+/// Runs one gathered batch and answers its requests.
+fn run_batch(det: &mut Detector, jobs: Vec<Job>, n: usize, metrics: &Metrics, l: &[&str; 2], instance_batches: &prometheus::IntCounter) {
+    let stage = |s: &str, secs: f64| metrics.stage_seconds.with_label_values(&[l[0], l[1], s]).observe(secs);
+    let started = Instant::now();
+    for j in &jobs {
+        stage("queue", started.duration_since(j.enqueued).as_secs_f64());
+    }
+    let images: Vec<Array3<f32>> = jobs.iter().flat_map(|j| j.images.iter().cloned()).collect();
+    metrics.batch_size.with_label_values(l).observe(images.len() as f64);
+    instance_batches.inc();
+    // A panic inside detection fails this batch, not the server.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| det.detect_arrays(&images)));
+    let dets = match outcome {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => {
+            tracing::error!(model = l[0], version = l[1], error = %e, "detection failed");
+            fail(jobs, &format!("detection failed: {e}"));
+            return;
+        }
+        Err(_) => {
+            tracing::error!(model = l[0], version = l[1], "detection panicked");
+            fail(jobs, "detection failed (internal error)");
+            return;
+        }
+    };
+    if let Some(d) = dets.first() {
+        for (s, ms) in [("encode", d.millis.encode), ("prior", d.millis.prior), ("decode", d.millis.decode), ("filter", d.millis.filter)] {
+            stage(s, ms / 1e3);
+        }
+    }
+    let mut it = dets.into_iter();
+    for j in jobs {
+        let results: Vec<ImageResult> = it
+            .by_ref()
+            .take(j.images.len())
+            .map(|d| {
+                metrics.prior_passes.with_label_values(l).observe(d.prior_passes as f64);
+                metrics.resampled_positions.with_label_values(l).observe(d.resampled.len() as f64);
+                metrics.images.with_label_values(l).inc();
+                if d.anomalous {
+                    metrics.anomalies.with_label_values(l).inc();
+                }
+                ImageResult {
+                    score: d.image_score,
+                    anomalous: d.anomalous,
+                    mask: d.mask,
+                    map: j.want_map.then_some(d.smoothed),
+                    restored: j.want_restored.then_some(d.restored),
+                    prior_passes: d.prior_passes,
+                    resampled: d.resampled.len(),
+                }
+            })
+            .collect();
+        let _ = j.reply.send(Ok(BatchReply { results, batch_size: n }));
+    }
 }
 
 fn fail(jobs: Vec<Job>, msg: &str) {
