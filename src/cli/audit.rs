@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use vqad::package::{TrustedKey, VerifiedPackage};
 
 /// Exit code of `vqad diff` when both packages verified and differ (0: identical). Not 1,
@@ -26,7 +26,7 @@ pub struct DiffArgs {
     pub all: bool,
 }
 
-fn open(path: &PathBuf, key: &TrustedKey) -> anyhow::Result<VerifiedPackage> {
+fn open(path: &Path, key: &TrustedKey) -> anyhow::Result<VerifiedPackage> {
     VerifiedPackage::open(path, key).with_context(|| format!("{}: verification failed", path.display()))
 }
 

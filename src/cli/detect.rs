@@ -144,8 +144,11 @@ pub struct DetectArgs {
     pub run: RunFlags,
 }
 
+/// (image file, the input root it came from) pairs, and (path, problem) for inputs that failed.
+pub type Collected = (Vec<(PathBuf, PathBuf)>, Vec<(PathBuf, String)>);
+
 /// Image files under each input (folders recursively, sorted), with the root they came from.
-pub fn collect_inputs(inputs: &[PathBuf]) -> (Vec<(PathBuf, PathBuf)>, Vec<(PathBuf, String)>) {
+pub fn collect_inputs(inputs: &[PathBuf]) -> Collected {
     let mut files = vec![];
     let mut bad = vec![];
     fn walk(root: &Path, dir: &Path, files: &mut Vec<(PathBuf, PathBuf)>, bad: &mut Vec<(PathBuf, String)>) {

@@ -427,10 +427,13 @@ pub fn list_channels(registry: &Path, name: Option<&str>, key: Option<&TrustedKe
     Ok(out)
 }
 
+/// A category whose channel records were refused, and why.
+pub type RefusedCategory = (String, RegistryError);
+
 /// [`list_channels`] per category: one whose channel records are refused (tampered, replayed,
 /// another key) is returned with its error instead of failing the whole listing, so one bad
 /// category does not hide the others.
-pub fn list_channels_lenient(registry: &Path, name: Option<&str>, key: Option<&TrustedKey>) -> Result<(Vec<ChannelHead>, Vec<(String, RegistryError)>), RegistryError> {
+pub fn list_channels_lenient(registry: &Path, name: Option<&str>, key: Option<&TrustedKey>) -> Result<(Vec<ChannelHead>, Vec<RefusedCategory>), RegistryError> {
     let names: Vec<String> = match name {
         Some(n) => vec![n.to_string()],
         None => channel_categories(registry)?,

@@ -12,6 +12,10 @@
 //! and the archive sha256 against the index, so a package moved to another name or version
 //! folder (swap, rollback) is refused.
 
+// Registry errors carry the paths and names a user needs to act on; they are returned on
+// cold paths only, so their size costs nothing that matters.
+#![allow(clippy::result_large_err)]
+
 pub mod channels;
 pub mod resolve;
 

@@ -50,6 +50,9 @@ impl Default for DetectorOptions {
     }
 }
 
+/// One image's (log p(z_mn | z_<mn), predictive entropy), both [M, N].
+pub type SurpriseMaps = (Array2<f32>, Array2<f32>);
+
 /// Milliseconds per stage, for one image (a batch's time divided by its size).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct StageMillis {
@@ -219,7 +222,7 @@ impl Detector {
 
     /// One prior pass over each image's own codes: (log p(z_mn | z_<mn), predictive entropy),
     /// both [M, N]. What a label-free η is chosen from.
-    pub fn input_surprise(&mut self, images: &[Array3<f32>]) -> Result<Vec<(Array2<f32>, Array2<f32>)>, DetectError> {
+    pub fn input_surprise(&mut self, images: &[Array3<f32>]) -> Result<Vec<SurpriseMaps>, DetectError> {
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(self.batch) {
             let z = self.encode(chunk)?;

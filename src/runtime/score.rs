@@ -237,6 +237,18 @@ pub fn image_score<S: Data<Elem = f32>>(smoothed: &ArrayBase<S, Ix2>) -> Option<
     smoothed.iter().copied().filter(|v| !v.is_nan()).reduce(f32::max)
 }
 
+/// The prior's excess surprise at the input's codes as a pixel map [h, w]:
+/// max(0, −log p(z_mn | z_<mn) − H_mn) of the latent cell each pixel falls in. Subtracting the
+/// entropy H keeps positions the prior is always unsure about (busy texture) near 0 while a code
+/// the prior confidently did not expect stands out.
+pub fn surprise_map(log_prob: &Array2<f32>, entropy: &Array2<f32>, h: usize, w: usize) -> Array2<f32> {
+    let (m, n) = log_prob.dim();
+    Array2::from_shape_fn((h, w), |(i, j)| {
+        let (a, b) = (i * m / h.max(1), j * n / w.max(1));
+        (-log_prob[[a, b]] - entropy[[a, b]]).max(0.0)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,16 +302,4 @@ mod tests {
         m[[1, 1]] = f32::NAN;
         assert!(matches!(bilateral_filter(&m, 5, 1.0, 1.0), Err(ScoreError::NonFinite(_))));
     }
-}
-
-/// The prior's excess surprise at the input's codes as a pixel map [h, w]:
-/// max(0, −log p(z_mn | z_<mn) − H_mn) of the latent cell each pixel falls in. Subtracting the
-/// entropy H keeps positions the prior is always unsure about (busy texture) near 0 while a code
-/// the prior confidently did not expect stands out.
-pub fn surprise_map(log_prob: &Array2<f32>, entropy: &Array2<f32>, h: usize, w: usize) -> Array2<f32> {
-    let (m, n) = log_prob.dim();
-    Array2::from_shape_fn((h, w), |(i, j)| {
-        let (a, b) = (i * m / h.max(1), j * n / w.max(1));
-        (-log_prob[[a, b]] - entropy[[a, b]]).max(0.0)
-    })
 }

@@ -90,8 +90,11 @@ async fn server_metadata() -> Response {
 /// tensor is (name, datatype, shape).
 pub type TensorMeta = (&'static str, &'static str, Vec<i64>);
 
+/// A model's metadata: (name, versions, inputs, outputs).
+pub type ModelMeta = (String, Vec<String>, Vec<TensorMeta>, Vec<TensorMeta>);
+
 /// The metadata of the version a request names (empty: the serving one).
-pub fn metadata(app: &App, name: &str, version: &str) -> Result<(String, Vec<String>, Vec<TensorMeta>, Vec<TensorMeta>), ApiError> {
+pub fn metadata(app: &App, name: &str, version: &str) -> Result<ModelMeta, ApiError> {
     let h = app.models.get(name, version)?;
     let i = &h.info;
     let (c, s) = (i.channels as i64, i.image_size as i64);

@@ -287,7 +287,7 @@ pub async fn serve(cfg: ServeConfig, on_bound: impl FnOnce(Bound)) -> Result<(),
     }
     let metrics = Arc::new(Metrics::new());
     let policy = BatchPolicy { max_batch: cfg.max_batch.max(1), max_queue_delay: cfg.max_queue_delay, instances: cfg.instances.max(1) };
-    let models = Arc::new(ModelStore::new(cfg.registry.clone(), cfg.key.clone(), cfg.detector.clone(), policy, metrics.clone(), cfg.channel.clone(), cfg.model_providers.clone(), cfg.versions));
+    let models = Arc::new(ModelStore::new(&cfg, policy, metrics.clone()));
     let app = Arc::new(App {
         models: models.clone(),
         metrics,

@@ -12,7 +12,7 @@
 
 use super::metrics::Metrics;
 use super::worker::{self, BatchPolicy, WorkerHandle};
-use super::ApiError;
+use super::{ApiError, ServeConfig};
 use crate::registry::{channel_head, list, resolve, verify_in_registry, ResolveOptions};
 use crate::package::TrustedKey;
 use crate::runtime::session::Provider;
@@ -80,27 +80,19 @@ pub struct ModelStore {
 }
 
 impl ModelStore {
-    pub fn new(
-        registry: PathBuf,
-        key: TrustedKey,
-        options: DetectorOptions,
-        policy: BatchPolicy,
-        metrics: Arc<Metrics>,
-        channel: Option<String>,
-        model_providers: BTreeMap<String, Vec<Provider>>,
-        keep: usize,
-    ) -> Self {
+    /// The store for `cfg`'s registry (nothing is loaded until [`ModelStore::reconcile`]).
+    pub fn new(cfg: &ServeConfig, policy: BatchPolicy, metrics: Arc<Metrics>) -> Self {
         ModelStore {
-            registry,
-            key,
-            options,
+            registry: cfg.registry.clone(),
+            key: cfg.key.clone(),
+            options: cfg.detector.clone(),
             policy,
             metrics,
             models: Mutex::new(BTreeMap::new()),
             reconcile_lock: tokio::sync::Mutex::new(()),
-            channel,
-            model_providers,
-            keep: keep.max(1),
+            channel: cfg.channel.clone(),
+            model_providers: cfg.model_providers.clone(),
+            keep: cfg.versions.max(1),
         }
     }
 
@@ -115,6 +107,7 @@ impl ModelStore {
 
     /// The version `name@channel` names now, after verifying the channel's records (cheap:
     /// the package itself is verified, with the record's digest, only when it is loaded).
+    #[allow(clippy::result_large_err)] // the closure returns a RegistryError, see registry/mod.rs
     async fn channel_head(&self, name: &str, channel: &str) -> Result<String, String> {
         let (reg, key, name, ch) = (self.registry.clone(), self.key.clone(), name.to_string(), channel.to_string());
         tokio::task::spawn_blocking(move || channel_head(&reg, &name, &ch, &key, &ResolveOptions::default()).map(|h| h.record.version))

@@ -239,7 +239,7 @@ fn payloads(rng: &mut ChaCha20Rng) -> BTreeMap<String, Vec<u8>> {
 
 impl Target {
     pub fn new(seed: u64) -> Self {
-        let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x5eed_0f_7a26e7);
+        let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x5eed_0f7a_26e7);
         let key = key_from_rng(&mut rng);
         let other = key_from_rng(&mut rng);
         let manifest = Manifest::example("bottle", "1.0.0");
