@@ -367,6 +367,14 @@ fn a_version_published_under_load_takes_over_without_losing_a_request_and_sigter
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
+    let inflight = |http: &str| -> u64 {
+        let (_, m) = get(http, "/metrics");
+        let line = r#"vqad_inflight_requests{model="synth_texture"} "#;
+        m.lines().find_map(|l| l.strip_prefix(line)).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no in-flight gauge: {m}"))
+    };
+    // Eight clients wait on the server nearly all the time.
+    let busy = (0..20).map(|_| inflight(&s.http)).max().unwrap();
+    assert!((1..=8).contains(&busy), "in-flight requests under 8-way load: {busy}");
     f.publish(&registry, "synth_texture", "1.0.1");
     let out = load.wait_with_output().unwrap();
     let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
@@ -374,6 +382,7 @@ fn a_version_published_under_load_takes_over_without_losing_a_request_and_sigter
     assert_eq!(r["error_count"], 0, "{r}");
     assert!(r["versions"]["1.0.0"].as_u64().unwrap_or(0) > 0, "{r}");
     assert!(r["versions"]["1.0.1"].as_u64().unwrap_or(0) >= 16, "{r}");
+    assert_eq!(inflight(&s.http), 0, "requests still counted in flight after the load ended");
     let (_, m) = get(&s.http, "/metrics");
     assert!(m.contains(r#"vqad_model_ready{model="synth_texture",version="1.0.0"} 0"#), "{m}");
     assert!(m.contains(r#"vqad_model_ready{model="synth_texture",version="1.0.1"} 1"#), "{m}");

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub model_ready: IntGaugeVec,
     /// Batches executed per worker instance (shows the instances share the load).
     pub instance_batches: IntCounterVec,
+    /// Inference requests received and not yet answered, per model (queued or running).
+    pub inflight: IntGaugeVec,
 }
 
 impl Metrics {
@@ -70,6 +72,8 @@ impl Metrics {
         let instance_batches = counter("vqad_instance_batches_total", "Batches executed by each worker instance.", &["model", "version", "instance"]);
         let model_ready = IntGaugeVec::new(Opts::new("vqad_model_ready", "1 while the model version serves."), mv).expect("valid metric");
         registry.register(Box::new(model_ready.clone())).expect("unique metric");
+        let inflight = IntGaugeVec::new(Opts::new("vqad_inflight_requests", "Inference requests not yet answered (queued or running)."), &["model"]).expect("valid metric");
+        registry.register(Box::new(inflight.clone())).expect("unique metric");
         Metrics {
             registry,
             requests,
@@ -83,6 +87,7 @@ impl Metrics {
             anomalies,
             model_ready,
             instance_batches,
+            inflight,
         }
     }
 

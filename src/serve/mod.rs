@@ -192,6 +192,11 @@ impl App {
         let info = handle.info.clone();
         let l = [info.name.as_str(), info.version.as_str()];
         self.metrics.requests.with_label_values(&[l[0], l[1], protocol]).inc();
+        // In flight until this function returns, whichever way (also if the client goes away
+        // and the future is dropped): what an autoscaler can scale on.
+        let inflight = self.metrics.inflight.with_label_values(&[l[0]]);
+        inflight.inc();
+        let _inflight = GaugeGuard(inflight);
         let result = async {
             let wanted = infer::requested_outputs(&call.outputs)?;
             let spec = InputSpec { channels: info.channels, size: info.image_size };
@@ -364,5 +369,14 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+/// Decrements the gauge when dropped.
+struct GaugeGuard(prometheus::IntGauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
