@@ -118,6 +118,16 @@ pub struct TrainConfig {
     /// Learning rate over the epochs of each stage: constant, or cosine decay to 5% of `lr`.
     #[serde(default)]
     pub lr_schedule: LrSchedule,
+    /// Fraction of VQ-VAE training images given a random pasted blob (another image's patch,
+    /// a flat colour, or a darkened/brightened region) while the loss still asks for the clean
+    /// image: a denoising VQ-VAE, beyond the paper, so defects get normal codes. 0 = the
+    /// paper's plain reconstruction (and the field is left out of saved configs).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub denoise_fraction: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// Learning-rate schedule of both stages.
@@ -311,6 +321,7 @@ impl Config {
                 prior_augment_copies: 0,
                 prior_fresh_augment: false,
                 lr_schedule: LrSchedule::Constant,
+                denoise_fraction: 0.0,
             },
             detect: DetectConfig {
                 eta: 0.0005,
@@ -466,6 +477,9 @@ impl Config {
         }
         // At or above a uniform code's share every code counts as dead and is re-seeded each
         // epoch, so the codebook never settles (seen with num_codes = 512 and 0.002).
+        if !(0.0..=1.0).contains(&self.train.denoise_fraction) {
+            return bad(format!("train.denoise_fraction must be in [0, 1], got {}", self.train.denoise_fraction));
+        }
         let share = 1.0 / m.num_codes as f64;
         let d = self.train.dead_code_fraction;
         if !(0.0..=0.5 * share).contains(&d) {
@@ -535,6 +549,18 @@ mod tests {
         assert!(e.contains("c.json") && e.contains("nmu_codes"), "{e}");
         std::fs::write(&f, r#"{"model": {"channels": 2}}"#).unwrap();
         assert!(Config::load("tiny", Some(&f)).unwrap_err().to_string().contains("channels"));
+    }
+
+    #[test]
+    fn denoise_fraction_is_validated_and_saved_only_when_set() {
+        let mut c = Config::preset("small").unwrap();
+        assert!(!serde_json::to_string(&c).unwrap().contains("denoise_fraction"));
+        c.train.denoise_fraction = 0.5;
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(text.contains("\"denoise_fraction\":0.5"), "{text}");
+        assert_eq!(serde_json::from_str::<Config>(&text).unwrap(), c);
+        c.train.denoise_fraction = 1.5;
+        assert!(c.validate().unwrap_err().to_string().contains("denoise_fraction"));
     }
 
     #[test]

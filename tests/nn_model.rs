@@ -143,3 +143,24 @@ fn checkpoints_round_trip() {
     let e = rd.load_weights("prior", &mut pvs2).unwrap_err().to_string();
     assert!(e.contains("prior.safetensors"), "{e}");
 }
+
+#[test]
+fn denoising_training_encodes_the_corrupted_input_and_scores_against_the_clean_target() {
+    tch::manual_seed(4);
+    let cfg = tiny();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let m = VqVae::new(&vs.root(), &cfg.model);
+    let s = cfg.model.image_size;
+    let clean = Tensor::rand([2, cfg.model.channels, s, s], (Kind::Float, Device::Cpu));
+    let noisy = clean.ones_like() - &clean;
+    let plain = m.forward_train(&clean, 0.25);
+    let same = m.forward_train_to(&clean, &clean, 0.25);
+    assert_eq!(f64::try_from(&plain.loss).unwrap(), f64::try_from(&same.loss).unwrap());
+    let dn = m.forward_train_to(&noisy, &clean, 0.25);
+    // The codes come from the noisy input; the reconstruction error is measured to the clean one.
+    assert!(dn.indices.equal(&m.forward_train(&noisy, 0.25).indices));
+    let want = f64::try_from(&dn.recon.mse_loss(&clean, tch::Reduction::Mean)).unwrap();
+    assert!((f64::try_from(&dn.rec_loss).unwrap() - want).abs() < 1e-9);
+    let to_noisy = f64::try_from(&dn.recon.mse_loss(&noisy, tch::Reduction::Mean)).unwrap();
+    assert!((want - to_noisy).abs() > 1e-6, "target ignored");
+}

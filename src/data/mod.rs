@@ -6,6 +6,7 @@
 
 mod augment;
 mod check;
+mod corrupt;
 mod digest;
 mod image_io;
 mod mvtec;
@@ -13,6 +14,7 @@ mod resize;
 mod synth;
 
 pub use augment::{AugmentPolicy, Augmenter, DIHEDRAL_OBJECTS};
+pub use corrupt::paste_blob;
 pub use check::{check_category, CheckReport, Problem, ProblemKind};
 pub use digest::dataset_digest;
 pub use image_io::{

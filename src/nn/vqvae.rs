@@ -119,12 +119,18 @@ impl VqVae {
 
     /// Training pass: eq. 3 with the straight-through gradient from z_q to z_e.
     pub fn forward_train(&self, x: &Tensor, beta: f64) -> VqOutput {
+        self.forward_train_to(x, x, beta)
+    }
+
+    /// [`Self::forward_train`] with a reconstruction target other than the input (denoising:
+    /// `x` corrupted, `target` clean).
+    pub fn forward_train_to(&self, x: &Tensor, target: &Tensor, beta: f64) -> VqOutput {
         let z_e = self.encode(x);
         let indices = tch::no_grad(|| self.nearest(&z_e));
         let z_q = self.lookup(&indices);
         let z_st = &z_e + (&z_q - &z_e).detach();
         let recon = self.decode_latent(&z_st);
-        let (loss, rec_loss, codebook_loss, commit_loss) = eq3_loss(x, &recon, &z_e, &z_q, beta);
+        let (loss, rec_loss, codebook_loss, commit_loss) = eq3_loss(target, &recon, &z_e, &z_q, beta);
         let z_e_flat = z_e.detach().permute([0, 2, 3, 1]).reshape([-1, self.cfg.code_dim]);
         VqOutput { recon, loss, rec_loss, codebook_loss, commit_loss, indices, z_e_flat }
     }

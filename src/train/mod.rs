@@ -345,7 +345,24 @@ fn train_vqvae(rd: &RunDir, cfg: &Config, ds: &Dataset, dev: Device, seed: u64, 
             let imgs: Vec<Array3<f32>> = ids.iter().map(|&i| if t.augment { aug.apply(&ds.train[i], None).0 } else { ds.train[i].clone() }).collect();
             let refs: Vec<&Array3<f32>> = imgs.iter().collect();
             let x = stack(&refs, dev);
-            let out = model.forward_train(&x, t.beta);
+            let out = if t.denoise_fraction > 0.0 {
+                // Corrupt some inputs; the loss still targets the clean images.
+                let noisy: Vec<Array3<f32>> = imgs
+                    .iter()
+                    .map(|im| {
+                        if rand::Rng::random_bool(&mut rng, t.denoise_fraction) {
+                            let donor = &imgs[rand::Rng::random_range(&mut rng, 0..imgs.len())];
+                            crate::data::paste_blob(im, donor, &mut rng)
+                        } else {
+                            im.clone()
+                        }
+                    })
+                    .collect();
+                let nrefs: Vec<&Array3<f32>> = noisy.iter().collect();
+                model.forward_train_to(&stack(&nrefs, dev), &x, t.beta)
+            } else {
+                model.forward_train(&x, t.beta)
+            };
             opt.backward_step(&out.loss);
             counts += out.indices.flatten(0, -1).bincount::<Tensor>(None, k);
             sum_loss += f(&out.loss) * ids.len() as f64;
