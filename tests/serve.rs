@@ -369,8 +369,7 @@ fn a_version_published_under_load_takes_over_without_losing_a_request_and_sigter
     std::thread::sleep(Duration::from_millis(500));
     let inflight = |http: &str| -> u64 {
         let (_, m) = get(http, "/metrics");
-        let line = r#"vqad_inflight_requests{model="synth_texture"} "#;
-        m.lines().find_map(|l| l.strip_prefix(line)).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no in-flight gauge: {m}"))
+        metric_value(&m, r#"vqad_inflight_requests{model="synth_texture"}"#).unwrap_or_else(|| panic!("no in-flight gauge: {m}"))
     };
     // Eight clients wait on the server nearly all the time.
     let busy = (0..20).map(|_| inflight(&s.http)).max().unwrap();
@@ -387,8 +386,8 @@ fn a_version_published_under_load_takes_over_without_losing_a_request_and_sigter
     assert!(m.contains(r#"vqad_model_ready{model="synth_texture",version="1.0.0"} 0"#), "{m}");
     assert!(m.contains(r#"vqad_model_ready{model="synth_texture",version="1.0.1"} 1"#), "{m}");
     for instance in ["0", "1"] {
-        let line = format!(r#"vqad_instance_batches_total{{instance="{instance}",model="synth_texture",version="1.0.0"}} "#);
-        let n: u64 = m.lines().find_map(|l| l.strip_prefix(line.as_str())).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+        let series = format!(r#"vqad_instance_batches_total{{instance="{instance}",model="synth_texture",version="1.0.0"}}"#);
+        let n = metric_value(&m, &series).unwrap_or(0);
         assert!(n > 0, "instance {instance} of 1.0.0 ran no batch under 8-way load: {m}");
     }
 
@@ -454,6 +453,11 @@ fn serve_with_a_channel_follows_promotion_and_rollback() {
     // A model without that channel is never served, and says why.
     let (_, idx) = post(&s.http, "/v2/repository/index", "{}");
     assert!(idx.contains("channel 'production' refused"), "{idx}");
+}
+
+/// The value of one series (name and labels exactly as rendered) in a Prometheus text page.
+fn metric_value(page: &str, series: &str) -> Option<u64> {
+    page.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Inference requests the server has received so far (all models, versions, protocols).
