@@ -60,6 +60,14 @@ fn small_preset_learns_a_real_texture_briefly() {
     run_ok(vqad().arg("tune").arg(&run).arg("--paper-rule"));
     let paper: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("tune.json")).unwrap()).unwrap();
     assert_eq!((paper["detect"]["score"].as_str(), paper["detect"]["restore"].as_str()), (Some("paper"), Some("argmax")));
+    // The preset measures the residual in the normals' own metric and corrects the border;
+    // the paper's rule does neither.
+    let metric = tuned["detect"]["residual_metric"].as_array().expect("small preset estimates a residual metric");
+    assert_eq!(metric.len(), 3);
+    let profile: Vec<f64> = tuned["detect"]["border_profile"].as_array().expect("small preset estimates a border profile").iter().map(|v| v.as_f64().unwrap()).collect();
+    eprintln!("border profile {profile:.3?}");
+    assert!(profile.iter().all(|&f| f >= 1.0) && profile[0] > 1.2, "the zero-padded reconstruction is worst on the outermost ring: {profile:?}");
+    assert!(paper["detect"].get("residual_metric").is_none() && paper["detect"].get("border_profile").is_none());
     let o = vqad().arg("tune").arg(&run).args(["--paper-rule", "--score", "surprise"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "--paper-rule with --score is a usage error");
     // The preset's minimum area is two latent cells; --min-area overrides it, and a smaller

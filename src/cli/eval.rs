@@ -27,7 +27,8 @@ pub struct EvalArgs {
     pub ablation: bool,
     /// With --ablation, compute only these variants (comma separated): score_paper,
     /// score_surprise, score_restored_input, restore_argmax, restore_nearest_likely,
-    /// l2_input_output, no_local_constraint. Default: all.
+    /// l2_input_output, l2_whitened, no_whitening, no_border, no_local_constraint. Default:
+    /// all.
     #[arg(long, value_delimiter = ',')]
     pub variants: Option<Vec<String>>,
     #[command(flatten)]
@@ -135,13 +136,30 @@ pub struct TuneArgs {
     /// defect). Default: the run's config.
     #[arg(long)]
     pub min_area: Option<usize>,
-    /// The paper's rule exactly: eq. 6 map and argmax restoration (same as
-    /// --score paper --restore argmax).
-    #[arg(long, conflicts_with_all = ["score", "restore"])]
+    /// Measure the map's residual in the metric of the validation normals' residuals (on)
+    /// or in plain ℓ2 (off). Default: the run's config (on for the small preset).
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub whiten: Option<bool>,
+    /// Divide the map near the image edge by the validation normals' border excess (on) or
+    /// not (off). Default: the run's config (on for the small preset).
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub border: Option<bool>,
+    /// The paper's rule exactly: eq. 6 map, argmax restoration, plain ℓ2 and no border
+    /// profile: score paper, restore argmax, whiten off, border off.
+    #[arg(long, conflicts_with_all = ["score", "restore", "whiten", "border"])]
     pub paper_rule: bool,
     /// Path to libonnxruntime.
     #[arg(long, env = "VQAD_ORT_LIB")]
     pub ort_lib: Option<PathBuf>,
+}
+
+#[cfg(feature = "train")]
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        o => Err(format!("expected on or off, got '{o}'")),
+    }
 }
 
 #[cfg(not(feature = "train"))]
@@ -157,6 +175,8 @@ pub fn tune(a: TuneArgs) -> anyhow::Result<i32> {
     let opts = vqad::eval::tune::TuneOptions { grid, fire_fraction: a.fire_fraction, false_alarm: a.false_alarm, score: if a.paper_rule { Some(vqad::config::ScoreKind::Paper) } else { a.score },
         restore: if a.paper_rule { Some(vqad::config::RestoreRule::Argmax) } else { a.restore },
         min_area: a.min_area,
+        whiten: if a.paper_rule { Some(false) } else { a.whiten },
+        border: if a.paper_rule { Some(false) } else { a.border },
     };
     let r = vqad::pipeline::tune_run(&a.run_dir, a.ort_lib.as_deref(), &opts, &|s| eprintln!("{s}"))?;
     println!(

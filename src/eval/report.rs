@@ -14,7 +14,7 @@ use crate::runtime::detector::detection_map;
 use crate::data::{self, Category, DataError};
 use crate::runtime::detector::l2_input_output_map;
 use crate::runtime::output::{map_image, stem_for, write_detection, RecordContext};
-use crate::runtime::{DetectError, Detection, Detector};
+use crate::runtime::{DetectError, Detection, Detector, ScoreError};
 use ndarray::{Array2, Array3};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -226,8 +226,22 @@ fn save_png(path: &Path, img: &image::RgbImage) -> Result<(), ReportError> {
 }
 
 /// Names of the ablation variants beside `full`, in report order.
-pub const VARIANTS: [&str; 7] =
-    ["score_paper", "score_surprise", "score_restored_input", "restore_argmax", "restore_nearest_likely", "l2_input_output", "no_local_constraint"];
+/// `l2_input_output` is the paper's ablation exactly (plain ℓ2, bilateral filter alone);
+/// `l2_whitened` is ℓ2 with the package's metric and border profile, i.e. everything but the
+/// resampling. `l2_whitened` and `no_whitening` exist only for packages with a residual
+/// metric, `no_border` only for packages with a border profile.
+pub const VARIANTS: [&str; 10] = [
+    "score_paper",
+    "score_surprise",
+    "score_restored_input",
+    "restore_argmax",
+    "restore_nearest_likely",
+    "l2_input_output",
+    "l2_whitened",
+    "no_whitening",
+    "no_border",
+    "no_local_constraint",
+];
 
 /// Options of one category's evaluation.
 pub struct EvalOptions<'a> {
@@ -292,7 +306,7 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
                 .map_err(|e| ReportError::Io(results_dir.display().to_string(), e))?;
             save_png(&panels_dir.join(format!("{stem}.png")), &panel(&d, gt, 2.0 * threshold))?;
             if o.ablation {
-                l2_maps.push(det.smooth(&l2_input_output_map(&d)?)?);
+                l2_maps.push(det.filter(&l2_input_output_map(&d, None)?)?);
             }
             maps.push(d.smoothed.clone());
             let d = Detection { raw_map: Array2::zeros((0, 0)), smoothed: Array2::zeros((0, 0)), mask: Array2::zeros((0, 0)), ..d };
@@ -341,15 +355,37 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
         // The other score kinds, from the same detections (same η, same restored images).
         let weight = if det.settings.surprise_weight > 0.0 { det.settings.surprise_weight } else { DetectConfig::default_surprise_weight() };
         let want = |name: &str| o.variants.is_none_or(|v| v.iter().any(|x| x == name));
+        let metric = det.metric()?;
+        let rescored = |f: &dyn Fn(&Detection) -> Result<Array2<f32>, ScoreError>| -> Result<(Vec<Array2<f32>>, Vec<Array2<f32>>), ReportError> {
+            let apply = |d: &Detection| -> Result<Array2<f32>, ReportError> { Ok(det.smooth(&f(d)?)?) };
+            Ok((test_dets.iter().map(apply).collect::<Result<_, _>>()?, val_dets.iter().map(apply).collect::<Result<_, _>>()?))
+        };
         for kind in ScoreKind::ALL.into_iter().filter(|&k| k != det.settings.score && want(&format!("score_{}", k.name()))) {
-            let rescore = |d: &Detection| -> Result<Array2<f32>, ReportError> { Ok(det.smooth(&detection_map(d, kind, weight)?)?) };
-            let test: Vec<Array2<f32>> = test_dets.iter().map(rescore).collect::<Result<_, _>>()?;
-            let val: Vec<Array2<f32>> = val_dets.iter().map(rescore).collect::<Result<_, _>>()?;
+            let (test, val) = rescored(&|d| detection_map(d, kind, weight, metric.as_ref()))?;
             ablation.push(variant(&format!("score_{}", kind.name()), &test, &val)?);
         }
         if want("l2_input_output") {
-            let val_l2: Vec<Array2<f32>> = val_dets.iter().map(|d| det.smooth(&l2_input_output_map(d)?)).collect::<Result<_, _>>()?;
+            let val_l2: Vec<Array2<f32>> = val_dets.iter().map(|d| det.filter(&l2_input_output_map(d, None)?)).collect::<Result<_, _>>()?;
             ablation.push(variant("l2_input_output", &l2_maps, &val_l2)?);
+        }
+        if let Some(m) = metric.as_ref() {
+            // What the metric alone does (ℓ2's residual, whitened) and what the package's map
+            // does without it: separates the metric's share of any gain from resampling's.
+            if want("l2_whitened") {
+                let (test, val) = rescored(&|d| l2_input_output_map(d, Some(m)))?;
+                ablation.push(variant("l2_whitened", &test, &val)?);
+            }
+            if want("no_whitening") {
+                let (kind, w) = (det.settings.score, det.settings.surprise_weight);
+                let (test, val) = rescored(&|d| detection_map(d, kind, w, None))?;
+                ablation.push(variant("no_whitening", &test, &val)?);
+            }
+        }
+        if det.settings.border_profile.is_some() && want("no_border") {
+            // The package's map with the bilateral filter alone.
+            let (kind, w) = (det.settings.score, det.settings.surprise_weight);
+            let plain = |ds: &[Detection]| ds.iter().map(|d| Ok(det.filter(&detection_map(d, kind, w, metric.as_ref())?)?)).collect::<Result<Vec<_>, ReportError>>();
+            ablation.push(variant("no_border", &plain(&test_dets)?, &plain(&val_dets)?)?);
         }
         let test_arrays: Vec<Array3<f32>> = inputs.iter().map(|(_, a, _)| a.clone()).collect();
         // The other restoration rule: a full rerun (it changes which codes the prior sees).

@@ -17,6 +17,9 @@ use super::metrics::{auroc, pixel_auroc, EvalError};
 use super::threshold::{paint_negative, select_threshold_tolerant, NEGATIVE_FRACTION};
 use crate::config::{DetectConfig, RestoreRule, ScoreKind};
 use crate::runtime::resample::bottom_half;
+use crate::runtime::detector::detection_map;
+use crate::runtime::border;
+use crate::runtime::whiten::{estimate, RIDGE};
 use crate::runtime::{DetectError, Detector};
 use ndarray::{Array2, Array3};
 use rand::SeedableRng;
@@ -42,11 +45,15 @@ pub struct TuneOptions {
     pub restore: Option<RestoreRule>,
     /// Replace the run's minimum defect area (pixels at the model's input size).
     pub min_area: Option<usize>,
+    /// Replace the run's choice of measuring the residual in the normals' metric.
+    pub whiten: Option<bool>,
+    /// Replace the run's choice of a border profile.
+    pub border: Option<bool>,
 }
 
 impl Default for TuneOptions {
     fn default() -> Self {
-        TuneOptions { grid: vec![], fire_fraction: FIRE_FRACTION, false_alarm: FALSE_ALARM, score: None, restore: None, min_area: None }
+        TuneOptions { grid: vec![], fire_fraction: FIRE_FRACTION, false_alarm: FALSE_ALARM, score: None, restore: None, min_area: None, whiten: None, border: None }
     }
 }
 
@@ -145,6 +152,16 @@ pub fn tune(det: &mut Detector, normals: &[Array3<f32>], opts: &TuneOptions, see
         }
         det.settings.min_area = a as i64;
     }
+    if let Some(w) = opts.whiten {
+        det.settings.whiten = w;
+    }
+    if let Some(b) = opts.border {
+        det.settings.border = b;
+    }
+    // The metric and the border profile are estimated below from this run's own normals,
+    // never inherited.
+    det.settings.residual_metric = None;
+    det.settings.border_profile = None;
     let original = det.settings.clone();
     let surprise = det.input_surprise(normals)?;
     let positions: usize = surprise.iter().map(|(lp, _)| lp.len()).sum();
@@ -164,7 +181,26 @@ pub fn tune(det: &mut Detector, normals: &[Array3<f32>], opts: &TuneOptions, see
     let dets = det.detect_arrays(normals)?;
     let fired = dets.iter().map(|d| d.resampled.len()).sum::<usize>() as f64 / positions.max(1) as f64;
     progress(&format!("η = {eta:.3e}: resampling fires on {:.2}% of the normal positions", fired * 100.0));
-    let maps: Vec<Array2<f32>> = dets.into_iter().map(|d| d.smoothed).collect();
+    let metric_note = if det.settings.whiten {
+        let metric = estimate(dets.iter().map(|d| (d.input.view(), d.direct.view()))).map_err(|e| TuneError::Invalid(format!("residual metric: {e}")))?;
+        progress(&format!("residual metric from the validation normals' input − reconstruction: {metric:.4?}"));
+        det.settings.residual_metric = Some(metric);
+        format!("; residual whitened in the metric of the validation normals' residuals (ridge {RIDGE} of its trace)")
+    } else {
+        String::new()
+    };
+    let m = det.metric()?;
+    let (kind, weight) = (det.settings.score, det.settings.surprise_weight);
+    let raw = dets.iter().map(|d| detection_map(d, kind, weight, m.as_ref())).collect::<Result<Vec<_>, _>>().map_err(DetectError::from)?;
+    let border_note = if det.settings.border {
+        let profile = border::estimate(&raw).map_err(|e| TuneError::Invalid(format!("border profile: {e}")))?;
+        progress(&format!("border profile (map excess on the {} outermost rings of the validation normals): {profile:.3?}", profile.len()));
+        det.settings.border_profile = Some(profile);
+        "; map divided by the validation normals' border excess ring by ring"
+    } else {
+        ""
+    };
+    let maps = raw.iter().map(|r| det.smooth(r)).collect::<Result<Vec<_>, _>>()?;
     let min_area = det.settings.min_area.max(1) as usize;
     let choice = select_threshold_tolerant(&maps, min_area, opts.false_alarm)?;
     let mut detect = det.settings.clone();
@@ -180,7 +216,7 @@ pub fn tune(det: &mut Detector, normals: &[Array3<f32>], opts: &TuneOptions, see
         prior_nll_normal: nll,
         log_k,
         notes: format!(
-            "{eta_note}; pixel threshold: lowest value leaving all but {:.0}% of the {} validation normals without a component of {} px (Bergmann et al.)",
+            "{eta_note}{metric_note}{border_note}; pixel threshold: lowest value leaving all but {:.0}% of the {} validation normals without a component of {} px (Bergmann et al.)",
             opts.false_alarm * 100.0,
             normals.len(),
             min_area

@@ -94,6 +94,13 @@ pub struct DetectionSettings {
     /// The code a fired position gets when it is not the paper's argmax (absent = `argmax`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreRule>,
+    /// C×C metric of the map's residual, rows first (absent = plain ℓ2; see `runtime::whiten`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residual_metric: Option<Vec<Vec<f64>>>,
+    /// Factor per ring of pixels from the edge the map is divided by (absent = none; see
+    /// `runtime::border`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub border_profile: Option<Vec<f64>>,
 }
 
 /// What the thresholds were chosen on.
@@ -123,12 +130,16 @@ impl DetectionSettings {
             score: (d.score != ScoreKind::Paper).then_some(d.score),
             surprise_weight: (d.score == ScoreKind::Surprise).then_some(d.surprise_weight),
             restore: (d.restore != RestoreRule::Argmax).then_some(d.restore),
+            residual_metric: d.residual_metric.clone(),
+            border_profile: d.border_profile.clone(),
         })
     }
 
     /// The lowest manifest format that can carry these settings (see [`FORMAT_VERSION`]).
     pub fn format_needed(&self) -> u32 {
-        if self.score.is_some() || self.surprise_weight.is_some() || self.restore.is_some() {
+        if self.residual_metric.is_some() || self.border_profile.is_some() {
+            3
+        } else if self.score.is_some() || self.surprise_weight.is_some() || self.restore.is_some() {
             2
         } else {
             1
@@ -148,6 +159,10 @@ impl DetectionSettings {
             score: self.score.unwrap_or_default(),
             surprise_weight: self.surprise_weight.unwrap_or(0.0),
             restore: self.restore.unwrap_or_default(),
+            whiten: self.residual_metric.is_some(),
+            residual_metric: self.residual_metric.clone(),
+            border: self.border_profile.is_some(),
+            border_profile: self.border_profile.clone(),
         }
     }
 }
@@ -297,7 +312,7 @@ impl Manifest {
         }
         if self.format_version < self.detection.format_needed() {
             return Err(PackageError::InvalidManifest(format!(
-                "detection.score/surprise_weight/restore need format_version {}, the manifest says {}",
+                "detection.score/surprise_weight/restore need format_version 2 and detection.residual_metric/border_profile 3; these settings need {}, the manifest says {}",
                 self.detection.format_needed(),
                 self.format_version
             )));
@@ -320,6 +335,12 @@ impl Manifest {
         let d = &self.detection;
         if !(d.eta > 0.0 && d.eta < 1.0) || d.bilateral_d < 1 || d.min_area < 0 || !d.pixel_threshold.is_finite() {
             return Err(PackageError::InvalidManifest(format!("detection settings {d:?} are not valid")));
+        }
+        if let Some(metric) = &d.residual_metric {
+            DetectConfig::check_residual_metric(metric, m.channels.max(0) as usize).map_err(|e| PackageError::InvalidManifest(format!("detection.{e}")))?;
+        }
+        if let Some(p) = &d.border_profile {
+            DetectConfig::check_border_profile(p).map_err(|e| PackageError::InvalidManifest(format!("detection.{e}")))?;
         }
         let digest = &self.provenance.dataset.digest;
         if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
@@ -430,7 +451,7 @@ mod tests {
     #[test]
     fn unknown_format_version_has_its_own_error() {
         let mut v = serde_json::to_value(Manifest::example("bottle", "1.0.0")).unwrap();
-        v["format_version"] = 3.into();
+        v["format_version"] = (FORMAT_VERSION + 1).into();
         let e = Manifest::from_json_bytes(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert!(matches!(e, PackageError::UnsupportedFormatVersion { .. }), "{e}");
     }
@@ -450,6 +471,50 @@ mod tests {
         let back = Manifest::from_json_bytes(&m.to_json_bytes().unwrap()).unwrap();
         assert_eq!(back.detection.to_config().restore, RestoreRule::NearestLikely);
         assert_eq!(back.detection.to_config().score, ScoreKind::RestoredInput);
+    }
+
+    #[test]
+    fn residual_metric_needs_format_3_and_a_valid_matrix() {
+        let mut m = Manifest::example("bottle", "1.0.0");
+        m.format_version = 2;
+        m.detection.residual_metric = Some(vec![vec![1.0, 0.2, 0.0], vec![0.2, 8.0, 0.0], vec![0.0, 0.0, 8.0]]);
+        assert_eq!(m.detection.format_needed(), 3);
+        let e = m.validate().unwrap_err().to_string();
+        assert!(e.contains("need 3") && e.contains("says 2"), "{e}");
+        m.format_version = 3;
+        let back = Manifest::from_json_bytes(&m.to_json_bytes().unwrap()).unwrap();
+        let cfg = back.detection.to_config();
+        assert!(cfg.whiten);
+        assert_eq!(cfg.residual_metric, m.detection.residual_metric);
+        // Wrong size for a 3-channel model, asymmetric, non-positive diagonal: refused by name.
+        for (bad, why) in [
+            (vec![vec![1.0, 0.0], vec![0.0, 1.0]], "3×3"),
+            (vec![vec![1.0, 0.5, 0.0], vec![0.0, 1.0, 0.0], vec![0.0, 0.0, 1.0]], "symmetric"),
+            (vec![vec![1.0, 0.0, 0.0], vec![0.0, -1.0, 0.0], vec![0.0, 0.0, 1.0]], "diagonal entry 1"),
+        ] {
+            m.detection.residual_metric = Some(bad);
+            let e = m.validate().unwrap_err().to_string();
+            assert!(e.contains("detection.residual_metric") && e.contains(why), "{e}");
+        }
+    }
+
+    #[test]
+    fn border_profile_needs_format_3_and_factors_of_at_least_one() {
+        let mut m = Manifest::example("bottle", "1.0.0");
+        m.format_version = 2;
+        m.detection.border_profile = Some(vec![2.8, 1.5, 1.2]);
+        assert_eq!(m.detection.format_needed(), 3);
+        assert!(m.validate().unwrap_err().to_string().contains("says 2"));
+        m.format_version = 3;
+        let back = Manifest::from_json_bytes(&m.to_json_bytes().unwrap()).unwrap();
+        let cfg = back.detection.to_config();
+        assert!(cfg.border);
+        assert_eq!(cfg.border_profile, Some(vec![2.8, 1.5, 1.2]));
+        for bad in [vec![], vec![0.9], vec![f64::INFINITY]] {
+            m.detection.border_profile = Some(bad.clone());
+            let e = m.validate().unwrap_err().to_string();
+            assert!(e.contains("detection.border_profile"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -43,7 +43,8 @@ use std::path::PathBuf;
 /// Version 2 adds the optional detection fields `score`, `surprise_weight` and `restore`; a
 /// package that uses none of them is still written as version 1, so older vqad builds keep
 /// reading it, while one that does is refused by them as too new rather than misread.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 3 adds `residual_metric` (the whitened residual), by the same rule.
+pub const FORMAT_VERSION: u32 = 3;
 /// The ONNX graphs every package carries.
 pub const GRAPH_FILES: [&str; 3] = ["encoder.onnx", "decoder.onnx", "pixelsnail.onnx"];
 /// The signed manifest.

@@ -9,6 +9,7 @@
 use super::resample::{resample_batch, resample_batch_with, CodeDistances, Prior, PriorError, ResampleMode, ResampleOptions, Restore};
 use super::score::{bilateral_filter, binarize, image_score, is_anomalous, score_map, surprise_map, ScoreError};
 use super::session::{open_graph, Graph, Provider, SessionError, SessionOptions};
+use super::whiten::{to_array, weighted_map};
 use crate::config::{DetectConfig, RestoreRule, ScoreKind};
 use crate::package::{ModelShape, PackageError, TrustedKey, VerifiedPackage};
 use ndarray::{s, Array2, Array3, Array4, ArrayD, Axis};
@@ -86,7 +87,7 @@ pub struct Detection {
     pub restored: Array3<f32>,
     /// Eq. 6 alone, Σ_c (x_r − x_d)², before filtering.
     pub eq6_map: Array2<f32>,
-    /// The package's map before filtering (eq. 6, plus the surprise term where configured).
+    /// The package's map before its border profile and filter (see [`Detector::smooth`]).
     pub raw_map: Array2<f32>,
     /// After the bilateral filter.
     pub smoothed: Array2<f32>,
@@ -179,7 +180,12 @@ impl Detector {
             }
             None => None,
         };
-        Ok(Detector { distances, encoder, decoder, prior: OrtPrior { graph: prior, k }, shape, settings, mode: options.mode, batch: options.batch.max(1) })
+        let det = Detector { distances, encoder, decoder, prior: OrtPrior { graph: prior, k }, shape, settings, mode: options.mode, batch: options.batch.max(1) };
+        det.metric()?;
+        if let Some(p) = &det.settings.border_profile {
+            super::border::check(p).map_err(|e| DetectError::Shape(e.to_string()))?;
+        }
+        Ok(det)
     }
 
     /// Provider that runs each graph.
@@ -240,8 +246,30 @@ impl Detector {
         x.into_dimensionality().map_err(|e| DetectError::Shape(format!("decoder.onnx output: {e}")))
     }
 
-    /// The bilateral filter with this package's settings.
+    /// The settings' residual metric, checked against the model's channels (none: plain ℓ2).
+    pub fn metric(&self) -> Result<Option<Array2<f32>>, DetectError> {
+        self.settings
+            .residual_metric
+            .as_deref()
+            .map(|m| to_array(m, self.shape.channels as usize).map_err(|e| DetectError::Score(e.into())))
+            .transpose()
+    }
+
+    /// The package's post-processing of an unfiltered map: its border profile (if any, see
+    /// [`super::border`]), then the bilateral filter.
     pub fn smooth(&self, raw: &Array2<f32>) -> Result<Array2<f32>, DetectError> {
+        match &self.settings.border_profile {
+            Some(p) => {
+                let mut m = raw.clone();
+                super::border::apply(&mut m, p);
+                self.filter(&m)
+            }
+            None => self.filter(raw),
+        }
+    }
+
+    /// The bilateral filter alone, with this package's settings (the paper's post-processing).
+    pub fn filter(&self, raw: &Array2<f32>) -> Result<Array2<f32>, DetectError> {
         Ok(bilateral_filter(raw, self.settings.bilateral_d as i32, self.settings.sigma_color, self.settings.sigma_space)?)
     }
 
@@ -284,13 +312,15 @@ impl Detector {
 
         let t3 = Instant::now();
         let thr = self.settings.pixel_threshold.unwrap_or(f64::INFINITY) as f32;
+        let metric = self.metric()?;
         let min_area = self.settings.min_area.max(0) as usize;
         let mut dets = Vec::with_capacity(b);
         for (i, o) in outcomes.into_iter().enumerate() {
             let direct = decoded.index_axis(Axis(0), i).to_owned();
             let restored = decoded.index_axis(Axis(0), b + i).to_owned();
             let eq6_map = score_map(restored.view(), direct.view())?;
-            let raw_map = variant_map(self.settings.score, self.settings.surprise_weight, &images[i], &restored, &eq6_map, &o.input_log_prob, &o.input_entropy)?;
+            let parts = MapParts { input: &images[i], direct: &direct, restored: &restored, eq6: &eq6_map, log_prob: &o.input_log_prob, entropy: &o.input_entropy };
+            let raw_map = variant_map(self.settings.score, self.settings.surprise_weight, metric.as_ref(), &parts)?;
             let smoothed = self.smooth(&raw_map)?;
             let mask = binarize(&smoothed, thr);
             dets.push(Detection {
@@ -326,35 +356,58 @@ impl Detector {
     }
 }
 
-/// The unfiltered map of a score kind, from a detection's parts: `eq6` is Σ_c (x_r − x_d)²
-/// (already computed), `weight` the surprise weight.
-pub fn variant_map(
-    kind: ScoreKind,
-    weight: f64,
-    input: &Array3<f32>,
-    restored: &Array3<f32>,
-    eq6: &Array2<f32>,
-    log_prob: &Array2<f32>,
-    entropy: &Array2<f32>,
-) -> Result<Array2<f32>, ScoreError> {
+/// What a map is computed from: one image's input, reconstructions and prior outputs.
+pub struct MapParts<'a> {
+    pub input: &'a Array3<f32>,
+    pub direct: &'a Array3<f32>,
+    pub restored: &'a Array3<f32>,
+    /// Σ_c (x_r − x_d)², already computed.
+    pub eq6: &'a Array2<f32>,
+    pub log_prob: &'a Array2<f32>,
+    pub entropy: &'a Array2<f32>,
+}
+
+impl<'a> MapParts<'a> {
+    pub fn of(d: &'a Detection) -> Self {
+        MapParts { input: &d.input, direct: &d.direct, restored: &d.restored, eq6: &d.eq6_map, log_prob: &d.log_prob, entropy: &d.entropy }
+    }
+}
+
+/// Squared residual a − b per pixel: plain ℓ2 (eq. 6's form), or in `metric` (see
+/// [`super::whiten`]).
+pub fn residual_map(a: &Array3<f32>, b: &Array3<f32>, metric: Option<&Array2<f32>>) -> Result<Array2<f32>, ScoreError> {
+    match metric {
+        None => score_map(a.view(), b.view()),
+        Some(m) => Ok(weighted_map(a.view(), b.view(), m)?),
+    }
+}
+
+/// The unfiltered map of a score kind, `weight` the surprise weight, `metric` the residual
+/// metric (none: plain ℓ2).
+pub fn variant_map(kind: ScoreKind, weight: f64, metric: Option<&Array2<f32>>, p: &MapParts) -> Result<Array2<f32>, ScoreError> {
+    let eq6 = || match metric {
+        None => Ok(p.eq6.clone()),
+        Some(_) => residual_map(p.restored, p.direct, metric),
+    };
     Ok(match kind {
-        ScoreKind::Paper => eq6.clone(),
+        ScoreKind::Paper => eq6()?,
         ScoreKind::Surprise => {
-            let (h, w) = eq6.dim();
-            let mut m = eq6.clone();
-            m.scaled_add(weight as f32, &surprise_map(log_prob, entropy, h, w));
+            let mut m = eq6()?;
+            let (h, w) = m.dim();
+            m.scaled_add(weight as f32, &surprise_map(p.log_prob, p.entropy, h, w));
             m
         }
-        ScoreKind::RestoredInput => score_map(restored.view(), input.view())?,
+        ScoreKind::RestoredInput => residual_map(p.restored, p.input, metric)?,
     })
 }
 
 /// [`variant_map`] of a finished detection.
-pub fn detection_map(d: &Detection, kind: ScoreKind, weight: f64) -> Result<Array2<f32>, ScoreError> {
-    variant_map(kind, weight, &d.input, &d.restored, &d.eq6_map, &d.log_prob, &d.entropy)
+pub fn detection_map(d: &Detection, kind: ScoreKind, weight: f64, metric: Option<&Array2<f32>>) -> Result<Array2<f32>, ScoreError> {
+    variant_map(kind, weight, metric, &MapParts::of(d))
 }
 
-/// The ℓ2 input–output map of the paper's ablation (Fig. 8): Σ_c (x − x_d)², same filter.
-pub fn l2_input_output_map(det: &Detection) -> Result<Array2<f32>, ScoreError> {
-    score_map(det.input.view(), det.direct.view())
+/// The ℓ2 input–output map of the paper's ablation (Fig. 8): Σ_c (x − x_d)², same filter;
+/// with a metric, the same residual whitened.
+pub fn l2_input_output_map(det: &Detection, metric: Option<&Array2<f32>>) -> Result<Array2<f32>, ScoreError> {
+    residual_map(&det.input, &det.direct, metric)
 }

@@ -6,6 +6,8 @@ pub mod output;
 pub mod resample;
 pub mod score;
 pub mod session;
+pub mod whiten;
+pub mod border;
 
 pub use resample::{
     resample, resample_batch, BatchStats, Prior, PriorError, ResampleMode, ResampleOptions, ResampleOutcome,

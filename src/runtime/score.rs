@@ -10,6 +10,8 @@ pub enum ScoreError {
     ShapeMismatch { a: Vec<usize>, b: Vec<usize> },
     #[error("map holds a non-finite value ({0}); the bilateral filter needs finite values")]
     NonFinite(f32),
+    #[error("residual metric: {0}")]
+    Metric(#[from] super::whiten::MetricError),
 }
 
 /// Eq. 6: A(i, j) = Σ_c (x_r(c, i, j) − x_d(c, i, j))², summed over channels in f32.
