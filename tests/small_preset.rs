@@ -42,8 +42,10 @@ fn small_preset_learns_a_real_texture_briefly() {
     eprintln!("prior validation NLL {nll:.3} nats, log K {log_k:.3}");
     assert!(nll < log_k - 0.2, "the prior learned nothing: validation NLL {nll:.3} vs log K {log_k:.3}");
 
-    let fire = 0.01;
-    run_ok(vqad().arg("tune").arg(&run).args(["--fire-fraction", &fire.to_string()]));
+    // The preset's own fire fraction (no flag): η is set from it.
+    let fire = config["detect"]["fire_fraction"].as_f64().unwrap();
+    assert_eq!(fire, 0.005);
+    run_ok(vqad().arg("tune").arg(&run));
     let tuned: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("tune.json")).unwrap()).unwrap();
     let fired = tuned["fired_fraction_normal"].as_f64().unwrap();
     let eta = tuned["detect"]["eta"].as_f64().unwrap();

@@ -118,9 +118,10 @@ pub struct TuneArgs {
     /// negatives instead of the default rule (η from the normals' firing rate).
     #[arg(long)]
     pub etas: Option<String>,
-    /// Share of normal latent positions at which resampling may fire (sets η).
-    #[arg(long, default_value_t = vqad::eval::tune::FIRE_FRACTION)]
-    pub fire_fraction: f64,
+    /// Share of normal latent positions at which resampling may fire (sets η). Default: the
+    /// run's config (1 %, 0.5 % for the small preset).
+    #[arg(long)]
+    pub fire_fraction: Option<f64>,
     /// Share of validation normals allowed to keep a component of min_area px (sets the pixel
     /// threshold; 0 is Bergmann et al.'s strict rule).
     #[arg(long, default_value_t = vqad::eval::tune::FALSE_ALARM)]

@@ -27,8 +27,6 @@ use serde::{Deserialize, Serialize};
 
 /// The η values of the §4.3.3 search (log-spaced around the paper's 0.0005).
 pub const ETA_GRID: [f64; 9] = [1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 1e-1];
-/// Default share of normal latent positions at which resampling may fire.
-pub const FIRE_FRACTION: f64 = 0.01;
 /// Default share of validation normals allowed to keep a component of `min_area` pixels.
 pub const FALSE_ALARM: f64 = 0.05;
 
@@ -37,7 +35,8 @@ pub const FALSE_ALARM: f64 = 0.05;
 pub struct TuneOptions {
     /// Empty: η from the normals' firing rate; else the §4.3.3 search over these values.
     pub grid: Vec<f64>,
-    pub fire_fraction: f64,
+    /// Replace the run's fire fraction.
+    pub fire_fraction: Option<f64>,
     pub false_alarm: f64,
     /// Replace the run's anomaly map (thresholds are then chosen for this one).
     pub score: Option<ScoreKind>,
@@ -53,7 +52,7 @@ pub struct TuneOptions {
 
 impl Default for TuneOptions {
     fn default() -> Self {
-        TuneOptions { grid: vec![], fire_fraction: FIRE_FRACTION, false_alarm: FALSE_ALARM, score: None, restore: None, min_area: None, whiten: None, border: None }
+        TuneOptions { grid: vec![], fire_fraction: None, false_alarm: FALSE_ALARM, score: None, restore: None, min_area: None, whiten: None, border: None }
     }
 }
 
@@ -137,9 +136,13 @@ pub fn tune(det: &mut Detector, normals: &[Array3<f32>], opts: &TuneOptions, see
     if normals.is_empty() {
         return Err(TuneError::NoImages);
     }
-    if !(opts.fire_fraction > 0.0 && opts.fire_fraction < 1.0) {
-        return Err(TuneError::Invalid(format!("fire fraction must be in (0, 1), got {}", opts.fire_fraction)));
+    if let Some(f) = opts.fire_fraction {
+        if !(f > 0.0 && f < 1.0) {
+            return Err(TuneError::Invalid(format!("fire fraction must be in (0, 1), got {f}")));
+        }
+        det.settings.fire_fraction = f;
     }
+    let fire_fraction = det.settings.fire_fraction;
     if let Some(k) = opts.score {
         det.settings.score = k;
     }
@@ -170,8 +173,8 @@ pub fn tune(det: &mut Detector, normals: &[Array3<f32>], opts: &TuneOptions, see
     progress(&format!("prior NLL on the validation normals' codes: {nll:.3} nats (log K = {log_k:.3})"));
     let (eta, points, negatives, eta_note) = if opts.grid.is_empty() {
         let mut scores: Vec<f64> = surprise.iter().flat_map(|(lp, _)| first_visit_scores(lp, original.local_constraint)).collect();
-        let eta = eta_for_fire_fraction(&mut scores, opts.fire_fraction);
-        (eta, vec![], 0, format!("η so that eq. 5 fires on ≤ {:.1}% of the validation normals' positions at their first visit", opts.fire_fraction * 100.0))
+        let eta = eta_for_fire_fraction(&mut scores, fire_fraction);
+        (eta, vec![], 0, format!("η so that eq. 5 fires on ≤ {:.1}% of the validation normals' positions at their first visit", fire_fraction * 100.0))
     } else {
         let (eta, points, negatives) = synthetic_search(det, normals, &opts.grid, seed, progress)?;
         (eta, points, negatives, format!("η by max pixel AUROC on {} validation normals + {negatives} synthetic negatives (§4.3.3, rectangles of {}% area)", normals.len(), NEGATIVE_FRACTION * 100.0))

@@ -161,6 +161,8 @@ impl DetectionSettings {
             restore: self.restore.unwrap_or_default(),
             whiten: self.residual_metric.is_some(),
             residual_metric: self.residual_metric.clone(),
+            // A tuning input (η is its result, stored above); packages do not carry it.
+            fire_fraction: DetectConfig::default_fire_fraction(),
             border: self.border_profile.is_some(),
             border_profile: self.border_profile.clone(),
         }
