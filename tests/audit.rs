@@ -106,10 +106,13 @@ mod trained {
         for m in &must {
             assert!(differing.contains(m), "{m} should differ: {differing:?}");
         }
-        // What may differ with the weights: tuned η and threshold, losses, codebook usage.
+        // What may differ with the weights: tuned η, threshold, residual metric and border
+        // profile, losses, codebook usage.
         let may = |f: &str| {
             f == "detection.eta"
                 || f == "detection.pixel_threshold"
+                || f.starts_with("detection.residual_metric[")
+                || f.starts_with("detection.border_profile[")
                 || f.starts_with("provenance.final_losses.")
                 || f.starts_with("provenance.codebook_usage.")
         };

@@ -389,7 +389,9 @@ impl Manifest {
     #[doc(hidden)]
     pub fn example(name: &str, version: &str) -> Self {
         let cfg = Config::tiny();
-        let mut detect = cfg.detect.clone();
+        // The paper's rule, so that the example needs only format 1 and each test adds the
+        // fields it is about.
+        let mut detect = Config::paper().detect;
         detect.pixel_threshold = Some(0.0125);
         Manifest {
             format_version: FORMAT_VERSION,
