@@ -311,6 +311,29 @@ fn synthetic_negatives_paint_one_percent() {
 }
 
 #[test]
+fn best_image_accuracy_by_hand() {
+    use vqad::eval::threshold::best_image_accuracy;
+    // Blob peaks (min_area 2): good 0.2, 0.6; defective 0.5, 0.9. Thresholds at each peak:
+    // t = 0.2 → goods 1/2 right, defects 2/2 → 0.75; t = 0.5 → 2/2, 1/2 → 0.75;
+    // t = 0.6 → 2/2, 1/2 → 0.75; below everything → 0/2, 2/2 → 0.5; t = 0.9 → 2/2, 0/2.
+    let blob = |v: f32| Array2::from_shape_fn((3, 4), |(y, x)| if y == 1 && (1..3).contains(&x) { v } else { 0.1 });
+    let maps = vec![blob(0.2), blob(0.6), blob(0.5), blob(0.9)];
+    let labels = [false, false, true, true];
+    let (acc, t) = best_image_accuracy(&maps, &labels, 2).unwrap().unwrap();
+    assert_eq!((acc, t), (0.75, 0.2), "first of the equally good thresholds");
+    // Separable: 0.6 good, 0.9 defective → 1.0 at t = 0.6, and every decision agrees.
+    let (acc, t) = best_image_accuracy(&[blob(0.6), blob(0.9)], &[false, true], 2).unwrap().unwrap();
+    assert_eq!(acc, 1.0);
+    assert!(!is_anomalous(&blob(0.6), t, 2) && is_anomalous(&blob(0.9), t, 2));
+    // A one-pixel speck never makes a component of 2 by itself; only a threshold below the
+    // background flags that image, and the good one with it: 0.5 at best.
+    let speck = Array2::from_shape_fn((3, 4), |(y, x)| if (y, x) == (1, 1) { 0.9 } else { 0.1 });
+    assert_eq!(best_image_accuracy(&[blob(0.6), speck], &[false, true], 2).unwrap().unwrap().0, 0.5);
+    assert_eq!(best_image_accuracy(&maps, &[false; 4], 2).unwrap(), None);
+    assert!(best_image_accuracy(&maps, &[false], 2).is_err());
+}
+
+#[test]
 fn tolerant_threshold_by_hand() {
     use vqad::eval::threshold::select_threshold_tolerant;
     // Three validation maps whose own smallest qualifying thresholds (min_area 2) are 0.2, 0.5

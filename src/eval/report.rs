@@ -7,7 +7,7 @@
 //! (the deterministic split the training used), so the comparison is fair.
 
 use super::metrics::{aupro, auroc, image_accuracy, image_f1, pixel_auroc, pixel_f1, pro_at_threshold, EvalError};
-use super::threshold::select_threshold_tolerant;
+use super::threshold::{best_image_accuracy, select_threshold_tolerant};
 use super::tune::FALSE_ALARM;
 use crate::config::{DetectConfig, ScoreKind};
 use crate::runtime::detector::detection_map;
@@ -99,6 +99,18 @@ pub struct Diagnostics {
     pub prior_nll_defective: f64,
     /// Mean eq. 6 value per pixel on good test images: how far restoration moves normals.
     pub restored_drift_good: f64,
+    /// AUROC of the prior's −log p(z_mn | z_<mn) separating latent cells that lie mostly
+    /// (> half their pixels) inside a defect from the cells of good test images: whether the
+    /// prior, the part of the method resampling stands on, finds defects surprising at all.
+    #[serde(default)]
+    pub defect_cell_nll_auroc: Option<f64>,
+    /// Best image accuracy any pixel threshold reaches on the package's maps with its minimum
+    /// area, taking the test labels (diagnosis only; never used to choose anything), and that
+    /// threshold: the gap to the reported image accuracy is what the label-free threshold loses.
+    #[serde(default)]
+    pub oracle_image_accuracy: Option<f64>,
+    #[serde(default)]
+    pub oracle_threshold: Option<f64>,
 }
 
 /// `report.json`.
@@ -416,13 +428,16 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
         min_area: min_area as i64,
         rows,
         ablation,
-        diagnostics: Some(diagnostics(&test_dets, &gts)),
+        diagnostics: Some(diagnostics(&test_dets, &gts, &maps, min_area)?),
         failed,
     })
 }
 
 /// What the prior and the resampling did on the test images (see [`Diagnostics`]).
-fn diagnostics(dets: &[Detection], gts: &[Array2<u8>]) -> Diagnostics {
+fn diagnostics(dets: &[Detection], gts: &[Array2<u8>], maps: &[Array2<f32>], min_area: usize) -> Result<Diagnostics, ReportError> {
+    let labels: Vec<bool> = gts.iter().map(|g| g.iter().any(|&v| v > 0)).collect();
+    let oracle = best_image_accuracy(maps, &labels, min_area)?;
+    let (mut cell_scores, mut cell_labels) = (vec![], vec![]);
     let (mut fired_g, mut pos_g, mut fired_d, mut pos_d, mut fired_in, mut cells_in) = (0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
     let (mut nll_g, mut nll_d, mut drift, mut n_good) = (0.0f64, 0.0f64, 0.0f64, 0usize);
     for (d, gt) in dets.iter().zip(gts) {
@@ -440,6 +455,20 @@ fn diagnostics(dets: &[Detection], gts: &[Array2<u8>]) -> Diagnostics {
                 }
             }
             cells_in += hit.iter().filter(|&&b| b).count();
+            // Defect share of each latent cell, for the prior's per-cell separability.
+            let mut inside = Array2::<usize>::zeros((m, n));
+            for ((i, j), &v) in gt.indexed_iter() {
+                if v > 0 {
+                    inside[[i * m / h, j * n / w]] += 1;
+                }
+            }
+            let cell = (h / m) * (w / n);
+            for ((a, b), &k) in inside.indexed_iter() {
+                if 2 * k > cell {
+                    cell_scores.push(-d.log_prob[[a, b]] as f64);
+                    cell_labels.push(true);
+                }
+            }
             fired_in += d.resampled.iter().filter(|&&(a, b)| hit[[a, b]]).count();
         } else {
             fired_g += d.resampled.len();
@@ -447,17 +476,22 @@ fn diagnostics(dets: &[Detection], gts: &[Array2<u8>]) -> Diagnostics {
             nll_g += nll;
             drift += d.eq6_map.mean().unwrap_or(0.0) as f64;
             n_good += 1;
+            cell_scores.extend(d.log_prob.iter().map(|&v| -v as f64));
+            cell_labels.extend(std::iter::repeat_n(false, m * n));
         }
     }
     let ratio = |a: f64, b: usize| if b > 0 { a / b as f64 } else { f64::NAN };
-    Diagnostics {
+    Ok(Diagnostics {
         fired_fraction_good: ratio(fired_g as f64, pos_g),
         fired_fraction_defective: ratio(fired_d as f64, pos_d),
         fired_fraction_in_defects: ratio(fired_in as f64, cells_in),
         prior_nll_good: ratio(nll_g, pos_g),
         prior_nll_defective: ratio(nll_d, pos_d),
         restored_drift_good: ratio(drift, n_good),
-    }
+        defect_cell_nll_auroc: auroc(&cell_scores, &cell_labels)?,
+        oracle_image_accuracy: oracle.map(|(a, _)| a),
+        oracle_threshold: oracle.map(|(_, t)| t as f64),
+    })
 }
 
 /// Combines category reports, adding mean rows.

@@ -74,8 +74,9 @@ pub fn select_threshold(maps: &[Array2<f32>], min_area: usize) -> Result<Thresho
 }
 
 /// Smallest threshold at which one map's largest component is below `limit` pixels (binary
-/// search over its own distinct values, as in [`select_threshold`]).
-fn image_threshold(map: &Array2<f32>, limit: usize) -> f32 {
+/// search over its own distinct values, as in [`select_threshold`]). The image is anomalous
+/// at threshold t exactly when t is below this value.
+pub fn image_threshold(map: &Array2<f32>, limit: usize) -> f32 {
     let mut values: Vec<f32> = map.iter().copied().collect();
     values.sort_unstable_by(|a, b| a.partial_cmp(b).expect("NaN rejected"));
     values.dedup();
@@ -120,6 +121,35 @@ pub fn select_threshold_tolerant(maps: &[Array2<f32>], min_area: usize, false_al
     let threshold = per[per.len() - 1 - allowed.min(per.len() - 1)];
     let largest_area = largest_area_over(maps, threshold);
     Ok(ThresholdChoice { threshold, min_area, largest_area, candidates: per.len(), evaluations: per.len() })
+}
+
+/// The best image accuracy (mean of the accuracy on good and on defective images) that any
+/// pixel threshold reaches on these maps with the minimum area, and that threshold, taking
+/// the labels: a diagnosis only — how much of the label-free threshold's shortfall is the
+/// threshold's, and how much the maps' own. `None` without both classes.
+pub fn best_image_accuracy(maps: &[Array2<f32>], labels: &[bool], min_area: usize) -> Result<Option<(f64, f32)>, EvalError> {
+    if maps.len() != labels.len() {
+        return Err(EvalError::InvalidArgument(format!("{} maps vs {} labels", maps.len(), labels.len())));
+    }
+    let (n_bad, n_good) = (labels.iter().filter(|&&l| l).count(), labels.iter().filter(|&&l| !l).count());
+    if n_bad == 0 || n_good == 0 {
+        return Ok(None);
+    }
+    let limit = min_area.max(1);
+    let per: Vec<f32> = maps.iter().map(|m| if m.is_empty() { f32::NEG_INFINITY } else { image_threshold(m, limit) }).collect();
+    // Anomalous at t ⇔ t < t_i, so only the t_i themselves (and below the smallest) matter.
+    let mut candidates = per.clone();
+    candidates.push(per.iter().copied().fold(f32::INFINITY, f32::min) - 1.0);
+    let mut best: Option<(f64, f32)> = None;
+    for &t in &candidates {
+        let good = per.iter().zip(labels).filter(|(&p, &l)| !l && !(t < p)).count() as f64 / n_good as f64;
+        let bad = per.iter().zip(labels).filter(|(&p, &l)| l && t < p).count() as f64 / n_bad as f64;
+        let acc = 0.5 * (good + bad);
+        if best.is_none_or(|(b, _)| acc > b) {
+            best = Some((acc, t));
+        }
+    }
+    Ok(best)
 }
 
 /// §4.3.3 synthetic negative: a copy of `img` ([C, H, W], values in [0, 1]) with a black (0.0)
