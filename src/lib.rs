@@ -11,6 +11,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod fsutil;
+pub mod heap;
 pub mod native;
 pub mod onnx;
 pub mod package;

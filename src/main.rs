@@ -80,6 +80,8 @@ enum Cmd {
 }
 
 fn main() {
+    // Before anything allocates: large training and inference buffers stay mapped (see heap.rs).
+    vqad::heap::keep_large_blocks();
     // Users see a message, never a Rust backtrace.
     std::panic::set_hook(Box::new(|info| {
         let msg = info
