@@ -195,6 +195,36 @@ fn detect_reports_a_bad_file_and_goes_on() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("broken.png"));
     let raw: ndarray::Array2<f32> = ndarray_npy::read_npy(out_dir.join("000_raw.npy")).unwrap();
     assert_eq!(raw.dim(), (64, 64));
+    // The saved images reproduce the raw map: the package's residual (input vs restored,
+    // measured in its residual metric), recomputed here from the .npy arrays alone.
+    let load3 = |n: &str| -> ndarray::Array3<f32> { ndarray_npy::read_npy(out_dir.join(n)).unwrap() };
+    let (x, xd, xr) = (load3("000_input.npy"), load3("000_direct.npy"), load3("000_restored.npy"));
+    assert_eq!((x.dim(), xd.dim(), xr.dim()), ((3, 64, 64), (3, 64, 64), (3, 64, 64)));
+    assert!(x.iter().chain(xd.iter()).chain(xr.iter()).all(|v| (0.0..=1.0).contains(v)));
+    let o = run(vqad().arg("inspect").arg(path(&d.summary["package"])).arg("--pubkey").arg(path(&d.summary["public_key"])).arg("--json"));
+    let det = &serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["manifest"]["detection"];
+    assert_eq!(det["score"], "restored_input", "{det}");
+    let m: Vec<Vec<f64>> = serde_json::from_value(det["residual_metric"].clone()).expect("the demo package whitens");
+    // The metric is over k×k×3 patches (absent: k = 1), reflected at the border without
+    // repeating the edge pixel, ordered channel, row, column; the pixel's value is pᵀMp / k².
+    let k = det["residual_patch"].as_u64().unwrap_or(1) as isize;
+    assert_eq!(m.len(), 3 * (k * k) as usize);
+    let refl = |p: isize, n: isize| (if p < 0 { -p } else if p >= n { 2 * n - 2 - p } else { p }) as usize;
+    let mut worst = 0f64;
+    for ((i, j), &v) in raw.indexed_iter() {
+        let mut r = Vec::new();
+        for c in 0..3 {
+            for di in -(k / 2)..=k / 2 {
+                for dj in -(k / 2)..=k / 2 {
+                    let (y, xx) = (refl(i as isize + di, 64), refl(j as isize + dj, 64));
+                    r.push((x[[c, y, xx]] - xr[[c, y, xx]]) as f64);
+                }
+            }
+        }
+        let want: f64 = (0..r.len()).map(|p| (0..r.len()).map(|q| r[p] * m[p][q] * r[q]).sum::<f64>()).sum::<f64>() / (k * k) as f64;
+        worst = worst.max((want - v as f64).abs());
+    }
+    assert!(worst < 1e-5, "raw map differs from the saved arrays' residual by {worst}");
 }
 
 #[test]

@@ -135,7 +135,9 @@ pub struct DetectArgs {
     /// Output folder (created; existing result files of the same names are replaced).
     #[arg(long)]
     pub out: PathBuf,
-    /// Also write the raw and smoothed score maps as float32 .npy.
+    /// Also write float32 .npy arrays: the raw and smoothed score maps, the prior's log p and
+    /// entropy per latent cell, and the input, direct reconstruction and restored image [C, H, W]
+    /// (to try other maps offline).
     #[arg(long)]
     pub save_maps: bool,
     #[command(flatten)]

@@ -7,7 +7,7 @@ use crate::config::{RestoreRule, ScoreKind};
 use crate::data::{array_to_image, mask_to_image};
 use crate::fsutil::write_atomic;
 use image::{Rgb, RgbImage};
-use ndarray::{Array2, ArrayView2};
+use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -96,7 +96,7 @@ fn write_png(dir: &Path, name: &str, img: image::DynamicImage) -> std::io::Resul
     Ok(name.to_string())
 }
 
-fn write_npy(dir: &Path, name: &str, a: &Array2<f32>) -> std::io::Result<String> {
+fn write_npy<D: ndarray::Dimension>(dir: &Path, name: &str, a: &ndarray::Array<f32, D>) -> std::io::Result<String> {
     let mut buf = Vec::new();
     ndarray_npy::WriteNpyExt::write_npy(a, &mut buf).map_err(std::io::Error::other)?;
     write_atomic(&dir.join(name), &buf)?;
@@ -111,7 +111,8 @@ pub struct RecordContext<'a> {
 
 /// Writes `<stem>.json`, `<stem>_mask.png`, `<stem>_heatmap.png`, `<stem>_restored.png` and,
 /// with `save_maps`, `<stem>_raw.npy` / `<stem>_smoothed.npy` and the latent `<stem>_logprob.npy` /
-/// `<stem>_entropy.npy` into `dir`.
+/// `<stem>_entropy.npy`, and the input, direct reconstruction and restored image as
+/// `<stem>_input.npy` / `<stem>_direct.npy` / `<stem>_restored.npy` into `dir`.
 pub fn write_detection(dir: &Path, stem: &str, image: &str, det: &Detection, ctx: &RecordContext, save_maps: bool) -> std::io::Result<DetectionRecord> {
     std::fs::create_dir_all(dir)?;
     let mut outputs = BTreeMap::new();
@@ -125,6 +126,10 @@ pub fn write_detection(dir: &Path, stem: &str, image: &str, det: &Detection, ctx
         // The prior's view of the input's own codes, [M, N]: where it was surprised, and how sure it was.
         outputs.insert("log_prob".into(), write_npy(dir, &format!("{stem}_logprob.npy"), &det.log_prob)?);
         outputs.insert("entropy".into(), write_npy(dir, &format!("{stem}_entropy.npy"), &det.entropy)?);
+        // The images the maps come from, [C, H, W] in [0, 1] at the model's input size.
+        outputs.insert("input".into(), write_npy(dir, &format!("{stem}_input.npy"), &det.input)?);
+        outputs.insert("direct".into(), write_npy(dir, &format!("{stem}_direct.npy"), &det.direct)?);
+        outputs.insert("restored_array".into(), write_npy(dir, &format!("{stem}_restored.npy"), &det.restored)?);
     }
     let rec = DetectionRecord {
         image: image.to_string(),
