@@ -264,7 +264,12 @@ pub struct DetectConfig {
     /// normals' residuals (see `runtime::whiten`) instead of plain ℓ2.
     #[serde(default)]
     pub whiten: bool,
-    /// That C×C metric, rows first, once `tune` has estimated it; absent = plain ℓ2 (the paper).
+    /// Side k (odd) of the residual patch the metric is over: 1 = per pixel (colour only),
+    /// larger also learns how neighbouring pixels' residuals move together on normal images.
+    #[serde(default = "DetectConfig::default_residual_patch")]
+    pub residual_patch: usize,
+    /// That (C·k²)² metric, rows first, once `tune` has estimated it; absent = plain ℓ2 (the
+    /// paper).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub residual_metric: Option<Vec<Vec<f64>>>,
     /// Share of the validation normals' latent positions at which `tune` sets η to fire
@@ -282,21 +287,32 @@ pub struct DetectConfig {
 }
 
 impl DetectConfig {
-    /// Checks a residual metric for `channels` image channels: C×C, finite, symmetric, with a
-    /// positive diagonal. Shared by the config, the manifest and the runtime.
-    pub fn check_residual_metric(metric: &[Vec<f64>], channels: usize) -> Result<(), String> {
-        if metric.len() != channels || metric.iter().any(|r| r.len() != channels) {
+    /// Checks a residual patch side: odd, 1 to [`Self::MAX_RESIDUAL_PATCH`].
+    pub fn check_residual_patch(patch: usize) -> Result<(), String> {
+        if patch % 2 == 0 || patch > Self::MAX_RESIDUAL_PATCH {
+            return Err(format!("residual_patch must be odd and 1 to {}, got {patch}", Self::MAX_RESIDUAL_PATCH));
+        }
+        Ok(())
+    }
+
+    /// Checks a residual metric for `channels` image channels and `patch`×`patch` patches:
+    /// (C·k²)², finite, symmetric, with a positive diagonal. Shared by the config, the
+    /// manifest and the runtime.
+    pub fn check_residual_metric(metric: &[Vec<f64>], channels: usize, patch: usize) -> Result<(), String> {
+        Self::check_residual_patch(patch)?;
+        let n = channels * patch * patch;
+        if metric.len() != n || metric.iter().any(|r| r.len() != n) {
             return Err(format!(
-                "residual_metric must be {channels}×{channels}, got {} rows of lengths {:?}",
+                "residual_metric must be {n}×{n} ({channels} channels × {patch}×{patch} patch), got {} rows of lengths {:?}",
                 metric.len(),
                 metric.iter().map(Vec::len).collect::<Vec<_>>()
             ));
         }
-        for i in 0..channels {
+        for i in 0..n {
             if !(metric[i][i] > 0.0 && metric[i][i].is_finite()) {
                 return Err(format!("residual_metric diagonal entry {i} is {}, must be positive and finite", metric[i][i]));
             }
-            for j in 0..channels {
+            for j in 0..n {
                 let (x, y) = (metric[i][j], metric[j][i]);
                 if !x.is_finite() || (x - y).abs() > 1e-9 * x.abs().max(y.abs()).max(1.0) {
                     return Err(format!("residual_metric is not symmetric and finite: ({i}, {j}) = {x}, ({j}, {i}) = {y}"));
@@ -321,6 +337,14 @@ impl DetectConfig {
 
     /// Longest border profile a config or manifest may carry.
     pub const MAX_BORDER_RINGS: usize = 32;
+
+    /// Largest residual patch side: 9×9×3 is a 243² metric, already 60 000 products a pixel.
+    pub const MAX_RESIDUAL_PATCH: usize = 9;
+
+    /// Residual patch when none is configured: per pixel (packages of format ≤ 3).
+    pub fn default_residual_patch() -> usize {
+        1
+    }
 
     /// Fire fraction when none is configured (1 %).
     pub fn default_fire_fraction() -> f64 {
@@ -399,6 +423,7 @@ impl Config {
                 surprise_weight: DetectConfig::default_surprise_weight(),
                 restore: RestoreRule::Argmax,
                 whiten: false,
+                residual_patch: 1,
                 residual_metric: None,
                 fire_fraction: DetectConfig::default_fire_fraction(),
                 border: false,
@@ -493,7 +518,13 @@ impl Config {
         // can restore, and counting it let one speck on a validation normal set the threshold.
         // On the development set it raised mean PRO at the threshold 0.25 → 0.35 (ℓ2 too).
         c.detect.min_area = 32;
-        // Map, restoration rule, whitening, border profile and fire fraction come from tiny.
+        // Whitening over 5×5 patches rather than per pixel: on the development set's larger test
+        // split (64 good / 128 defective per category) it raised mean image accuracy at the
+        // label-free threshold 0.838 → 0.910 (worst category 0.746 → 0.855) and PRO at the
+        // threshold 0.660 → 0.796; 3×3 and 7×7 gave 0.90 and 0.92 (measured offline on the
+        // same runs' saved arrays, tools-independent replica of the map).
+        c.detect.residual_patch = 5;
+        // Restoration rule, map, border profile and fire fraction come from tiny.
         c
     }
 
@@ -531,8 +562,8 @@ impl Config {
         Ok(serde_json::from_value(base).expect("preset round-trips"))
     }
 
-    fn check_metric(metric: &[Vec<f64>], channels: i64) -> Result<(), ConfigError> {
-        DetectConfig::check_residual_metric(metric, channels.max(0) as usize).map_err(|e| ConfigError::Invalid(format!("detect.{e}")))
+    fn check_metric(metric: &[Vec<f64>], channels: i64, patch: usize) -> Result<(), ConfigError> {
+        DetectConfig::check_residual_metric(metric, channels.max(0) as usize, patch).map_err(|e| ConfigError::Invalid(format!("detect.{e}")))
     }
 
     /// Rejects shapes the networks cannot be built with.
@@ -568,8 +599,9 @@ impl Config {
         if self.detect.bilateral_d < 1 {
             return bad("detect.bilateral_d must be ≥ 1".into());
         }
+        DetectConfig::check_residual_patch(self.detect.residual_patch).map_err(|e| ConfigError::Invalid(format!("detect.{e}")))?;
         if let Some(metric) = &self.detect.residual_metric {
-            Self::check_metric(metric, m.channels)?;
+            Self::check_metric(metric, m.channels, self.detect.residual_patch)?;
         }
         if let Some(p) = &self.detect.border_profile {
             DetectConfig::check_border_profile(p).map_err(|e| ConfigError::Invalid(format!("detect.{e}")))?;

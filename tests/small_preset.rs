@@ -65,7 +65,8 @@ fn small_preset_learns_a_real_texture_briefly() {
     // The preset measures the residual in the normals' own metric and corrects the border;
     // the paper's rule does neither.
     let metric = tuned["detect"]["residual_metric"].as_array().expect("small preset estimates a residual metric");
-    assert_eq!(metric.len(), 3);
+    // Over 5×5×3 residual patches.
+    assert_eq!((tuned["detect"]["residual_patch"].as_u64(), metric.len()), (Some(5), 75));
     let profile: Vec<f64> = tuned["detect"]["border_profile"].as_array().expect("small preset estimates a border profile").iter().map(|v| v.as_f64().unwrap()).collect();
     eprintln!("border profile {profile:.3?}");
     assert!(profile.iter().all(|&f| f >= 1.0) && profile[0] > 1.2, "the zero-padded reconstruction is worst on the outermost ring: {profile:?}");

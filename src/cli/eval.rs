@@ -141,13 +141,18 @@ pub struct TuneArgs {
     /// or in plain ℓ2 (off). Default: the run's config (on for the small preset).
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     pub whiten: Option<bool>,
+    /// Side of the residual patch the metric is over (odd, 1–9): 1 whitens each pixel's
+    /// colour, 5 also how neighbouring pixels' residuals move together. Default: the run's
+    /// config (5 for the small preset).
+    #[arg(long, value_name = "K")]
+    pub residual_patch: Option<usize>,
     /// Divide the map near the image edge by the validation normals' border excess (on) or
     /// not (off). Default: the run's config (on for the small preset).
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     pub border: Option<bool>,
     /// The paper's rule exactly: eq. 6 map, argmax restoration, plain ℓ2 and no border
     /// profile: score paper, restore argmax, whiten off, border off.
-    #[arg(long, conflicts_with_all = ["score", "restore", "whiten", "border"])]
+    #[arg(long, conflicts_with_all = ["score", "restore", "whiten", "residual_patch", "border"])]
     pub paper_rule: bool,
     /// Path to libonnxruntime.
     #[arg(long, env = "VQAD_ORT_LIB")]
@@ -177,6 +182,7 @@ pub fn tune(a: TuneArgs) -> anyhow::Result<i32> {
         restore: if a.paper_rule { Some(vqad::config::RestoreRule::Argmax) } else { a.restore },
         min_area: a.min_area,
         whiten: if a.paper_rule { Some(false) } else { a.whiten },
+        residual_patch: a.residual_patch,
         border: if a.paper_rule { Some(false) } else { a.border },
     };
     let r = vqad::pipeline::tune_run(&a.run_dir, a.ort_lib.as_deref(), &opts, &|s| eprintln!("{s}"))?;

@@ -46,13 +46,15 @@ pub struct TuneOptions {
     pub min_area: Option<usize>,
     /// Replace the run's choice of measuring the residual in the normals' metric.
     pub whiten: Option<bool>,
+    /// Replace the run's residual patch side (see `runtime::whiten`).
+    pub residual_patch: Option<usize>,
     /// Replace the run's choice of a border profile.
     pub border: Option<bool>,
 }
 
 impl Default for TuneOptions {
     fn default() -> Self {
-        TuneOptions { grid: vec![], fire_fraction: None, false_alarm: FALSE_ALARM, score: None, restore: None, min_area: None, whiten: None, border: None }
+        TuneOptions { grid: vec![], fire_fraction: None, false_alarm: FALSE_ALARM, score: None, restore: None, min_area: None, whiten: None, residual_patch: None, border: None }
     }
 }
 
@@ -158,6 +160,10 @@ pub fn tune(det: &mut Detector, normals: &[Array3<f32>], opts: &TuneOptions, see
     if let Some(w) = opts.whiten {
         det.settings.whiten = w;
     }
+    if let Some(k) = opts.residual_patch {
+        DetectConfig::check_residual_patch(k).map_err(TuneError::Invalid)?;
+        det.settings.residual_patch = k;
+    }
     if let Some(b) = opts.border {
         det.settings.border = b;
     }
@@ -185,10 +191,13 @@ pub fn tune(det: &mut Detector, normals: &[Array3<f32>], opts: &TuneOptions, see
     let fired = dets.iter().map(|d| d.resampled.len()).sum::<usize>() as f64 / positions.max(1) as f64;
     progress(&format!("η = {eta:.3e}: resampling fires on {:.2}% of the normal positions", fired * 100.0));
     let metric_note = if det.settings.whiten {
-        let metric = estimate(dets.iter().map(|d| (d.input.view(), d.direct.view()))).map_err(|e| TuneError::Invalid(format!("residual metric: {e}")))?;
-        progress(&format!("residual metric from the validation normals' input − reconstruction: {metric:.4?}"));
+        let k = det.settings.residual_patch;
+        let metric = estimate(dets.iter().map(|d| (d.input.view(), d.direct.view())), k).map_err(|e| TuneError::Invalid(format!("residual metric: {e}")))?;
+        let diag: Vec<f64> = (0..metric.len()).map(|i| metric[i][i]).collect();
+        let (lo, hi) = diag.iter().fold((f64::INFINITY, 0f64), |(l, h), &v| (l.min(v), h.max(v)));
+        progress(&format!("residual metric over {k}×{k} patches of the validation normals' input − reconstruction: {n}×{n}, diagonal {lo:.3}–{hi:.3}", n = metric.len()));
         det.settings.residual_metric = Some(metric);
-        format!("; residual whitened in the metric of the validation normals' residuals (ridge {RIDGE} of its trace)")
+        format!("; residual whitened over {k}×{k} patches in the metric of the validation normals' residuals (ridge {RIDGE} of its mean eigenvalue)")
     } else {
         String::new()
     };

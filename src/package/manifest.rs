@@ -94,7 +94,11 @@ pub struct DetectionSettings {
     /// The code a fired position gets when it is not the paper's argmax (absent = `argmax`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreRule>,
-    /// C×C metric of the map's residual, rows first (absent = plain ℓ2; see `runtime::whiten`).
+    /// Side k of the residual patch the metric is over (absent = 1, per pixel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residual_patch: Option<u32>,
+    /// (C·k²)² metric of the map's residual, rows first (absent = plain ℓ2; see
+    /// `runtime::whiten`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub residual_metric: Option<Vec<Vec<f64>>>,
     /// Factor per ring of pixels from the edge the map is divided by (absent = none; see
@@ -130,6 +134,7 @@ impl DetectionSettings {
             score: (d.score != ScoreKind::Paper).then_some(d.score),
             surprise_weight: (d.score == ScoreKind::Surprise).then_some(d.surprise_weight),
             restore: (d.restore != RestoreRule::Argmax).then_some(d.restore),
+            residual_patch: (d.residual_metric.is_some() && d.residual_patch != 1).then_some(d.residual_patch as u32),
             residual_metric: d.residual_metric.clone(),
             border_profile: d.border_profile.clone(),
         })
@@ -137,7 +142,9 @@ impl DetectionSettings {
 
     /// The lowest manifest format that can carry these settings (see [`FORMAT_VERSION`]).
     pub fn format_needed(&self) -> u32 {
-        if self.residual_metric.is_some() || self.border_profile.is_some() {
+        if self.residual_patch.is_some() {
+            4
+        } else if self.residual_metric.is_some() || self.border_profile.is_some() {
             3
         } else if self.score.is_some() || self.surprise_weight.is_some() || self.restore.is_some() {
             2
@@ -160,6 +167,7 @@ impl DetectionSettings {
             surprise_weight: self.surprise_weight.unwrap_or(0.0),
             restore: self.restore.unwrap_or_default(),
             whiten: self.residual_metric.is_some(),
+            residual_patch: self.residual_patch.map_or(1, |k| k as usize),
             residual_metric: self.residual_metric.clone(),
             // A tuning input (η is its result, stored above); packages do not carry it.
             fire_fraction: DetectConfig::default_fire_fraction(),
@@ -314,7 +322,7 @@ impl Manifest {
         }
         if self.format_version < self.detection.format_needed() {
             return Err(PackageError::InvalidManifest(format!(
-                "detection.score/surprise_weight/restore need format_version 2 and detection.residual_metric/border_profile 3; these settings need {}, the manifest says {}",
+                "detection.score/surprise_weight/restore need format_version 2, detection.residual_metric/border_profile 3 and detection.residual_patch 4; these settings need {}, the manifest says {}",
                 self.detection.format_needed(),
                 self.format_version
             )));
@@ -338,8 +346,15 @@ impl Manifest {
         if !(d.eta > 0.0 && d.eta < 1.0) || d.bilateral_d < 1 || d.min_area < 0 || !d.pixel_threshold.is_finite() {
             return Err(PackageError::InvalidManifest(format!("detection settings {d:?} are not valid")));
         }
+        if let Some(k) = d.residual_patch {
+            if d.residual_metric.is_none() {
+                return Err(PackageError::InvalidManifest("detection.residual_patch is set but there is no detection.residual_metric".into()));
+            }
+            DetectConfig::check_residual_patch(k as usize).map_err(|e| PackageError::InvalidManifest(format!("detection.{e}")))?;
+        }
         if let Some(metric) = &d.residual_metric {
-            DetectConfig::check_residual_metric(metric, m.channels.max(0) as usize).map_err(|e| PackageError::InvalidManifest(format!("detection.{e}")))?;
+            let k = d.residual_patch.map_or(1, |k| k as usize);
+            DetectConfig::check_residual_metric(metric, m.channels.max(0) as usize, k).map_err(|e| PackageError::InvalidManifest(format!("detection.{e}")))?;
         }
         if let Some(p) = &d.border_profile {
             DetectConfig::check_border_profile(p).map_err(|e| PackageError::InvalidManifest(format!("detection.{e}")))?;
@@ -500,6 +515,38 @@ mod tests {
             let e = m.validate().unwrap_err().to_string();
             assert!(e.contains("detection.residual_metric") && e.contains(why), "{e}");
         }
+    }
+
+    #[test]
+    fn residual_patch_needs_format_4_a_metric_and_the_matching_size() {
+        let mut m = Manifest::example("bottle", "1.0.0");
+        m.format_version = 3;
+        let eye = |n: usize| (0..n).map(|i| (0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect()).collect::<Vec<Vec<f64>>>();
+        m.detection.residual_patch = Some(3);
+        m.detection.residual_metric = Some(eye(27));
+        assert_eq!(m.detection.format_needed(), 4);
+        let e = m.validate().unwrap_err().to_string();
+        assert!(e.contains("need 4") && e.contains("says 3"), "{e}");
+        m.format_version = 4;
+        let back = Manifest::from_json_bytes(&m.to_json_bytes().unwrap()).unwrap();
+        let cfg = back.detection.to_config();
+        assert_eq!((cfg.residual_patch, cfg.residual_metric.as_ref().map(Vec::len)), (3, Some(27)));
+        // And back: a config with a per-pixel metric writes no patch (format 3 suffices).
+        let mut c1 = cfg.clone();
+        c1.residual_patch = 1;
+        c1.residual_metric = Some(eye(3));
+        let d1 = DetectionSettings::from_config(&c1, m.detection.tuned_on.clone()).unwrap();
+        assert_eq!((d1.residual_patch, d1.format_needed()), (None, 3));
+        // A 3×3 metric where a 3×3×3 patch needs 27×27; an even patch; a patch without metric.
+        m.detection.residual_metric = Some(eye(3));
+        let e = m.validate().unwrap_err().to_string();
+        assert!(e.contains("27×27"), "{e}");
+        m.detection.residual_patch = Some(4);
+        m.detection.residual_metric = Some(eye(48));
+        assert!(m.validate().unwrap_err().to_string().contains("odd"));
+        m.detection.residual_patch = Some(3);
+        m.detection.residual_metric = None;
+        assert!(m.validate().unwrap_err().to_string().contains("no detection.residual_metric"));
     }
 
     #[test]

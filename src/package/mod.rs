@@ -43,8 +43,9 @@ use std::path::PathBuf;
 /// Version 2 adds the optional detection fields `score`, `surprise_weight` and `restore`; a
 /// package that uses none of them is still written as version 1, so older vqad builds keep
 /// reading it, while one that does is refused by them as too new rather than misread.
-/// Version 3 adds `residual_metric` (the whitened residual), by the same rule.
-pub const FORMAT_VERSION: u32 = 3;
+/// Version 3 adds `residual_metric` (the whitened residual), by the same rule; version 4
+/// `residual_patch` (that metric over k×k patches).
+pub const FORMAT_VERSION: u32 = 4;
 /// The ONNX graphs every package carries.
 pub const GRAPH_FILES: [&str; 3] = ["encoder.onnx", "decoder.onnx", "pixelsnail.onnx"];
 /// The signed manifest.

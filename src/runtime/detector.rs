@@ -9,7 +9,7 @@
 use super::resample::{resample_batch, resample_batch_with, CodeDistances, Prior, PriorError, ResampleMode, ResampleOptions, Restore};
 use super::score::{bilateral_filter, binarize, image_score, is_anomalous, score_map, surprise_map, ScoreError};
 use super::session::{open_graph, Graph, Provider, SessionError, SessionOptions};
-use super::whiten::{to_array, weighted_map};
+use super::whiten::{to_array, weighted_map, ResidualMetric};
 use crate::config::{DetectConfig, RestoreRule, ScoreKind};
 use crate::package::{ModelShape, PackageError, TrustedKey, VerifiedPackage};
 use ndarray::{s, Array2, Array3, Array4, ArrayD, Axis};
@@ -247,11 +247,11 @@ impl Detector {
     }
 
     /// The settings' residual metric, checked against the model's channels (none: plain ℓ2).
-    pub fn metric(&self) -> Result<Option<Array2<f32>>, DetectError> {
+    pub fn metric(&self) -> Result<Option<ResidualMetric>, DetectError> {
         self.settings
             .residual_metric
             .as_deref()
-            .map(|m| to_array(m, self.shape.channels as usize).map_err(|e| DetectError::Score(e.into())))
+            .map(|m| to_array(m, self.shape.channels as usize, self.settings.residual_patch).map_err(|e| DetectError::Score(e.into())))
             .transpose()
     }
 
@@ -375,7 +375,7 @@ impl<'a> MapParts<'a> {
 
 /// Squared residual a − b per pixel: plain ℓ2 (eq. 6's form), or in `metric` (see
 /// [`super::whiten`]).
-pub fn residual_map(a: &Array3<f32>, b: &Array3<f32>, metric: Option<&Array2<f32>>) -> Result<Array2<f32>, ScoreError> {
+pub fn residual_map(a: &Array3<f32>, b: &Array3<f32>, metric: Option<&ResidualMetric>) -> Result<Array2<f32>, ScoreError> {
     match metric {
         None => score_map(a.view(), b.view()),
         Some(m) => Ok(weighted_map(a.view(), b.view(), m)?),
@@ -384,7 +384,7 @@ pub fn residual_map(a: &Array3<f32>, b: &Array3<f32>, metric: Option<&Array2<f32
 
 /// The unfiltered map of a score kind, `weight` the surprise weight, `metric` the residual
 /// metric (none: plain ℓ2).
-pub fn variant_map(kind: ScoreKind, weight: f64, metric: Option<&Array2<f32>>, p: &MapParts) -> Result<Array2<f32>, ScoreError> {
+pub fn variant_map(kind: ScoreKind, weight: f64, metric: Option<&ResidualMetric>, p: &MapParts) -> Result<Array2<f32>, ScoreError> {
     let eq6 = || match metric {
         None => Ok(p.eq6.clone()),
         Some(_) => residual_map(p.restored, p.direct, metric),
@@ -402,12 +402,12 @@ pub fn variant_map(kind: ScoreKind, weight: f64, metric: Option<&Array2<f32>>, p
 }
 
 /// [`variant_map`] of a finished detection.
-pub fn detection_map(d: &Detection, kind: ScoreKind, weight: f64, metric: Option<&Array2<f32>>) -> Result<Array2<f32>, ScoreError> {
+pub fn detection_map(d: &Detection, kind: ScoreKind, weight: f64, metric: Option<&ResidualMetric>) -> Result<Array2<f32>, ScoreError> {
     variant_map(kind, weight, metric, &MapParts::of(d))
 }
 
 /// The ℓ2 input–output map of the paper's ablation (Fig. 8): Σ_c (x − x_d)², same filter;
 /// with a metric, the same residual whitened.
-pub fn l2_input_output_map(det: &Detection, metric: Option<&Array2<f32>>) -> Result<Array2<f32>, ScoreError> {
+pub fn l2_input_output_map(det: &Detection, metric: Option<&ResidualMetric>) -> Result<Array2<f32>, ScoreError> {
     residual_map(&det.input, &det.direct, metric)
 }

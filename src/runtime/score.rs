@@ -36,7 +36,7 @@ pub fn score_map(restored: ArrayView3<f32>, direct: ArrayView3<f32>) -> Result<A
 
 /// OpenCV's `borderInterpolate` for BORDER_REFLECT_101 (`gfedcb|abcdefgh|gfedcba`), repeated
 /// for offsets larger than the image like OpenCV does.
-fn reflect101(mut p: isize, len: usize) -> usize {
+pub(crate) fn reflect101(mut p: isize, len: usize) -> usize {
     let len = len as isize;
     if len == 1 {
         return 0;
