@@ -235,18 +235,22 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
                 "  {label}: pixel AUROC {}  PRO {}  AUPRO@0.3 {}  image accuracy {}",
                 f(b.pixel_auroc), f(b.pro), f(b.aupro_30), f(b.image_accuracy)
             );
-            let ahead = |a: Option<f64>, b: Option<f64>| a.unwrap_or(0.0) > b.unwrap_or(0.0);
-            let wins = [
-                ("pixel AUROC", ahead(overall.pixel_auroc, b.pixel_auroc)),
-                ("AUPRO@0.3", ahead(overall.aupro_30, b.aupro_30)),
-                ("PRO at the threshold", ahead(overall.pro, b.pro)),
-                ("image accuracy", ahead(overall.image_accuracy, b.image_accuracy)),
+            // Compared at the three printed decimals: a difference nobody can see is a tie.
+            let cmp = |a: Option<f64>, b: Option<f64>| ((a.unwrap_or(0.0) * 1e3).round() as i64).cmp(&((b.unwrap_or(0.0) * 1e3).round() as i64));
+            let figures = [
+                ("pixel AUROC", cmp(overall.pixel_auroc, b.pixel_auroc)),
+                ("AUPRO@0.3", cmp(overall.aupro_30, b.aupro_30)),
+                ("PRO at the threshold", cmp(overall.pro, b.pro)),
+                ("image accuracy", cmp(overall.image_accuracy, b.image_accuracy)),
             ];
-            let lost: Vec<&str> = wins.iter().filter(|(_, w)| !w).map(|(n, _)| *n).collect();
-            if lost.is_empty() {
+            let with = |o: std::cmp::Ordering| figures.iter().filter(|(_, c)| *c == o).map(|(n, _)| *n).collect::<Vec<&str>>();
+            let (behind, level) = (with(std::cmp::Ordering::Less), with(std::cmp::Ordering::Equal));
+            if behind.is_empty() && level.is_empty() {
                 println!("  verdict: the full method is ahead of {what} on every one of these figures.");
+            } else if behind.is_empty() {
+                println!("  verdict: the full method is ahead of {what} or level with it (level on {}) on this data.", level.join(", "));
             } else {
-                println!("  verdict: the full method is NOT ahead of {what} on {} on this data.", lost.join(", "));
+                println!("  verdict: the full method is NOT ahead of {what}: behind on {}{} on this data.", behind.join(", "), if level.is_empty() { String::new() } else { format!(", level on {}", level.join(", ")) });
             }
         }
         println!("Next: vqad inspect {} --pubkey {}", info.path.display(), pub_path.display());

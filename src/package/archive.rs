@@ -358,13 +358,29 @@ impl std::fmt::Display for InspectReport {
         }
         writeln!(f, "file: {} ({} bytes, sha256 {})", self.path.display(), self.size, self.archive_sha256)?;
         match &self.manifest {
-            Ok(m) => writeln!(
-                f,
-                "manifest: {} {} (format {}), {}², {} ch, grid {}×{}, K={}, D={}, opset {}; η={}, threshold {}, min area {}; created {}",
-                m.name, m.version, m.format_version, m.model.image_size, m.model.channels, m.model.grid_m,
-                m.model.grid_n, m.model.num_codes, m.model.code_dim, m.model.opset, m.detection.eta,
-                m.detection.pixel_threshold, m.detection.min_area, m.provenance.created
-            )?,
+            Ok(m) => {
+                writeln!(
+                    f,
+                    "manifest: {} {} (format {}), {}², {} ch, grid {}×{}, K={}, D={}, opset {}; η={}, threshold {}, min area {}; created {}",
+                    m.name, m.version, m.format_version, m.model.image_size, m.model.channels, m.model.grid_m,
+                    m.model.grid_n, m.model.num_codes, m.model.code_dim, m.model.opset, m.detection.eta,
+                    m.detection.pixel_threshold, m.detection.min_area, m.provenance.created
+                )?;
+                let d = &m.detection;
+                let whiten = match (&d.residual_metric, d.residual_patch.unwrap_or(1)) {
+                    (None, _) => "plain ℓ2".to_string(),
+                    (Some(_), 1) => "whitened per pixel".to_string(),
+                    (Some(_), k) => format!("whitened over {k}×{k} patches"),
+                };
+                writeln!(
+                    f,
+                    "map: {} score, {} restoration, residual {}, {}",
+                    d.score.unwrap_or_default().name(),
+                    d.restore.unwrap_or_default().name(),
+                    whiten,
+                    if d.border_profile.is_some() { "border profile" } else { "no border profile" }
+                )?;
+            }
             Err(e) => writeln!(f, "manifest: unreadable: {e}")?,
         }
         match &self.signature {
