@@ -505,8 +505,8 @@ impl Config {
         c.model.res_blocks = 1;
         c.prior.attn_dim = 32;
         c.prior.embed_dim = 32;
-        // Measured on 2 cores: a VQ-VAE epoch of 180 images ≈ 3 s, a prior epoch of 360 tables
-        // ≈ 24 s; both stages ≈ 11 minutes.
+        // Measured on 2 cores: a VQ-VAE epoch of 180 images ≈ 2 s, a prior epoch of 360 tables
+        // ≈ 10–14 s; both stages 5–6 minutes (tools/devset-eval.sh).
         c.train.vqvae_epochs = 30;
         c.train.prior_epochs = 24;
         c.train.prior_fresh_augment = true;
