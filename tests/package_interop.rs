@@ -154,6 +154,14 @@ fn manifests_validate_against_the_schema() {
     m.validate().unwrap();
     let (ok, out) = schema_check(&m.to_json_bytes().unwrap(), f.dir.path());
     assert!(ok, "{out}");
+    // Format 4: a metric over 5×5×3 patches (75×75) with its patch side.
+    let mut m4 = Manifest::example("bottle", "1.0.0");
+    m4.format_version = 4;
+    m4.detection.residual_patch = Some(5);
+    m4.detection.residual_metric = Some((0..75).map(|i| (0..75).map(|j| if i == j { 1.0 } else { 0.0 }).collect()).collect());
+    m4.validate().unwrap();
+    let (ok, out) = schema_check(&m4.to_json_bytes().unwrap(), f.dir.path());
+    assert!(ok, "{out}");
     // The schema is not vacuous: what the Rust side refuses, it refuses too.
     let good: serde_json::Value = serde_json::to_value(Manifest::example("bottle", "1.0.0")).unwrap();
     let mutations: [(&str, fn(&mut serde_json::Value)); 6] = [

@@ -27,8 +27,8 @@ pub struct EvalArgs {
     pub ablation: bool,
     /// With --ablation, compute only these variants (comma separated): score_paper,
     /// score_surprise, score_restored_input, restore_argmax, restore_nearest_likely,
-    /// l2_input_output, l2_whitened, no_whitening, no_border, no_local_constraint. Default:
-    /// all.
+    /// l2_input_output, l2_whitened, no_whitening, whiten_per_pixel, no_border,
+    /// no_local_constraint. Default: all.
     #[arg(long, value_delimiter = ',')]
     pub variants: Option<Vec<String>>,
     #[command(flatten)]

@@ -14,6 +14,8 @@ use crate::runtime::detector::detection_map;
 use crate::data::{self, Category, DataError};
 use crate::runtime::detector::l2_input_output_map;
 use crate::runtime::output::{map_image, stem_for, write_detection, RecordContext};
+use crate::runtime::border;
+use crate::runtime::whiten::{estimate, to_array};
 use crate::runtime::{DetectError, Detection, Detector, ScoreError};
 use ndarray::{Array2, Array3};
 use serde::{Deserialize, Serialize};
@@ -241,8 +243,9 @@ fn save_png(path: &Path, img: &image::RgbImage) -> Result<(), ReportError> {
 /// `l2_input_output` is the paper's ablation exactly (plain ℓ2, bilateral filter alone);
 /// `l2_whitened` is ℓ2 with the package's metric and border profile, i.e. everything but the
 /// resampling. `l2_whitened` and `no_whitening` exist only for packages with a residual
-/// metric, `no_border` only for packages with a border profile.
-pub const VARIANTS: [&str; 10] = [
+/// metric, `whiten_per_pixel` (the metric re-estimated per pixel, as `tune --residual-patch 1`
+/// would) only for one over patches, `no_border` only for packages with a border profile.
+pub const VARIANTS: [&str; 11] = [
     "score_paper",
     "score_surprise",
     "score_restored_input",
@@ -251,6 +254,7 @@ pub const VARIANTS: [&str; 10] = [
     "l2_input_output",
     "l2_whitened",
     "no_whitening",
+    "whiten_per_pixel",
     "no_border",
     "no_local_constraint",
 ];
@@ -391,6 +395,31 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
                 let (kind, w) = (det.settings.score, det.settings.surprise_weight);
                 let (test, val) = rescored(&|d| detection_map(d, kind, w, None))?;
                 ablation.push(variant("no_whitening", &test, &val)?);
+            }
+            if m.patch > 1 && want("whiten_per_pixel") {
+                // What the patch buys: the per-pixel metric and its own border profile, both
+                // estimated from the same validation normals exactly as `tune` does.
+                let (kind, w) = (det.settings.score, det.settings.surprise_weight);
+                let why = |e: &dyn std::fmt::Display| ReportError::Invalid(format!("whiten_per_pixel: {e}"));
+                let m1 = estimate(val_dets.iter().map(|d| (d.input.view(), d.direct.view())), 1).map_err(|e| why(&e))?;
+                let m1 = to_array(&m1, m.channels, 1).map_err(|e| why(&e))?;
+                let raw = |ds: &[Detection]| ds.iter().map(|d| detection_map(d, kind, w, Some(&m1))).collect::<Result<Vec<_>, _>>();
+                let (raw_test, raw_val) = (raw(&test_dets)?, raw(&val_dets)?);
+                let profile = match det.settings.border_profile {
+                    Some(_) => Some(border::estimate(&raw_val).map_err(|e| why(&e))?),
+                    None => None,
+                };
+                let post = |maps: Vec<Array2<f32>>| -> Result<Vec<Array2<f32>>, ReportError> {
+                    maps.into_iter()
+                        .map(|mut r| {
+                            if let Some(p) = &profile {
+                                border::apply(&mut r, p);
+                            }
+                            Ok(det.filter(&r)?)
+                        })
+                        .collect()
+                };
+                ablation.push(variant("whiten_per_pixel", &post(raw_test)?, &post(raw_val)?)?);
             }
         }
         if det.settings.border_profile.is_some() && want("no_border") {
