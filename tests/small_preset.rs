@@ -83,4 +83,27 @@ fn small_preset_learns_a_real_texture_briefly() {
     assert!(thr(&speck) >= thr(&tuned), "min area 4 gave threshold {} below min area 32's {}", thr(&speck), thr(&tuned));
     let o = vqad().arg("tune").arg(&run).args(["--min-area", "0"]).output().unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("minimum area"), "--min-area 0 must be refused");
+
+    // The patch side: --residual-patch overrides it, an even one is refused by name.
+    run_ok(vqad().arg("tune").arg(&run).args(["--residual-patch", "3"]));
+    let p3: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("tune.json")).unwrap()).unwrap();
+    assert_eq!((p3["detect"]["residual_patch"].as_u64(), p3["detect"]["residual_metric"].as_array().map(Vec::len)), (Some(3), Some(27)));
+    let o = vqad().arg("tune").arg(&run).args(["--residual-patch", "4"]).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("residual_patch must be odd"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Packaged with the preset's 5×5 metric, `eval --ablation` shows what the patch buys
+    // (per-pixel metric re-estimated from the same normals) beside ℓ2 with the same corrections.
+    run_ok(vqad().arg("tune").arg(&run));
+    let key = tmp.path().join("k");
+    run_ok(vqad().arg("keygen").arg("--out").arg(&key));
+    let pkgs = tmp.path().join("pkgs");
+    run_ok(vqad().arg("package").arg(&run).args(["--name", "ihc", "--version", "1.0.0", "--key"]).arg(key.with_extension("key")).arg("--out").arg(&pkgs));
+    let ev = tmp.path().join("eval");
+    run_ok(vqad().arg("eval").arg(&pkgs).arg("--pubkey").arg(key.with_extension("pub")).arg(&data).arg("--out").arg(&ev).args(["--ablation", "--ep", "cpu", "--variants", "whiten_per_pixel,l2_whitened"]));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ev.join("report.json")).unwrap()).unwrap();
+    let rows = report["categories"][0]["ablation"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["variant"].as_str().unwrap()).collect();
+    assert_eq!(names, ["full", "l2_whitened", "whiten_per_pixel"]);
+    let thr_of = |i: usize| rows[i]["pixel_threshold"].as_f64().unwrap();
+    assert!(thr_of(2).is_finite() && thr_of(2) > 0.0 && thr_of(2) != thr_of(0), "per-pixel map must be its own map: {} vs {}", thr_of(2), thr_of(0));
 }
