@@ -15,7 +15,8 @@ use crate::data::{self, Category, DataError};
 use crate::runtime::detector::l2_input_output_map;
 use crate::runtime::output::{map_image, stem_for, write_detection, RecordContext};
 use crate::runtime::border;
-use crate::runtime::whiten::{estimate, to_array};
+use crate::runtime::detector::normal_residual_metric;
+use crate::runtime::whiten::to_array;
 use crate::runtime::{DetectError, Detection, Detector, ScoreError};
 use ndarray::{Array2, Array3};
 use serde::{Deserialize, Serialize};
@@ -401,7 +402,7 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
                 // estimated from the same validation normals exactly as `tune` does.
                 let (kind, w) = (det.settings.score, det.settings.surprise_weight);
                 let why = |e: &dyn std::fmt::Display| ReportError::Invalid(format!("whiten_per_pixel: {e}"));
-                let m1 = estimate(val_dets.iter().map(|d| (d.input.view(), d.direct.view())), 1).map_err(|e| why(&e))?;
+                let m1 = normal_residual_metric(&val_dets, 1).map_err(|e| why(&e))?;
                 let m1 = to_array(&m1, m.channels, 1).map_err(|e| why(&e))?;
                 let raw = |ds: &[Detection]| ds.iter().map(|d| detection_map(d, kind, w, Some(&m1))).collect::<Result<Vec<_>, _>>();
                 let (raw_test, raw_val) = (raw(&test_dets)?, raw(&val_dets)?);
@@ -409,17 +410,8 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
                     Some(_) => Some(border::estimate(&raw_val).map_err(|e| why(&e))?),
                     None => None,
                 };
-                let post = |maps: Vec<Array2<f32>>| -> Result<Vec<Array2<f32>>, ReportError> {
-                    maps.into_iter()
-                        .map(|mut r| {
-                            if let Some(p) = &profile {
-                                border::apply(&mut r, p);
-                            }
-                            Ok(det.filter(&r)?)
-                        })
-                        .collect()
-                };
-                ablation.push(variant("whiten_per_pixel", &post(raw_test)?, &post(raw_val)?)?);
+                let post = |maps: &[Array2<f32>]| maps.iter().map(|r| det.smooth_with(r, profile.as_deref())).collect::<Result<Vec<_>, _>>();
+                ablation.push(variant("whiten_per_pixel", &post(&raw_test)?, &post(&raw_val)?)?);
             }
         }
         if det.settings.border_profile.is_some() && want("no_border") {

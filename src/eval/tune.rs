@@ -17,9 +17,9 @@ use super::metrics::{auroc, pixel_auroc, EvalError};
 use super::threshold::{paint_negative, select_threshold_tolerant, NEGATIVE_FRACTION};
 use crate::config::{DetectConfig, RestoreRule, ScoreKind};
 use crate::runtime::resample::bottom_half;
-use crate::runtime::detector::detection_map;
+use crate::runtime::detector::{detection_map, normal_residual_metric};
 use crate::runtime::border;
-use crate::runtime::whiten::{estimate, RIDGE};
+use crate::runtime::whiten::RIDGE;
 use crate::runtime::{DetectError, Detector};
 use ndarray::{Array2, Array3};
 use rand::SeedableRng;
@@ -192,7 +192,7 @@ pub fn tune(det: &mut Detector, normals: &[Array3<f32>], opts: &TuneOptions, see
     progress(&format!("η = {eta:.3e}: resampling fires on {:.2}% of the normal positions", fired * 100.0));
     let metric_note = if det.settings.whiten {
         let k = det.settings.residual_patch;
-        let metric = estimate(dets.iter().map(|d| (d.input.view(), d.direct.view())), k).map_err(|e| TuneError::Invalid(format!("residual metric: {e}")))?;
+        let metric = normal_residual_metric(&dets, k).map_err(|e| TuneError::Invalid(format!("residual metric: {e}")))?;
         let diag: Vec<f64> = (0..metric.len()).map(|i| metric[i][i]).collect();
         let (lo, hi) = diag.iter().fold((f64::INFINITY, 0f64), |(l, h), &v| (l.min(v), h.max(v)));
         progress(&format!("residual metric over {k}×{k} patches of the validation normals' input − reconstruction: {n}×{n}, diagonal {lo:.3}–{hi:.3}", n = metric.len()));

@@ -346,13 +346,11 @@ impl Manifest {
         if !(d.eta > 0.0 && d.eta < 1.0) || d.bilateral_d < 1 || d.min_area < 0 || !d.pixel_threshold.is_finite() {
             return Err(PackageError::InvalidManifest(format!("detection settings {d:?} are not valid")));
         }
-        if let Some(k) = d.residual_patch {
-            if d.residual_metric.is_none() {
-                return Err(PackageError::InvalidManifest("detection.residual_patch is set but there is no detection.residual_metric".into()));
-            }
-            DetectConfig::check_residual_patch(k as usize).map_err(|e| PackageError::InvalidManifest(format!("detection.{e}")))?;
+        if d.residual_patch.is_some() && d.residual_metric.is_none() {
+            return Err(PackageError::InvalidManifest("detection.residual_patch is set but there is no detection.residual_metric".into()));
         }
         if let Some(metric) = &d.residual_metric {
+            // Checks the patch side too.
             let k = d.residual_patch.map_or(1, |k| k as usize);
             DetectConfig::check_residual_metric(metric, m.channels.max(0) as usize, k).map_err(|e| PackageError::InvalidManifest(format!("detection.{e}")))?;
         }

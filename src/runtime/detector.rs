@@ -258,7 +258,12 @@ impl Detector {
     /// The package's post-processing of an unfiltered map: its border profile (if any, see
     /// [`super::border`]), then the bilateral filter.
     pub fn smooth(&self, raw: &Array2<f32>) -> Result<Array2<f32>, DetectError> {
-        match &self.settings.border_profile {
+        self.smooth_with(raw, self.settings.border_profile.as_deref())
+    }
+
+    /// [`Self::smooth`] with another border profile (a variant's own, estimated like `tune`'s).
+    pub fn smooth_with(&self, raw: &Array2<f32>, profile: Option<&[f64]>) -> Result<Array2<f32>, DetectError> {
+        match profile {
             Some(p) => {
                 let mut m = raw.clone();
                 super::border::apply(&mut m, p);
@@ -371,6 +376,13 @@ impl<'a> MapParts<'a> {
     pub fn of(d: &'a Detection) -> Self {
         MapParts { input: &d.input, direct: &d.direct, restored: &d.restored, eq6: &d.eq6_map, log_prob: &d.log_prob, entropy: &d.entropy }
     }
+}
+
+/// The residual metric over `patch`×`patch` patches of normal images' detections: estimated
+/// from their input − direct reconstruction (see [`super::whiten::estimate`]). What `tune`
+/// packages and what `eval`'s variants re-estimate.
+pub fn normal_residual_metric(normals: &[Detection], patch: usize) -> Result<Vec<Vec<f64>>, super::whiten::MetricError> {
+    super::whiten::estimate(normals.iter().map(|d| (d.input.view(), d.direct.view())), patch)
 }
 
 /// Squared residual a − b per pixel: plain ℓ2 (eq. 6's form), or in `metric` (see

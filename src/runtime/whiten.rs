@@ -71,11 +71,10 @@ fn padded_index(len: usize, k: usize) -> Vec<usize> {
     (0..len + k - 1).map(|p| reflect101(p as isize - (k / 2) as isize, len)).collect()
 }
 
-fn check_patch(k: usize, h: usize, w: usize) -> Result<(), MetricError> {
+/// The patch side is one the config and manifest accept, and the image is large enough for it.
+fn check_patch(k: usize, c: usize, h: usize, w: usize) -> Result<(), MetricError> {
+    DetectConfig::check_residual_patch(k).map_err(|why| MetricError::Invalid { c, k, why })?;
     // Reflection without repeating the edge pixel needs k/2 < side.
-    if k % 2 == 0 || k == 0 {
-        return Err(MetricError::Invalid { c: 0, k, why: "the patch side must be odd".into() });
-    }
     let need = k / 2 + 1;
     if h < need || w < need {
         return Err(MetricError::TooSmall { k, need, h, w });
@@ -95,7 +94,7 @@ pub fn estimate<'a>(pairs: impl IntoIterator<Item = (ArrayView3<'a, f32>, ArrayV
             return Err(MetricError::Shape(a.shape().to_vec(), b.shape().to_vec()));
         }
         let (c, h, w) = a.dim();
-        check_patch(k, h, w)?;
+        check_patch(k, c, h, w)?;
         let d = c * k * k;
         let (dim, s) = sigma.get_or_insert_with(|| (d, vec![0f64; d * d]));
         if *dim != d {
@@ -210,7 +209,7 @@ pub fn weighted_map(a: ArrayView3<f32>, b: ArrayView3<f32>, m: &ResidualMetric) 
     if c != m.channels || m.matrix.dim() != (d, d) {
         return Err(MetricError::Shape(vec![d, d], m.matrix.shape().to_vec()));
     }
-    check_patch(k, h, w)?;
+    check_patch(k, c, h, w)?;
     let (rows, cols) = (padded_index(h, k), padded_index(w, k));
     let mat = m.matrix.as_standard_layout();
     let mat = mat.as_slice().expect("standard layout");
