@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}/runtime-only"
 env -u LIBTORCH cargo build --release --no-default-features --bin vqad --target-dir "$target" --quiet
 bin="$target/release/vqad"
-if ldd "$bin" | grep -i -E 'torch|c10'; then
+# Match the library names only (first ldd column): a load address such as 0x…7f10339c1000
+# contains "c10" by chance, which made this check fail at random.
+if ldd "$bin" | awk '{print $1}' | grep -E '^lib(torch|c10)'; then
   echo "runtime-only build: FAILED — $bin links libtorch" >&2
   exit 1
 fi
