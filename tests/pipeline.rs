@@ -314,6 +314,25 @@ fn incremental_and_naive_resampling_agree_on_the_real_model() {
 }
 
 #[test]
+fn bench_compares_the_naive_loop_with_the_incremental_one_on_the_same_images() {
+    let d = demo();
+    let (pkg, key) = (path(&d.summary["package"]), path(&d.summary["public_key"]));
+    // η = 0.05 fires on the demo model (see the test above), so the comparison has changes to compare.
+    let o = run(vqad().arg("bench").arg(&pkg).arg("--pubkey").arg(&key).args(["--ep", "cpu", "--eta", "0.05", "--count", "3", "--naive-count", "2", "--batches", "2", "--json"]));
+    assert!(o.status.success(), "bench failed");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("bench --json prints JSON");
+    let rows = v["rows"].as_array().expect("rows");
+    let inc = rows.iter().find(|r| r["mode"] == "incremental").expect("an incremental row");
+    let naive = rows.iter().find(|r| r["mode"] == "naive").expect("a naive row");
+    assert_eq!((inc["images"].as_u64(), naive["images"].as_u64()), (Some(3), Some(2)));
+    assert_eq!(naive["agrees_with_incremental"], true);
+    assert_eq!(naive["incremental_resampled_same_images"], naive["resampled_per_image"]);
+    assert!(naive["resampled_per_image"].as_f64().unwrap() > 0.0, "nothing resampled: the agreement shows nothing");
+    assert!(inc["agrees_with_incremental"].is_null());
+    assert_eq!(naive["prior_passes_per_image"].as_f64(), Some(16.0 * 16.0));
+}
+
+#[test]
 fn exported_graphs_match_the_trained_model_on_real_images() {
     let d = demo();
     let run_dir = path(&d.summary["run"]);

@@ -328,6 +328,8 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<i32> {
     let batches: Vec<usize> = a.batches.split(',').filter_map(|b| b.trim().parse().ok()).collect();
     let _ = det.detect_arrays(&images[..1])?; // warm-up: session initialisation is not throughput
     for &b in &batches {
+        // The incremental run's changes, to compare the naive loop with on the same images.
+        let mut incremental_changes: Vec<Vec<(usize, usize)>> = vec![];
         for mode in [ResampleMode::Incremental, ResampleMode::Naive] {
             if mode == ResampleMode::Naive && !a.naive {
                 continue;
@@ -347,6 +349,19 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<i32> {
             }
             let passes = dets.iter().map(|d| d.prior_passes as f64).sum::<f64>() / n as f64;
             let resampled = dets.iter().map(|d| d.resampled.len() as f64).sum::<f64>() / n as f64;
+            // The naive loop runs a subset; its "resampled" is then per those images, so say
+            // what the incremental path changed on the same ones, and whether the two agree.
+            let (same_images, agrees) = match mode {
+                ResampleMode::Incremental => {
+                    incremental_changes = dets.iter().map(|d| d.resampled.clone()).collect();
+                    (None, None)
+                }
+                ResampleMode::Naive => {
+                    let inc = &incremental_changes[..n.min(incremental_changes.len())];
+                    let same = inc.iter().map(|r| r.len() as f64).sum::<f64>() / n as f64;
+                    (Some(same), Some(inc.len() == n && inc.iter().zip(&dets).all(|(r, d)| *r == d.resampled)))
+                }
+            };
             let row = serde_json::json!({
                 "mode": if mode == ResampleMode::Naive { "naive" } else { "incremental" },
                 "batch": b,
@@ -358,12 +373,18 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<i32> {
                 "resampled_per_image": resampled,
                 "grid_positions": grid,
                 "peak_rss_mib": peak_rss_mib(),
+                "incremental_resampled_same_images": same_images,
+                "agrees_with_incremental": agrees,
             });
             if !a.json {
                 println!(
                     "{:<11} batch {:>2}: {:>8.2} images/s  encode {:>7.2} ms  prior {:>8.2} ms ({:>6.1} passes, {:.2} ms/pass)  decode {:>7.2} ms  filter {:>6.2} ms  resampled {:>5.1}  peak {:>6.0} MiB",
                     row["mode"].as_str().unwrap_or(""), b, n as f64 / secs, ms["encode"], ms["prior"], passes, ms["prior"] / passes.max(1.0), ms["decode"], ms["filter"], resampled, peak_rss_mib().unwrap_or(0.0)
                 );
+                if let (Some(same), Some(ok)) = (same_images, agrees) {
+                    let verdict = if ok { "the same positions" } else { "DIFFERENT positions" };
+                    println!("            naive ran the first {n} image(s): incremental resampled {same:.1} on those, {verdict}");
+                }
             }
             rows.push(row);
         }
