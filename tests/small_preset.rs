@@ -107,3 +107,15 @@ fn small_preset_learns_a_real_texture_briefly() {
     let thr_of = |i: usize| rows[i]["pixel_threshold"].as_f64().unwrap();
     assert!(thr_of(2).is_finite() && thr_of(2) > 0.0 && thr_of(2) != thr_of(0), "per-pixel map must be its own map: {} vs {}", thr_of(2), thr_of(0));
 }
+
+#[test]
+fn the_dev_set_generator_refuses_the_held_out_textures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/make-devset.py");
+    for cat in ["brick", "ihc,gravel", "grass"] {
+        let o = Command::new(devset_python()).arg(&script).arg(tmp.path()).args(["--categories", cat]).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("held out for acceptance"), "{cat}: {err}");
+    }
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "a refused run wrote something");
+}

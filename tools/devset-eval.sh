@@ -16,6 +16,9 @@
 #   TUNE_FLAGS="..."         `vqad tune` flags of that variant, e.g.
 #                            "--score restored_input --restore nearest_likely"
 #   EVAL_VARIANTS=a,b        only these ablation variants (`vqad eval --variants`)
+#   ALLOW_HELD_OUT=1         let brick,gravel,grass through: for the acceptance check only
+#
+# Extra textures, not chosen on: `bash tools/devset-eval.sh OUT hubble,retina`.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="${1:-devset-eval}"
@@ -26,7 +29,7 @@ vqad="${VQAD:-$here/../target/release/vqad}"
 [ -x "$vqad" ] || { echo "devset-eval: build first (make build) or set VQAD=/path/to/vqad" >&2; exit 1; }
 py="$(bash "$here/setup-devset.sh")"
 mkdir -p "$out/keys" "$out/times"
-"$py" "$here/make-devset.py" "$out/data" --categories "$cats"
+"$py" "$here/make-devset.py" "$out/data" --categories "$cats" ${ALLOW_HELD_OUT:+--allow-held-out}
 [ -f "$out/keys/dev.key" ] || "$vqad" keygen --out "$out/keys/dev"
 for c in ${cats//,/ }; do
   kind=texture; [ "$c" = coins ] && kind=object

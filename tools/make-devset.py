@@ -14,8 +14,14 @@ training crop touches):
 Object:
   coins  the 24 coins of scikit-image's coins, each centred in its own image; 18 coins make the
          training images (small shifts, rotations, brightness changes), the other 6 the test.
+Extra textures (not in the default set; a check that the defaults carry over to textures they
+were not chosen on):
+  hubble  scikit-image hubble_deep_field (RGB, stochastic: galaxies on a dark sky)
+  retina  the central 800² of scikit-image retina (RGB fundus photograph: fibrous vessels)
 
-scikit-image's brick, gravel and grass are held out for acceptance and never used here.
+scikit-image's brick, gravel and grass are held out for acceptance: refused unless
+--allow-held-out is given, which is for that acceptance check alone (the development sessions
+never ran it).
 Defect types: hole (dark ellipse), stain (tinted blob), scratch (thin bright or dark polyline),
 foreign (a blob of another photograph's texture). Deterministic for a given seed.
 """
@@ -36,15 +42,28 @@ def rgb(a):
     return a[..., :3].astype(np.uint8)
 
 
-def sources():
+def sources(cats):
+    """The photographs each texture category is cut from (loaded only when asked for)."""
     import pywt.data
     import skimage.data as d
 
-    return {
-        "ihc": rgb(d.immunohistochemistry()),
-        "moon": rgb(d.moon()),
-        "aero": rgb(pywt.data.aero()),
+    def retina():
+        a = d.retina()
+        c = a.shape[0] // 2
+        return rgb(a[c - 400:c + 400, c - 400:c + 400])
+
+    loaders = {
+        "ihc": lambda: rgb(d.immunohistochemistry()),
+        "moon": lambda: rgb(d.moon()),
+        "aero": lambda: rgb(pywt.data.aero()),
+        "hubble": lambda: rgb(d.hubble_deep_field()),
+        "retina": retina,
+        "brick": lambda: rgb(d.brick()),
+        "gravel": lambda: rgb(d.gravel()),
+        "grass": lambda: rgb(d.grass()),
     }
+    # ihc and aero give the foreign patches, so they are always loaded.
+    return {n: f() for n, f in loaders.items() if n in cats or n in ("ihc", "aero")}
 
 
 def save(path, arr):
@@ -228,12 +247,16 @@ def main():
     ap.add_argument("--test-bad", type=int, default=128, help="defective test images, split over the four defect types")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--categories", default="ihc,moon,aero,coins")
+    ap.add_argument("--allow-held-out", action="store_true", help="allow brick, gravel, grass (the acceptance check only)")
     a = ap.parse_args()
     cats = a.categories.split(",")
+    known = {"ihc", "moon", "aero", "coins", "hubble", "retina"} | HELD_OUT
     for c in cats:
-        if c in HELD_OUT:
+        if c not in known:
+            sys.exit(f"make-devset: unknown category '{c}' (choose from {', '.join(sorted(known - HELD_OUT))})")
+        if c in HELD_OUT and not a.allow_held_out:
             sys.exit(f"make-devset: '{c}' is held out for acceptance and is not part of the development set")
-    src = sources()
+    src = sources(cats)
     for ci, c in enumerate(cats):
         rng = np.random.default_rng(a.seed * 1000 + ci)
         if os.path.exists(os.path.join(a.out, c)):
@@ -243,10 +266,8 @@ def main():
         foreign = src["ihc" if c != "ihc" else "aero"]
         if c == "coins":
             coins(a.out, a.size, a.train, rng, foreign, a.test_good, a.test_bad)
-        elif c in src:
-            texture(a.out, c, src[c], foreign, a.size, a.train, a.test_good, a.test_bad, rng)
         else:
-            sys.exit(f"make-devset: unknown category '{c}' (choose from ihc, moon, aero, coins)")
+            texture(a.out, c, src[c], foreign, a.size, a.train, a.test_good, a.test_bad, rng)
         print(f"make-devset: wrote {a.out}/{c}", file=sys.stderr)
 
 
