@@ -18,6 +18,7 @@ Extra textures (not in the default set; a check that the defaults carry over to 
 were not chosen on):
   hubble  scikit-image hubble_deep_field (RGB, stochastic: galaxies on a dark sky)
   retina  the central 800² of scikit-image retina (RGB fundus photograph: fibrous vessels)
+  hubble_gray, retina_gray   the same in grayscale (stored as RGB, like moon and aero)
 
 scikit-image's brick, gravel and grass are held out for acceptance: refused unless
 --allow-held-out is given, which is for that acceptance check alone (the development sessions
@@ -62,6 +63,12 @@ def sources(cats):
         "gravel": lambda: rgb(d.gravel()),
         "grass": lambda: rgb(d.grass()),
     }
+    def gray(a):
+        g = np.asarray(a, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        return rgb(np.clip(np.round(g), 0, 255).astype(np.uint8))
+
+    loaders["hubble_gray"] = lambda: gray(loaders["hubble"]())
+    loaders["retina_gray"] = lambda: gray(retina())
     # ihc and aero give the foreign patches, so they are always loaded.
     return {n: f() for n, f in loaders.items() if n in cats or n in ("ihc", "aero")}
 
@@ -250,7 +257,7 @@ def main():
     ap.add_argument("--allow-held-out", action="store_true", help="allow brick, gravel, grass (the acceptance check only)")
     a = ap.parse_args()
     cats = a.categories.split(",")
-    known = {"ihc", "moon", "aero", "coins", "hubble", "retina"} | HELD_OUT
+    known = {"ihc", "moon", "aero", "coins", "hubble", "retina", "hubble_gray", "retina_gray"} | HELD_OUT
     for c in cats:
         if c not in known:
             sys.exit(f"make-devset: unknown category '{c}' (choose from {', '.join(sorted(known - HELD_OUT))})")
