@@ -43,8 +43,8 @@ def rgb(a):
     return a[..., :3].astype(np.uint8)
 
 
-def sources(cats):
-    """The photographs each texture category is cut from (loaded only when asked for)."""
+def texture_loaders():
+    """Each texture category's photograph, as a loader (nothing is read until it is called)."""
     import pywt.data
     import skimage.data as d
 
@@ -53,24 +53,22 @@ def sources(cats):
         c = a.shape[0] // 2
         return rgb(a[c - 400:c + 400, c - 400:c + 400])
 
-    loaders = {
+    def gray(a):
+        g = np.asarray(a, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        return rgb(np.clip(np.round(g), 0, 255).astype(np.uint8))
+
+    return {
         "ihc": lambda: rgb(d.immunohistochemistry()),
         "moon": lambda: rgb(d.moon()),
         "aero": lambda: rgb(pywt.data.aero()),
         "hubble": lambda: rgb(d.hubble_deep_field()),
         "retina": retina,
+        "hubble_gray": lambda: gray(d.hubble_deep_field()),
+        "retina_gray": lambda: gray(retina()),
         "brick": lambda: rgb(d.brick()),
         "gravel": lambda: rgb(d.gravel()),
         "grass": lambda: rgb(d.grass()),
     }
-    def gray(a):
-        g = np.asarray(a, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-        return rgb(np.clip(np.round(g), 0, 255).astype(np.uint8))
-
-    loaders["hubble_gray"] = lambda: gray(loaders["hubble"]())
-    loaders["retina_gray"] = lambda: gray(retina())
-    # ihc and aero give the foreign patches, so they are always loaded.
-    return {n: f() for n, f in loaders.items() if n in cats or n in ("ihc", "aero")}
 
 
 def save(path, arr):
@@ -257,13 +255,15 @@ def main():
     ap.add_argument("--allow-held-out", action="store_true", help="allow brick, gravel, grass (the acceptance check only)")
     a = ap.parse_args()
     cats = a.categories.split(",")
-    known = {"ihc", "moon", "aero", "coins", "hubble", "retina", "hubble_gray", "retina_gray"} | HELD_OUT
+    loaders = texture_loaders()
+    known = set(loaders) | {"coins"}
     for c in cats:
         if c not in known:
             sys.exit(f"make-devset: unknown category '{c}' (choose from {', '.join(sorted(known - HELD_OUT))})")
         if c in HELD_OUT and not a.allow_held_out:
             sys.exit(f"make-devset: '{c}' is held out for acceptance and is not part of the development set")
-    src = sources(cats)
+    # ihc and aero give the foreign patches, so they are always loaded.
+    src = {n: load() for n, load in loaders.items() if n in cats or n in ("ihc", "aero")}
     for ci, c in enumerate(cats):
         rng = np.random.default_rng(a.seed * 1000 + ci)
         if os.path.exists(os.path.join(a.out, c)):
