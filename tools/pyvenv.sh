@@ -6,6 +6,10 @@
 # The venv is ${VQAD_CACHE:-~/.cache/vqad}/venv-NAME. It is built beside its final folder and
 # renamed when complete, and a stamp is written only after the optional check passed, so an
 # interrupted or broken install never looks done. `$VENV` is set for the check command.
+# Installers of the same venv started at once take turns (cache-lock.sh): the second waits for
+# the first, sees its stamp, and prints the same python.
+. "$(dirname "${BASH_SOURCE[0]}")/cache-lock.sh"
+
 pyvenv_install() {
   local name="$1" what="$2"
   shift 2
@@ -18,8 +22,11 @@ pyvenv_install() {
   VENV="$cache/venv-$name"
   local stamp="$VENV/.vqad-$name-v1"
   if [ ! -f "$stamp" ]; then
+    cache_lock "$cache" "$name" || return 1
+  fi
+  # Checked again under the lock: whoever held it may have finished the install meanwhile.
+  if [ ! -f "$stamp" ]; then
     echo "setup-$name: installing $what into $VENV (once)" >&2
-    mkdir -p "$cache"
     rm -rf "$VENV.partial"
     "${PYTHON:-python3}" -m venv "$VENV.partial"
     "$VENV.partial/bin/python" -m pip --disable-pip-version-check -q install "$@" >&2
@@ -31,9 +38,11 @@ pyvenv_install() {
       | xargs -r sed -i "s#$VENV.partial#$VENV#g"
     if [ -n "$check" ] && ! (eval "$check") >&2; then
       echo "setup-$name: the check failed ($check); delete $VENV and rerun" >&2
+      cache_unlock
       return 1
     fi
     touch "$stamp"
   fi
+  cache_unlock
   echo "$VENV/bin/python"
 }

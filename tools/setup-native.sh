@@ -31,11 +31,15 @@ PY="${PYTHON:-python3}"
 
 say() { [ "$PRINT_ENV" = 1 ] || echo "setup-native: $*" >&2; }
 
+# Installers started at once (`make demo` beside `make test`, two clones sharing the cache)
+# take turns; the second re-checks the stamp under the lock and reuses the first one's install.
+. "$(dirname "${BASH_SOURCE[0]}")/cache-lock.sh"
+[ -f "$STAMP" ] || cache_lock "$CACHE" "native-$FLAVOUR"
+
 if [ ! -f "$STAMP" ]; then
   say "installing into $VENV (torch $TORCH_VERSION, onnxruntime $ORT_VERSION, $FLAVOUR); this happens once"
   start=$(date +%s)
   rm -rf "$VENV.partial"
-  mkdir -p "$CACHE"
   "$PY" -m venv "$VENV.partial"
   VPIP=("$VENV.partial/bin/python" -m pip --disable-pip-version-check -q)
   "${VPIP[@]}" install --upgrade pip >&2
@@ -60,6 +64,7 @@ if [ ! -f "$STAMP" ]; then
 else
   say "already installed in $VENV (delete it to reinstall)"
 fi
+cache_unlock
 
 SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 LIBTORCH="$SITE/torch"
