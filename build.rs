@@ -1,5 +1,10 @@
 //! Gives the binary a RUNPATH to libtorch: torch-sys links it but emits no rpath, so without
-//! this the program would only start with LD_LIBRARY_PATH set by hand.
+//! this the program would only start with LD_LIBRARY_PATH set by hand. Also records, for
+//! provenance, the digest of the build inputs (see src/source/), rustc's and libtorch's
+//! versions, without reading git: a commit alone must not rebuild the crate.
+#[path = "src/source/inputs.rs"]
+mod inputs;
+
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     if std::env::var_os("CARGO_FEATURE_TRAIN").is_some() {
@@ -19,14 +24,18 @@ fn main() {
         }
     }
     println!("cargo:rustc-env=VQAD_LIBTORCH_VERSION={libtorch_version}");
-    // Recorded in package provenance.
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let v = std::process::Command::new(rustc).arg("--version").output().ok()
         .and_then(|o| String::from_utf8(o.stdout).ok()).unwrap_or_default();
     println!("cargo:rustc-env=VQAD_RUSTC_VERSION={}", v.trim());
-    let commit = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok()).unwrap_or_default();
-    println!("cargo:rustc-env=VQAD_GIT_COMMIT={}", commit.trim());
-    println!("cargo:rerun-if-changed=.git/HEAD");
+    // The files this build compiles; the crate recompiles when they change anyway.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let digest = inputs::build_inputs_digest(&root).expect("reading the build inputs");
+    println!("cargo:rustc-env=VQAD_SOURCE_DIGEST={digest}");
+    for p in ["build.rs", "Cargo.toml", "Cargo.lock", "src"] {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    // A build outside a git checkout (a container image) may declare its commit.
+    println!("cargo:rerun-if-env-changed=VQAD_BUILD_COMMIT");
+    println!("cargo:rustc-env=VQAD_BUILD_COMMIT={}", std::env::var("VQAD_BUILD_COMMIT").unwrap_or_default());
 }

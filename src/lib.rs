@@ -18,6 +18,7 @@ pub mod package;
 pub mod registry;
 pub mod runtime;
 pub mod serve;
+pub mod source;
 
 #[cfg(feature = "train")]
 pub mod nn;

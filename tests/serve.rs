@@ -127,6 +127,11 @@ struct Server {
 
 impl Server {
     fn start(registry: &Path, extra: &[&str]) -> Server {
+        Self::start_with(registry, extra, true)
+    }
+
+    /// `one_thread`: pass `--threads 1` (every test but the one of the automatic choice).
+    fn start_with(registry: &Path, extra: &[&str], one_thread: bool) -> Server {
         let f = fixture();
         let mut child = vqad()
             .arg("serve")
@@ -134,7 +139,8 @@ impl Server {
             .arg(registry)
             .arg("--pubkey")
             .arg(&f.pubkey)
-            .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--providers", "cpu", "--threads", "1"])
+            .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--providers", "cpu"])
+            .args(if one_thread { &["--threads", "1"][..] } else { &[] })
             .args(extra)
             .env("VQAD_LOG", "info")
             .stdout(Stdio::piped())
@@ -468,6 +474,28 @@ fn requests_seen(http: &str) -> u64 {
         .filter(|l| l.starts_with("vqad_requests_total{"))
         .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()))
         .sum()
+}
+
+#[test]
+fn without_instances_a_cpu_model_gets_one_single_threaded_instance_per_core_and_explicit_counts_stay() {
+    let f = fixture();
+    let cores = std::thread::available_parallelism().unwrap().get() as u64;
+    let gauge = |s: &Server, model: &str| {
+        let (_, m) = get(&s.http, "/metrics");
+        metric_value(&m, &format!(r#"vqad_model_instances{{model="{model}",version="1.0.0"}}"#))
+            .unwrap_or_else(|| panic!("no instance gauge for {model}: {m}"))
+    };
+    // `cuda,cpu` lands on the CPU provider on this machine (no GPU), so it counts as CPU too:
+    // the choice follows what runs, not the names in the list.
+    let s = Server::start_with(&f.registry, &["--model-providers", "synth_texture=cuda,cpu"], false);
+    assert_eq!(gauge(&s, "synth_texture"), cores, "automatic instances on a CPU-only model");
+    let x: Vec<f32> = vec![0.5; 3 * 64 * 64];
+    let req = serde_json::json!({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 3, 64, 64], "data": x}]}).to_string();
+    let (st, body) = post(&s.http, "/v2/models/synth_texture/infer", &req);
+    assert_eq!(st, 200, "{body}");
+    drop(s);
+    let s = Server::start(&f.registry, &["--instances", "1"]);
+    assert_eq!(gauge(&s, "synth_texture"), 1, "--instances 1 is kept");
 }
 
 #[test]

@@ -5,7 +5,9 @@
 # no request may fail). Uses the tiny package of a `vqad demo` run (made if missing).
 #
 #   bash tools/bench-serve.sh [DEMO_OUT (default bench-serve)]
-#   SERVE_FLAGS="--max-batch 32 ..."  (default below)   N1 N8 N32: requests per level
+#   SERVE_FLAGS="--max-batch 32 ..."  (default below; instances automatic, one per core on CPU)
+#   N1 N8 N32: requests per level; NSWAP: requests of the hot-swap run (long enough that the
+#   new version takes over midway)
 #   LOAD_TIMEOUT=120: seconds each level may take
 #   MIN_RATIO=2: exit 1 when images/s at 32 is below this multiple of that at 1 (issue 12's
 #   bar on the tiny preset), or when any request fails
@@ -23,7 +25,7 @@ img="$(ls "$out/demo/data/synth_texture/test/good/"*.png | head -1)"
 # A stale address file from an earlier run would be read before the server truncates it.
 rm -f "$out/serve.addr"
 "$vqad" serve --registry "$reg" --pubkey "$out/demo/keys/demo.pub" --http 127.0.0.1:0 --grpc 127.0.0.1:0 \
-  --providers cpu --poll-secs 1 ${SERVE_FLAGS:---max-batch 32 --max-queue-delay-us 5000 --threads 1 --instances 2} > "$out/serve.addr" 2> "$out/serve.log" &
+  --providers cpu --poll-secs 1 ${SERVE_FLAGS:---max-batch 32 --max-queue-delay-us 5000} > "$out/serve.addr" 2> "$out/serve.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 200); do [ -s "$out/serve.addr" ] && break; sleep 0.1; done
@@ -39,7 +41,7 @@ for spec in "1 ${N1:-40}" "8 ${N8:-160}" "32 ${N32:-320}"; do
 done
 # Hot swap at concurrency 32: publish 1.0.1 while the load runs.
 "$vqad" package "$out/demo/run" --name synth_texture --version 1.0.1 --key "$out/demo/keys/demo.key" --out "$out/dist" --overwrite >/dev/null 2>&1
-(timeout "$limit" "$py" "$client" load "$http" synth_texture "$img" "${N32:-320}" 32 > "$out/swap.json") &
+(timeout "$limit" "$py" "$client" load "$http" synth_texture "$img" "${NSWAP:-3000}" 32 > "$out/swap.json") &
 lp=$!
 sleep 1
 "$vqad" publish "$out/dist/synth_texture-1.0.1.vqad" --registry "$reg" --pubkey "$out/demo/keys/demo.pub" >/dev/null
@@ -59,6 +61,8 @@ print(f"throughput at 32 / at 1: {ratio:.2f}x (bar: {float(sys.argv[3]):.2f}x)")
 failed = sum(r['error_count'] for r in rows) + s['error_count'] + (s['requests'] - s['ok'])
 if failed:
     sys.exit(f"bench-serve: FAILED: {failed} requests failed or went unanswered")
+if '1.0.1' not in s['versions']:
+    sys.exit("bench-serve: FAILED: 1.0.1 never answered during the hot-swap run (raise NSWAP)")
 if ratio < float(sys.argv[3]):
     sys.exit(f"bench-serve: FAILED: throughput at 32 is {ratio:.2f}x that at 1, under the bar")
 P

@@ -54,14 +54,15 @@ pub struct ServeArgs {
     /// Path to libonnxruntime (default: $VQAD_ORT_LIB, beside the executable, the set-up cache).
     #[arg(long, env = "VQAD_ORT_LIB")]
     pub ort_lib: Option<PathBuf>,
-    /// Intra-op threads per ONNX Runtime session (0 = the cores shared out among the
-    /// instances).
+    /// Intra-op threads per ONNX Runtime session (0 = automatic: 1 with automatic
+    /// instances, else the cores shared out among the instances).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Worker instances per model version, each with its own sessions, sharing one batching
-    /// queue (Triton's instance group). On CPUs, one single-threaded instance per core gives
-    /// the most images/s under load; 1 keeps memory lowest.
-    #[arg(long, default_value_t = 1)]
+    /// queue (Triton's instance group). 0 = automatic: one single-threaded instance per core
+    /// for a model whose graphs all run on the CPU provider (the most images/s under load),
+    /// one instance where a GPU provider runs them. 1 keeps memory lowest.
+    #[arg(long, default_value_t = 0)]
     pub instances: usize,
     /// Serve the version each model's CHANNEL names (signed channel records, see `vqad
     /// promote`) instead of the newest published version; follows promotions and rollbacks.
@@ -75,13 +76,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<i32> {
     anyhow::ensure!(a.max_batch >= 1, "--max-batch must be at least 1");
     anyhow::ensure!(a.max_body_mb >= 1, "--max-body-mb must be at least 1");
     anyhow::ensure!(a.poll_secs >= 1, "--poll-secs must be at least 1");
-    anyhow::ensure!(a.instances >= 1, "--instances must be at least 1");
     anyhow::ensure!(a.versions >= 1, "--versions must be at least 1");
-    // 0 threads: share the cores out, so instances do not fight over them.
-    let threads = match a.threads {
-        0 if a.instances > 1 => (std::thread::available_parallelism().map_or(1, |n| n.get()) / a.instances).max(1),
-        t => t,
-    };
     let mut model_providers = std::collections::BTreeMap::new();
     for spec in &a.model_providers {
         let (name, list) = spec
@@ -105,7 +100,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<i32> {
         http: a.http,
         grpc: a.grpc,
         detector: DetectorOptions {
-            session: SessionOptions { providers, strict: false, trt_cache: a.trt_cache, threads, ort_lib: a.ort_lib },
+            session: SessionOptions { providers, strict: false, trt_cache: a.trt_cache, threads: a.threads, ort_lib: a.ort_lib },
             eta: None,
             local_constraint: None,
             mode: ResampleMode::Incremental,
@@ -120,6 +115,18 @@ pub fn run(a: ServeArgs) -> anyhow::Result<i32> {
         model_providers,
         versions: a.versions,
     };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = |t: usize| if t == 0 { "automatic".to_string() } else { t.to_string() };
+    eprintln!(
+        "vqad serve: {}",
+        match a.instances {
+            0 => format!(
+                "instances automatic: {cores} per model whose graphs run on the CPU provider ({cores} cores, {} thread(s) each), 1 where a GPU provider runs them (--instances N to choose)",
+                if a.threads == 0 { "1".to_string() } else { a.threads.to_string() }
+            ),
+            n => format!("{n} instance(s) per model, threads per session {}", threads(a.threads)),
+        }
+    );
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(serve(cfg, |b| {
         // One JSON line on stdout with the real ports (tests and scripts pass port 0).

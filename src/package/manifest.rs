@@ -253,7 +253,7 @@ impl Software {
         let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
         Software {
             vqad_version: crate::VERSION.to_string(),
-            git_commit: opt(env!("VQAD_GIT_COMMIT")),
+            git_commit: crate::source::source_state().commit.clone(),
             rustc: opt(env!("VQAD_RUSTC_VERSION")),
             tch: None,
             libtorch: None,

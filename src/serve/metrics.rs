@@ -33,6 +33,8 @@ pub struct Metrics {
     pub instance_batches: IntCounterVec,
     /// Inference requests received and not yet answered, per model (queued or running).
     pub inflight: IntGaugeVec,
+    /// Worker instances of a model version (what `--instances` chose; see `serve::worker`).
+    pub instances: IntGaugeVec,
 }
 
 impl Metrics {
@@ -74,6 +76,8 @@ impl Metrics {
         registry.register(Box::new(model_ready.clone())).expect("unique metric");
         let inflight = IntGaugeVec::new(Opts::new("vqad_inflight_requests", "Inference requests not yet answered (queued or running)."), &["model"]).expect("valid metric");
         registry.register(Box::new(inflight.clone())).expect("unique metric");
+        let instances = IntGaugeVec::new(Opts::new("vqad_model_instances", "Worker instances of the model version."), mv).expect("valid metric");
+        registry.register(Box::new(instances.clone())).expect("unique metric");
         Metrics {
             registry,
             requests,
@@ -88,6 +92,7 @@ impl Metrics {
             model_ready,
             instance_batches,
             inflight,
+            instances,
         }
     }
 

@@ -104,7 +104,7 @@ pub struct ServeConfig {
     pub detector: DetectorOptions,
     pub max_batch: usize,
     pub max_queue_delay: Duration,
-    /// Worker instances per model version (see [`worker`]).
+    /// Worker instances per model version; 0 = automatic (see [`worker::spawn`]).
     pub instances: usize,
     pub max_body_bytes: usize,
     pub poll: Duration,
@@ -291,7 +291,7 @@ pub async fn serve(cfg: ServeConfig, on_bound: impl FnOnce(Bound)) -> Result<(),
         return Err(ServeError::Registry { path: cfg.registry.clone(), reason: "no such folder".into() });
     }
     let metrics = Arc::new(Metrics::new());
-    let policy = BatchPolicy { max_batch: cfg.max_batch.max(1), max_queue_delay: cfg.max_queue_delay, instances: cfg.instances.max(1) };
+    let policy = BatchPolicy { max_batch: cfg.max_batch.max(1), max_queue_delay: cfg.max_queue_delay, instances: cfg.instances };
     let models = Arc::new(ModelStore::new(&cfg, policy, metrics.clone()));
     let app = Arc::new(App {
         models: models.clone(),

@@ -243,7 +243,14 @@ impl ModelStore {
                 .unwrap_or_else(|e| Err(format!("loading panicked: {e}")));
                 match loaded {
                     Ok(handle) => {
-                        tracing::info!(model = %name, version = %version, providers = ?handle.info.providers, "ready");
+                        tracing::info!(
+                            model = %name,
+                            version = %version,
+                            providers = ?handle.info.providers,
+                            instances = handle.info.instances,
+                            threads = handle.info.threads,
+                            "ready"
+                        );
                         self.install(&name, &version, handle, want, head.is_some());
                         loaded_now += 1;
                     }
@@ -287,6 +294,7 @@ impl ModelStore {
             let old = e.versions[i].1.clone();
             e.versions[i].2 = VersionState::Unavailable(format!("superseded by version {newest}"));
             self.metrics.model_ready.with_label_values(&[name, &old]).set(0);
+            self.metrics.instances.with_label_values(&[name, &old]).set(0);
         }
         e.serving = Some(newest);
     }
@@ -300,6 +308,7 @@ impl ModelStore {
         for (_, v, s) in e.versions.iter_mut() {
             if matches!(s, VersionState::Ready(_)) {
                 self.metrics.model_ready.with_label_values(&[name, v]).set(0);
+                self.metrics.instances.with_label_values(&[name, v]).set(0);
                 *s = VersionState::Unavailable("unloaded".into());
             }
         }

@@ -31,7 +31,8 @@ use tokio::sync::oneshot;
 pub struct BatchPolicy {
     pub max_batch: usize,
     pub max_queue_delay: Duration,
-    /// Worker threads (each with its own sessions) per model version; at least 1.
+    /// Worker threads (each with its own sessions) per model version; 0 = auto (see
+    /// [`spawn`]).
     pub instances: usize,
 }
 
@@ -50,6 +51,10 @@ pub struct ModelInfo {
     pub restore: String,
     pub archive_sha256: String,
     pub providers: BTreeMap<String, Provider>,
+    /// Worker instances serving this version, and intra-op threads per session (0: ONNX
+    /// Runtime's default).
+    pub instances: usize,
+    pub threads: usize,
 }
 
 /// One request's images, waiting in a model's queue.
@@ -101,19 +106,32 @@ struct Shared {
 /// Loads a verified package into `policy.instances` new worker threads and returns once every
 /// instance's sessions are ready (blocking: call from a blocking context). If any instance
 /// fails to load, the error is returned and the others exit.
+///
+/// `policy.instances == 0` decides from what really runs: the first instance loads, and if
+/// every graph landed on the CPU provider, one instance per core (as `available_parallelism`
+/// counts them, which honours a container's CPU quota) serves, each single-threaded unless
+/// `options.session.threads` says otherwise; where a GPU provider took a graph, that one
+/// instance serves alone. Explicit instances with `threads == 0` share the cores out.
 pub fn spawn(pkg: VerifiedPackage, options: DetectorOptions, policy: BatchPolicy, metrics: Arc<Metrics>) -> Result<WorkerHandle, String> {
     let (tx, rx) = mpsc::channel::<Job>();
     let shared = Arc::new(Shared { queue: Mutex::new(Queue { rx, pending: VecDeque::new() }), alive: AtomicUsize::new(0), busy: AtomicUsize::new(0) });
     let pkg = Arc::new(pkg);
-    let instances = policy.instances.max(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let auto = policy.instances == 0;
+    let threads = match options.session.threads {
+        0 if auto => 1,
+        0 if policy.instances > 1 => (cores / policy.instances).max(1),
+        t => t,
+    };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<ModelInfo, String>>();
-    for i in 0..instances {
+    let start = |i: usize| -> Result<(), String> {
         let (pkg, shared, metrics, ready_tx) = (pkg.clone(), shared.clone(), metrics.clone(), ready_tx.clone());
         let mut opts = options.clone();
+        opts.session.threads = threads;
+        opts.batch = policy.max_batch.max(1);
         std::thread::Builder::new()
             .name(format!("vqad-{}-{}-{i}", pkg.manifest.name, pkg.manifest.version))
             .spawn(move || {
-                opts.batch = policy.max_batch.max(1);
                 let mut det = match Detector::from_verified(&pkg, opts) {
                     Ok(d) => d,
                     Err(e) => {
@@ -129,16 +147,29 @@ pub fn spawn(pkg: VerifiedPackage, options: DetectorOptions, policy: BatchPolicy
                 shared.alive.fetch_add(1, Ordering::SeqCst);
                 run(&mut det, &shared, policy, &metrics, &labels, i);
             })
-            .map_err(|e| format!("starting a worker thread: {e}"))?;
+            .map(drop)
+            .map_err(|e| format!("starting a worker thread: {e}"))
+    };
+    // Dropping `tx` on an early return closes the queue, so the loaded instances exit.
+    let recv = || ready_rx.recv().map_err(|_| "a worker thread died while loading".to_string());
+    start(0)?;
+    let mut info = recv()??;
+    let instances = match policy.instances {
+        0 if info.providers.values().all(|&p| p == Provider::Cpu) => cores,
+        0 => 1,
+        n => n,
+    };
+    for i in 1..instances {
+        start(i)?;
     }
     drop(ready_tx);
-    let mut info = None;
-    for _ in 0..instances {
-        // Dropping `tx` on an early return closes the queue, so the loaded instances exit.
-        let got = ready_rx.recv().map_err(|_| "a worker thread died while loading".to_string())??;
-        info.get_or_insert(got);
+    for _ in 1..instances {
+        recv()??;
     }
-    Ok(WorkerHandle { info: Arc::new(info.expect("instances >= 1")), tx })
+    info.instances = instances;
+    info.threads = threads;
+    metrics.instances.with_label_values(&[&info.name, &info.version]).set(instances as i64);
+    Ok(WorkerHandle { info: Arc::new(info), tx })
 }
 
 fn model_info(pkg: &VerifiedPackage, det: &Detector) -> ModelInfo {
@@ -157,6 +188,8 @@ fn model_info(pkg: &VerifiedPackage, det: &Detector) -> ModelInfo {
         restore: serde_json::to_value(s.restore).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
         archive_sha256: pkg.archive_sha256.clone(),
         providers: det.providers(),
+        instances: 1,
+        threads: 0,
     }
 }
 

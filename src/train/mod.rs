@@ -221,6 +221,10 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
     let ds = load_dataset(&opts.category_dir, &data_cfg)?;
     prepare_run_dir(opts, &rd)?;
     let cfg = rd.config()?;
+    let source = crate::source::source_state();
+    if let Some(note) = &source.note {
+        eprintln!("note: the run records {}: {note}", if source.commit.is_some() { "the declared commit" } else { "no source commit" });
+    }
     let info = RunInfo {
         category: ds.name.clone(),
         category_dir: opts.category_dir.display().to_string(),
@@ -229,7 +233,8 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
         train_images: ds.train.len(),
         val_images: ds.val.len(),
         vqad_version: crate::VERSION.into(),
-        git_commit: env!("VQAD_GIT_COMMIT").into(),
+        git_commit: source.commit.clone().unwrap_or_default(),
+        source_clean: source.clean,
         rustc: env!("VQAD_RUSTC_VERSION").into(),
         tch_version: "0.26".into(),
         libtorch_version: env!("VQAD_LIBTORCH_VERSION").into(),

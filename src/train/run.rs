@@ -27,7 +27,12 @@ pub struct RunInfo {
     pub train_images: usize,
     pub val_images: usize,
     pub vqad_version: String,
+    /// The source commit that built the trainer (empty when it could not be shown, see
+    /// `crate::source`).
     pub git_commit: String,
+    /// Whether that checkout had no uncommitted change at all; absent in older runs.
+    #[serde(default)]
+    pub source_clean: Option<bool>,
     pub rustc: String,
     pub tch_version: String,
     pub libtorch_version: String,
