@@ -8,7 +8,7 @@ use ndarray::{ArrayD, IxDyn};
 use prost::Message;
 use tch::{nn, Device, Kind, Tensor};
 use vqad::config::Config;
-use vqad::nn::{PixelSnail, VqVae};
+use vqad_train::nn::{PixelSnail, VqVae};
 use vqad::runtime::session::open_graph;
 
 fn to_nd_f32(t: &Tensor) -> ArrayD<f32> {
@@ -168,7 +168,7 @@ fn graphs_pass_the_onnx_checker_and_are_deterministic() {
 #[test]
 fn codebook_npy_equals_the_decoder_codebook() {
     let m = models(Config::tiny(), 6);
-    let npy = vqad::nn::layers::codebook_npy(&m.vq.codebook);
+    let npy = vqad_train::nn::layers::codebook_npy(&m.vq.codebook);
     let arr: ndarray::Array2<f32> = ndarray_npy::ReadNpyExt::read_npy(npy.as_slice()).unwrap();
     let model = vqad::onnx::proto::ModelProto::decode(m.vq.decoder_graph().as_slice()).unwrap();
     let graph = model.graph.unwrap();

@@ -3,8 +3,8 @@
 
 use tch::{nn, Device, Kind, Tensor};
 use vqad::config::Config;
-use vqad::nn::vqvae::eq3_loss;
-use vqad::nn::{PixelSnail, VqVae};
+use vqad_train::nn::vqvae::eq3_loss;
+use vqad_train::nn::{PixelSnail, VqVae};
 
 fn tiny() -> Config {
     Config::tiny()
@@ -120,14 +120,14 @@ fn checkpoints_round_trip() {
     tch::manual_seed(4);
     let cfg = tiny();
     let dir = tempfile::tempdir().unwrap();
-    let rd = vqad::train::run::RunDir::new(dir.path());
-    let (vs, vq) = vqad::train::new_vqvae(&cfg, Device::Cpu);
-    let (pvs, prior) = vqad::train::new_prior(&cfg, Device::Cpu);
+    let rd = vqad_train::train::run::RunDir::new(dir.path());
+    let (vs, vq) = vqad_train::train::new_vqvae(&cfg, Device::Cpu);
+    let (pvs, prior) = vqad_train::train::new_prior(&cfg, Device::Cpu);
     rd.save_weights("vqvae", &vs).unwrap();
     rd.save_weights("prior", &pvs).unwrap();
     tch::manual_seed(99);
-    let (mut vs2, vq2) = vqad::train::new_vqvae(&cfg, Device::Cpu);
-    let (mut pvs2, prior2) = vqad::train::new_prior(&cfg, Device::Cpu);
+    let (mut vs2, vq2) = vqad_train::train::new_vqvae(&cfg, Device::Cpu);
+    let (mut pvs2, prior2) = vqad_train::train::new_prior(&cfg, Device::Cpu);
     let s = cfg.model.image_size;
     let x = Tensor::rand([2, 3, s, s], (Kind::Float, Device::Cpu));
     assert!(!vq.indices(&x).equal(&vq2.indices(&x)) || !vq.codebook.equal(&vq2.codebook), "fresh models should differ");

@@ -336,14 +336,14 @@ fn bench_compares_the_naive_loop_with_the_incremental_one_on_the_same_images() {
 fn exported_graphs_match_the_trained_model_on_real_images() {
     let d = demo();
     let run_dir = path(&d.summary["run"]);
-    let rd = vqad::train::run::RunDir::new(&run_dir);
+    let rd = vqad_train::train::run::RunDir::new(&run_dir);
     let cfg = rd.config().unwrap();
-    let (_vs, vq) = vqad::train::load_vqvae(&rd, &cfg, tch::Device::Cpu).unwrap();
-    let (_ps, prior) = vqad::train::load_prior(&rd, &cfg, tch::Device::Cpu).unwrap();
+    let (_vs, vq) = vqad_train::train::load_vqvae(&rd, &cfg, tch::Device::Cpu).unwrap();
+    let (_ps, prior) = vqad_train::train::load_prior(&rd, &cfg, tch::Device::Cpu).unwrap();
     let export = path(&d.summary["export"]);
     let cat = vqad::data::Category::open(&path(&d.summary["data"])).unwrap();
     let imgs: Vec<_> = cat.test.iter().take(5).map(|t| vqad::data::load_image(&t.path, 3, 64).unwrap()).collect();
-    let x = vqad::train::stack(&imgs.iter().collect::<Vec<_>>(), tch::Device::Cpu);
+    let x = vqad_train::train::stack(&imgs.iter().collect::<Vec<_>>(), tch::Device::Cpu);
     let want_idx = vq.indices(&x);
     let opts = common::cpu_sessions();
     let mut enc = vqad::runtime::session::open_graph("encoder.onnx", &std::fs::read(export.join("encoder.onnx")).unwrap(), &opts).unwrap();

@@ -109,7 +109,6 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-#[cfg(feature = "train")]
 #[derive(Args)]
 pub struct TuneArgs {
     /// Training run folder; writes RUN_DIR/tune.json (used by `vqad package`).
@@ -159,44 +158,10 @@ pub struct TuneArgs {
     pub ort_lib: Option<PathBuf>,
 }
 
-#[cfg(feature = "train")]
 fn parse_on_off(s: &str) -> Result<bool, String> {
     match s {
         "on" => Ok(true),
         "off" => Ok(false),
         o => Err(format!("expected on or off, got '{o}'")),
     }
-}
-
-#[cfg(not(feature = "train"))]
-#[derive(Args)]
-pub struct TuneArgs {}
-
-#[cfg(feature = "train")]
-pub fn tune(a: TuneArgs) -> anyhow::Result<i32> {
-    let grid: Vec<f64> = match &a.etas {
-        Some(s) => s.split(',').map(|x| x.trim().parse::<f64>().with_context(|| format!("bad η '{x}'"))).collect::<anyhow::Result<_>>()?,
-        None => vec![],
-    };
-    let opts = vqad::eval::tune::TuneOptions { grid, fire_fraction: a.fire_fraction, false_alarm: a.false_alarm, score: if a.paper_rule { Some(vqad::config::ScoreKind::Paper) } else { a.score },
-        restore: if a.paper_rule { Some(vqad::config::RestoreRule::Argmax) } else { a.restore },
-        min_area: a.min_area,
-        whiten: if a.paper_rule { Some(false) } else { a.whiten },
-        residual_patch: a.residual_patch,
-        border: if a.paper_rule { Some(false) } else { a.border },
-    };
-    let r = vqad::pipeline::tune_run(&a.run_dir, a.ort_lib.as_deref(), &opts, &|s| eprintln!("{s}"))?;
-    println!(
-        "η = {:.3e} (fires on {:.2}% of normal positions), pixel threshold = {:.3e}, minimum area = {} px, prior NLL {:.3} vs log K {:.3} ({} validation normals, {} synthetic negatives); wrote {}",
-        r.detect.eta,
-        r.fired_fraction_normal * 100.0,
-        r.detect.pixel_threshold.unwrap_or(f64::NAN),
-        r.detect.min_area,
-        r.prior_nll_normal,
-        r.log_k,
-        r.validation_images,
-        r.negatives,
-        vqad::pipeline::tune_path(&a.run_dir).display()
-    );
-    Ok(0)
 }

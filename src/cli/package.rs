@@ -19,7 +19,6 @@ pub fn keygen(a: KeygenArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-#[cfg(feature = "train")]
 #[derive(Args)]
 pub struct PackageArgs {
     /// Training run folder (from `vqad train`).
@@ -42,22 +41,6 @@ pub struct PackageArgs {
     /// Replace an existing file at the output path.
     #[arg(long)]
     pub overwrite: bool,
-}
-
-#[cfg(feature = "train")]
-pub fn package(a: PackageArgs) -> anyhow::Result<i32> {
-    let key = package::SigningKey::load(&a.key)?;
-    let info = vqad::pipeline::package_run(&vqad::pipeline::PackageRequest {
-        run_dir: a.run_dir.clone(),
-        name: a.name,
-        version: a.version,
-        out: a.out,
-        overwrite: a.overwrite,
-        ort_lib: a.ort_lib,
-        progress: true,
-    }, &key)?;
-    println!("{} ({} bytes, sha256 {})", info.path.display(), info.size, info.sha256);
-    Ok(0)
 }
 
 #[derive(Args)]

@@ -1,10 +1,8 @@
-//! train, bench-train, export.
+//! Flags of train, bench-train and export (run by `vqad-train`: src/trainer/).
 
-use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
-use vqad::config::Config;
-use vqad::train::{self, Stage, TrainOptions};
+use vqad::config::Stage;
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -38,30 +36,6 @@ pub struct TrainArgs {
     pub resume: bool,
 }
 
-pub fn train(a: TrainArgs) -> anyhow::Result<i32> {
-    let mut config = Config::load(&a.preset, a.config.as_deref())?;
-    if a.kind.is_some() {
-        config.kind = a.kind;
-    }
-    let s = train::train(&TrainOptions {
-        category_dir: a.category_dir,
-        out: a.out,
-        config,
-        stage: a.stage,
-        device: a.device,
-        seed: a.seed,
-        resume: a.resume,
-        progress: true,
-    })?;
-    println!("run folder: {}", s.run_dir.display());
-    for (name, st) in [("vqvae", &s.vqvae), ("prior", &s.prior)] {
-        if st.epochs_done > 0 {
-            println!("{name}: {}/{} epochs, {}", st.epochs_done, st.epochs_total, serde_json::Value::Object(st.metrics.clone()));
-        }
-    }
-    Ok(0)
-}
-
 #[derive(Args)]
 pub struct BenchTrainArgs {
     /// Presets to measure, comma separated.
@@ -81,34 +55,6 @@ pub struct BenchTrainArgs {
     pub json: bool,
 }
 
-pub fn bench_train(a: BenchTrainArgs) -> anyhow::Result<i32> {
-    let mut rows = vec![];
-    for preset in a.presets.split(',') {
-        let cfg = Config::preset(preset.trim())?;
-        for dev in a.devices.split(',') {
-            let device = match train::device::select_device(dev.trim()) {
-                Ok(d) => d,
-                Err(e) => {
-                    eprintln!("skipping {dev}: {e}");
-                    continue;
-                }
-            };
-            let r = train::bench::bench_train(&cfg, device, a.steps, a.max_batch)?;
-            if !a.json {
-                println!(
-                    "{:<6} {:<7} vqvae {:>8.1} images/s (batch {})   prior {:>8.1} tables/s (batch {})",
-                    r.preset, r.device, r.vqvae_images_per_s, r.vqvae_batch, r.prior_tables_per_s, r.prior_batch
-                );
-            }
-            rows.push(r);
-        }
-    }
-    if a.json {
-        super::print_json(&rows)?;
-    }
-    Ok(0)
-}
-
 #[derive(Args)]
 pub struct ExportArgs {
     /// Training run folder.
@@ -116,13 +62,4 @@ pub struct ExportArgs {
     /// Folder for encoder.onnx, decoder.onnx, pixelsnail.onnx, codebook.npy, shapes.json.
     #[arg(long)]
     pub out: PathBuf,
-}
-
-pub fn export(a: ExportArgs) -> anyhow::Result<i32> {
-    let e = vqad::pipeline::export::export_run(&a.run_dir).with_context(|| format!("exporting {}", a.run_dir.display()))?;
-    vqad::pipeline::export::write_export(&e, &a.out)?;
-    for (name, bytes) in &e.files {
-        println!("{:<16} {:>10} bytes  sha256 {}", name, bytes.len(), vqad::fsutil::sha256_hex(bytes));
-    }
-    Ok(0)
 }

@@ -3,8 +3,8 @@
 //! It lives in the pipeline because it joins a training run (`train`) with the networks' graph
 //! definitions (`nn`); `nn` itself knows nothing of run folders.
 
-use crate::config::Config;
-use crate::fsutil::write_atomic;
+use vqad::config::Config;
+use vqad::fsutil::write_atomic;
 use crate::train::run::RunDir;
 use crate::train::{load_prior, load_vqvae, TrainError};
 use serde::{Deserialize, Serialize};
@@ -49,8 +49,8 @@ pub fn export_run(run: &Path) -> Result<Exported, TrainError> {
         grid: cfg.model.grid(),
         num_codes: cfg.model.num_codes,
         code_dim: cfg.model.code_dim,
-        opset: crate::onnx::OPSET,
-        ir_version: crate::onnx::IR_VERSION,
+        opset: vqad::onnx::OPSET,
+        ir_version: vqad::onnx::IR_VERSION,
         graphs: [
             ("encoder.onnx", ("image", "indices")),
             ("decoder.onnx", ("indices", "image")),

@@ -3,8 +3,8 @@
 //! convolutions. Images enter in [0, 1] and leave in [0, 1] (sigmoid), both in tch and ONNX.
 
 use super::layers::{init_from, Conv, ConvT, ResBlock};
-use crate::config::ModelConfig;
-use crate::onnx::{Attr, Dim, Elem, GraphBuilder};
+use vqad::config::ModelConfig;
+use vqad::onnx::{Attr, Dim, Elem, GraphBuilder};
 use tch::{nn, Kind, Tensor};
 
 #[derive(Debug)]

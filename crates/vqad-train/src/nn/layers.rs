@@ -1,6 +1,6 @@
 //! Convolution layers and residual blocks shared by the VQ-VAE and PixelSNAIL.
 
-use crate::onnx::{Attr, GraphBuilder};
+use vqad::onnx::{Attr, GraphBuilder};
 use tch::{nn, Tensor};
 
 /// Copies a tensor's shape and f32 values out of libtorch (for ONNX initializers).

@@ -6,8 +6,8 @@ pub mod bench;
 pub mod device;
 pub mod run;
 
-use crate::config::{CategoryKind, Config};
-use crate::data::{self, Augmenter, Category};
+use vqad::config::{CategoryKind, Config};
+use vqad::data::{self, Augmenter, Category};
 use crate::nn::{PixelSnail, VqVae};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array3;
@@ -25,7 +25,7 @@ pub enum TrainError {
     #[error(transparent)]
     Data(#[from] data::DataError),
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] vqad::config::ConfigError),
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
     #[error("{0}: unreadable or inconsistent: {1}")]
@@ -40,25 +40,7 @@ pub enum TrainError {
     Refused(String),
 }
 
-/// Which stages to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    VqVae,
-    Prior,
-    All,
-}
-
-impl std::str::FromStr for Stage {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "vqvae" => Ok(Stage::VqVae),
-            "prior" => Ok(Stage::Prior),
-            "all" => Ok(Stage::All),
-            o => Err(format!("unknown stage '{o}' (expected vqvae, prior or all)")),
-        }
-    }
-}
+pub use vqad::config::Stage;
 
 /// Everything `vqad train` takes.
 #[derive(Debug, Clone)]
@@ -221,7 +203,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
     let ds = load_dataset(&opts.category_dir, &data_cfg)?;
     prepare_run_dir(opts, &rd)?;
     let cfg = rd.config()?;
-    let source = crate::source::source_state();
+    let source = vqad::source::source_state();
     if let Some(note) = &source.note {
         eprintln!("note: the run records {}: {note}", if source.commit.is_some() { "the declared commit" } else { "no source commit" });
     }
@@ -232,10 +214,10 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
         dataset_digest: ds.digest.clone(),
         train_images: ds.train.len(),
         val_images: ds.val.len(),
-        vqad_version: crate::VERSION.into(),
+        vqad_version: vqad::VERSION.into(),
         git_commit: source.commit.clone().unwrap_or_default(),
         source_clean: source.clean,
-        rustc: env!("VQAD_RUSTC_VERSION").into(),
+        rustc: vqad::RUSTC_VERSION.into(),
         tch_version: "0.26".into(),
         libtorch_version: env!("VQAD_LIBTORCH_VERSION").into(),
         device: device::device_name(dev),
@@ -357,7 +339,7 @@ fn train_vqvae(rd: &RunDir, cfg: &Config, ds: &Dataset, dev: Device, seed: u64, 
                     .map(|im| {
                         if rand::Rng::random_bool(&mut rng, t.denoise_fraction) {
                             let donor = &imgs[rand::Rng::random_range(&mut rng, 0..imgs.len())];
-                            crate::data::paste_blob(im, donor, &mut rng)
+                            vqad::data::paste_blob(im, donor, &mut rng)
                         } else {
                             im.clone()
                         }

@@ -1,12 +1,13 @@
-//! Which source made this binary, for provenance (the git commit recorded in a run and its
+//! Which source made this program, for provenance (the git commit recorded in a run and its
 //! package).
 //!
 //! The commit is read from the checkout when asked, not baked in at build time: baking it in
 //! made every commit rebuild the crate. A checkout can move on after the build, so the commit
-//! is trusted only while the checkout still holds exactly the files this binary was compiled
-//! from (build.rs embeds their digest, [`inputs`]) and those files equal the commit's. A build
-//! outside a checkout (a container image) can declare its commit with `VQAD_BUILD_COMMIT` at
-//! build time.
+//! is trusted only while the checkout still holds exactly the files this program was compiled
+//! from (the executable's build.rs embeds their digest, [`inputs`]) and those files equal the
+//! commit's. A build outside a checkout (a container image) can declare its commit with
+//! `VQAD_BUILD_COMMIT` at build time. The executable says which build it is with
+//! [`register_build`] (see [`build_identity!`]); a program that does not records no commit.
 
 pub mod inputs;
 
@@ -14,10 +15,10 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// What is known of the source this binary was built from.
+/// What is known of the source this program was built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceState {
-    /// The commit holding this binary's build inputs, when that can be shown.
+    /// The commit holding this program's build inputs, when that can be shown.
     pub commit: Option<String>,
     /// Whether the checkout had no uncommitted or untracked change at all (not only in the
     /// build inputs), when known.
@@ -26,28 +27,57 @@ pub struct SourceState {
     pub note: Option<String>,
 }
 
-/// The digest build.rs computed over this binary's build inputs.
-pub const BUILD_INPUTS_DIGEST: &str = env!("VQAD_SOURCE_DIGEST");
+/// What an executable's build.rs recorded about its build.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildIdentity {
+    /// sha256 over the build inputs ([`inputs::build_inputs_digest`]) when it was compiled.
+    pub inputs_digest: &'static str,
+    /// The workspace it was compiled in.
+    pub source_dir: &'static str,
+    /// `VQAD_BUILD_COMMIT` at build time, or empty.
+    pub declared_commit: &'static str,
+}
 
-/// This binary's source state, worked out once per process.
+/// The calling executable's [`BuildIdentity`], from the variables its build.rs set.
+#[macro_export]
+macro_rules! build_identity {
+    () => {
+        $crate::source::BuildIdentity {
+            inputs_digest: env!("VQAD_SOURCE_DIGEST"),
+            source_dir: env!("CARGO_MANIFEST_DIR"),
+            declared_commit: env!("VQAD_BUILD_COMMIT"),
+        }
+    };
+}
+
+static BUILD: OnceLock<BuildIdentity> = OnceLock::new();
+
+/// Called once by the executable's `main`, before anything records provenance.
+pub fn register_build(b: BuildIdentity) {
+    let _ = BUILD.set(b);
+}
+
+/// This program's source state, worked out once per process.
 pub fn source_state() -> &'static SourceState {
     static STATE: OnceLock<SourceState> = OnceLock::new();
-    STATE.get_or_init(|| {
-        let declared = env!("VQAD_BUILD_COMMIT");
-        if !declared.is_empty() {
-            return SourceState { commit: Some(declared.to_string()), clean: None, note: Some("commit declared at build time (VQAD_BUILD_COMMIT)".into()) };
-        }
-        state_of(Path::new(env!("CARGO_MANIFEST_DIR")), BUILD_INPUTS_DIGEST)
+    STATE.get_or_init(|| match BUILD.get() {
+        None => SourceState { commit: None, clean: None, note: Some("the program did not say which build it is".into()) },
+        Some(b) if !b.declared_commit.is_empty() => SourceState {
+            commit: Some(b.declared_commit.to_string()),
+            clean: None,
+            note: Some("commit declared at build time (VQAD_BUILD_COMMIT)".into()),
+        },
+        Some(b) => state_of(Path::new(b.source_dir), b.inputs_digest),
     })
 }
 
-/// The source state of the checkout at `dir` for a binary whose build inputs had `digest`.
+/// The source state of the checkout at `dir` for a program whose build inputs had `digest`.
 pub fn state_of(dir: &Path, digest: &str) -> SourceState {
     let unknown = |note: String| SourceState { commit: None, clean: None, note: Some(note) };
     match inputs::build_inputs_digest(dir) {
         Ok(d) if d == digest => {}
-        Ok(_) => return unknown(format!("{} has changed since this binary was built; rebuild to record a commit", dir.display())),
-        Err(e) => return unknown(format!("the source this binary was built from is not at {} ({e})", dir.display())),
+        Ok(_) => return unknown(format!("{} has changed since this program was built; rebuild to record a commit", dir.display())),
+        Err(e) => return unknown(format!("the source this program was built from is not at {} ({e})", dir.display())),
     }
     let git = |args: &[&str]| -> Option<String> {
         let o = Command::new("git").arg("-C").arg(dir).args(args).output().ok()?;
@@ -59,13 +89,13 @@ pub fn state_of(dir: &Path, digest: &str) -> SourceState {
     let all = git(&["status", "--porcelain", "--untracked-files=normal"]);
     let clean = all.as_ref().map(|s| s.trim().is_empty());
     let mut args = vec!["status", "--porcelain", "--untracked-files=normal", "--"];
-    args.extend(["build.rs", "Cargo.toml", "Cargo.lock", "src"]);
+    args.extend(inputs::ROOTS);
     match git(&args) {
         Some(s) if s.trim().is_empty() => SourceState { commit: Some(head), clean, note: None },
         Some(_) => SourceState {
             commit: None,
             clean,
-            note: Some(format!("this binary was built from uncommitted changes to {} (HEAD {head})", dir.display())),
+            note: Some(format!("this program was built from uncommitted changes to {} (HEAD {head})", dir.display())),
         },
         None => unknown("git status failed".into()),
     }
@@ -118,7 +148,7 @@ mod tests {
         // Built, then the checkout moved on: the commit no longer describes the binary.
         std::fs::write(t.path().join("src/lib.rs"), "//! y").unwrap();
         let s = state_of(t.path(), &built);
-        assert!(s.commit.is_none() && s.note.as_deref().unwrap().contains("changed since this binary was built"), "{s:?}");
+        assert!(s.commit.is_none() && s.note.as_deref().unwrap().contains("changed since this program was built"), "{s:?}");
         // Built from that uncommitted change: the binary matches the files, not HEAD.
         let now = inputs::build_inputs_digest(t.path()).unwrap();
         let s = state_of(t.path(), &now);

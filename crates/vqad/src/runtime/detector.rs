@@ -145,7 +145,7 @@ impl Detector {
 
     /// Loads graphs that did not come from a package: a training run's own export, while its
     /// thresholds are being chosen (`tune`). Deployed models go through [`Detector::open`].
-    pub(crate) fn from_graphs(
+    pub fn from_graphs(
         files: &BTreeMap<String, Vec<u8>>,
         shape: ModelShape,
         mut settings: DetectConfig,

@@ -1,7 +1,7 @@
 //! `vqad bench-train`: images per second of each training stage, for a preset and device.
 
 use super::{new_prior, new_vqvae, TrainError};
-use crate::config::Config;
+use vqad::config::Config;
 use std::time::Instant;
 use tch::{nn::OptimizerConfig, Device, Kind, Tensor};
 

@@ -636,6 +636,26 @@ fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
     }
 }
 
+/// Which training stages to run (`vqad train --stage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    VqVae,
+    Prior,
+    All,
+}
+
+impl std::str::FromStr for Stage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "vqvae" => Ok(Stage::VqVae),
+            "prior" => Ok(Stage::Prior),
+            "all" => Ok(Stage::All),
+            o => Err(format!("unknown stage '{o}' (expected vqvae, prior or all)")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

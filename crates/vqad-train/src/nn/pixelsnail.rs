@@ -8,8 +8,8 @@
 //! output head see channel-RMS-normalised features (see [`rms_norm`]).
 
 use super::layers::{init_from, Conv, Mask};
-use crate::config::PriorConfig;
-use crate::onnx::{Attr, Dim, Elem, GraphBuilder};
+use vqad::config::PriorConfig;
+use vqad::onnx::{Attr, Dim, Elem, GraphBuilder};
 use tch::{nn, Kind, Tensor};
 
 /// Channel RMS normalisation, x / sqrt(mean_c(x²) + ε): keeps attention scores and logits at a

@@ -254,7 +254,7 @@ impl Software {
         Software {
             vqad_version: crate::VERSION.to_string(),
             git_commit: crate::source::source_state().commit.clone(),
-            rustc: opt(env!("VQAD_RUSTC_VERSION")),
+            rustc: opt(crate::RUSTC_VERSION),
             tch: None,
             libtorch: None,
             onnxruntime: None,

@@ -10,8 +10,8 @@
 //! ```
 
 use super::TrainError;
-use crate::config::Config;
-use crate::fsutil::write_atomic;
+use vqad::config::Config;
+use vqad::fsutil::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ pub struct RunInfo {
     pub val_images: usize,
     pub vqad_version: String,
     /// The source commit that built the trainer (empty when it could not be shown, see
-    /// `crate::source`).
+    /// `vqad::source`).
     pub git_commit: String,
     /// Whether that checkout had no uncommitted change at all; absent in older runs.
     #[serde(default)]

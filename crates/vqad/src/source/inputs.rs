@@ -1,10 +1,14 @@
-//! The digest of the files a build of vqad compiles (build.rs, Cargo.toml, Cargo.lock, src/),
-//! shared by build.rs (which embeds it) and [`super`] (which recomputes it from the checkout):
-//! sha256 over, per file in byte order of its relative path, `path NUL length NUL contents`.
+//! The digest of the files a build of vqad compiles (at the workspace root: build.rs,
+//! Cargo.toml, Cargo.lock, and everything under src/ and crates/), shared by the executables'
+//! build.rs (which embeds it) and [`super`] (which recomputes it from the checkout): sha256
+//! over, per file in byte order of its relative path, `path NUL length NUL contents`.
 //! Only std and sha2, so build.rs can include this file as it is.
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+
+/// Top-level files and folders of the build inputs.
+pub const ROOTS: [&str; 5] = ["build.rs", "Cargo.toml", "Cargo.lock", "src", "crates"];
 
 /// The build inputs under `root`, as sorted '/'-separated relative paths.
 pub fn build_inputs(root: &Path) -> std::io::Result<Vec<String>> {
@@ -20,8 +24,15 @@ pub fn build_inputs(root: &Path) -> std::io::Result<Vec<String>> {
         }
         Ok(())
     }
-    let mut out: Vec<String> = ["build.rs", "Cargo.toml", "Cargo.lock"].into_iter().map(String::from).collect();
-    walk(root, &root.join("src"), &mut out)?;
+    let mut out = vec![];
+    for r in ROOTS {
+        let p = root.join(r);
+        if p.is_dir() {
+            walk(root, &p, &mut out)?;
+        } else if p.exists() {
+            out.push(r.to_string());
+        }
+    }
     out.sort();
     Ok(out)
 }

@@ -1,11 +1,11 @@
 //! Steps that join the stages of a training run into a package: export, tune, sign.
 //! Shared by `vqad tune`, `vqad package` and `vqad demo`.
 
-use crate::eval::tune::{tune, TuneError, TuneOptions, TuneResult};
-use crate::fsutil::write_atomic;
-use crate::package::{self, DatasetInfo, Epochs, Manifest, ModelShape, PackageError, PackageInfo, Provenance, SigningKey, Software, TuningData};
-use crate::runtime::session::{Provider, SessionOptions};
-use crate::runtime::{DetectError, Detector, DetectorOptions};
+use vqad::eval::tune::{tune, TuneError, TuneOptions, TuneResult};
+use vqad::fsutil::write_atomic;
+use vqad::package::{self, DatasetInfo, Epochs, Manifest, ModelShape, PackageError, PackageInfo, Provenance, SigningKey, Software, TuningData};
+use vqad::runtime::session::{Provider, SessionOptions};
+use vqad::runtime::{DetectError, Detector, DetectorOptions};
 use crate::train::run::RunDir;
 use crate::train::{load_dataset, TrainError};
 use std::collections::BTreeMap;
@@ -66,7 +66,7 @@ pub fn tune_exported(
         session: SessionOptions { providers: vec![Provider::Cpu], ort_lib: ort_lib.map(Path::to_path_buf), ..Default::default() },
         ..Default::default()
     };
-    let mut det = Detector::from_graphs(files, ModelShape::from_config(&cfg.model, crate::onnx::OPSET), cfg.detect.clone(), det_opts)?;
+    let mut det = Detector::from_graphs(files, ModelShape::from_config(&cfg.model, vqad::onnx::OPSET), cfg.detect.clone(), det_opts)?;
     let result = tune(&mut det, &normals, opts, info.seed, progress)?;
     let mut bytes = serde_json::to_vec_pretty(&result).expect("serialisable");
     bytes.push(b'\n');
@@ -132,15 +132,15 @@ pub fn package_run(req: &PackageRequest, key: &SigningKey) -> Result<PackageInfo
     software.git_commit = Some(info.git_commit.clone()).filter(|s| !s.is_empty());
     software.tch = Some(info.tch_version.clone());
     software.libtorch = Some(info.libtorch_version.clone());
-    software.onnxruntime = crate::runtime::session::ort_version().or_else(|| {
+    software.onnxruntime = vqad::runtime::session::ort_version().or_else(|| {
         // Make sure the version recorded is the one the graphs were checked with.
-        crate::runtime::session::environment(req.ort_lib.as_deref()).ok().and_then(|_| crate::runtime::session::ort_version())
+        vqad::runtime::session::environment(req.ort_lib.as_deref()).ok().and_then(|_| vqad::runtime::session::ort_version())
     });
     let manifest = Manifest {
         format_version: 0, // set below from the detection settings it carries
         name: req.name.clone(),
         version: req.version.clone(),
-        model: ModelShape::from_config(&cfg.model, crate::onnx::OPSET),
+        model: ModelShape::from_config(&cfg.model, vqad::onnx::OPSET),
         detection: package::DetectionSettings::from_config(
             &tuned.detect,
             TuningData { source: "validation-normals+synthetic-negatives".into(), images: Some(tuned.validation_images as u64), notes: Some(tuned.notes.clone()) },
