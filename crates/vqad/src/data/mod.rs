@@ -16,7 +16,7 @@ mod synth;
 pub use augment::{AugmentPolicy, Augmenter, DIHEDRAL_OBJECTS};
 pub use corrupt::paste_blob;
 pub use check::{check_category, CheckReport, Problem, ProblemKind};
-pub use digest::dataset_digest;
+pub use digest::{dataset_digest, dir_hash};
 pub use image_io::{
     array_to_image, decode_image_bytes, image_to_array, is_image_path, list_images, load_image, load_many, load_mask,
     mask_to_image, IMAGE_EXTENSIONS,
