@@ -1,12 +1,13 @@
 //! Building, verifying, inspecting and unpacking `.vqad` archives.
 
 use super::dsse::{self, SignedStatement};
+use super::intoto::{self, Statement, SLSA_PROVENANCE_V1};
 use super::keys::{SigningKey, TrustedKey};
 use super::manifest::Manifest;
 use super::zipfmt::{self, Entry};
 use super::{
-    sha256_hex, Limits, PackageError, ENTRY_ORDER, EXTENSION, GRAPH_FILES, MANIFEST_FILE, MAX_SIGNATURE_SIZE,
-    SIGNATURE_FILE, SIGNED_FILES,
+    entry_order, sha256_hex, Limits, PackageError, EXTENSION, GRAPH_FILES, MANIFEST_FILE, MAX_SIGNATURE_SIZE,
+    PROVENANCE_FILE, PROVENANCE_FORMAT, SIGNATURE_FILE, SIGNED_FILES,
 };
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -73,6 +74,8 @@ pub fn build_package_with(
 }
 
 /// The archive bytes; pure function of its inputs (RFC 6979 signatures, fixed zip layout).
+/// `files` may also hold [`PROVENANCE_FILE`] (made with [`subject_digests`] and signed with
+/// the same key); it is checked as the verifier will check it.
 pub fn package_bytes(
     manifest: &Manifest,
     files: &BTreeMap<String, Vec<u8>>,
@@ -83,9 +86,9 @@ pub fn package_bytes(
         return Err(PackageError::BadInput(format!("{MANIFEST_FILE} is written from the Manifest; do not pass it")));
     }
     for name in files.keys() {
-        if !SIGNED_FILES.contains(&name.as_str()) {
+        if !SIGNED_FILES.contains(&name.as_str()) && name != PROVENANCE_FILE {
             return Err(PackageError::BadInput(format!(
-                "unexpected file '{name}'; a package holds {}",
+                "unexpected file '{name}'; a package holds {} and optionally {PROVENANCE_FILE}",
                 SIGNED_FILES[1..].join(", ")
             )));
         }
@@ -96,10 +99,16 @@ pub fn package_bytes(
         let data = files.get(*name).ok_or_else(|| PackageError::BadInput(format!("missing file '{name}'")))?;
         all.insert(name, data.as_slice());
     }
+    let provenance = files.get(PROVENANCE_FILE);
+    if let Some(p) = provenance {
+        let subjects: BTreeMap<String, String> = all.iter().map(|(n, d)| (n.to_string(), sha256_hex(d))).collect();
+        check_provenance(p, manifest, &subjects, &key.public())?;
+        all.insert(PROVENANCE_FILE, p.as_slice());
+    }
     let digests: BTreeMap<String, String> = all.iter().map(|(n, d)| (n.to_string(), sha256_hex(d))).collect();
     let sig = dsse::sign(&manifest.id(), &digests, key)?;
     let mut entries: Vec<(&str, &[u8])> = Vec::new();
-    for name in ENTRY_ORDER {
+    for name in entry_order(provenance.is_some()) {
         if name == SIGNATURE_FILE {
             entries.push((name, &sig));
         } else {
@@ -107,6 +116,39 @@ pub fn package_bytes(
         }
     }
     zipfmt::write_zip(&entries)
+}
+
+/// The subjects a package's provenance must name: every signed file but the provenance itself
+/// (`manifest.json` as [`Manifest::to_json_bytes`] writes it, the graphs, the codebook), name →
+/// sha256 hex. `files` as given to [`package_bytes`].
+pub fn subject_digests(manifest: &Manifest, files: &BTreeMap<String, Vec<u8>>) -> Result<BTreeMap<String, String>, PackageError> {
+    let mut out = BTreeMap::from([(MANIFEST_FILE.to_string(), sha256_hex(&manifest.to_json_bytes()?))]);
+    for name in &SIGNED_FILES[1..] {
+        let data = files.get(*name).ok_or_else(|| PackageError::BadInput(format!("missing file '{name}'")))?;
+        out.insert(name.to_string(), sha256_hex(data));
+    }
+    Ok(out)
+}
+
+/// Checks a provenance envelope against the package it sits in: signed by the package key, an
+/// in-toto Statement v1 of SLSA provenance v1 whose subjects are exactly the other signed
+/// files, and a manifest format that announces it. The predicate itself is read (strictly)
+/// by [`crate::provenance`].
+fn check_provenance(
+    envelope: &[u8],
+    manifest: &Manifest,
+    subjects: &BTreeMap<String, String>,
+    key: &TrustedKey,
+) -> Result<Statement<serde_json::Value>, PackageError> {
+    if manifest.format_version < PROVENANCE_FORMAT {
+        return Err(PackageError::InvalidManifest(format!(
+            "a package with {PROVENANCE_FILE} needs format_version {PROVENANCE_FORMAT}, the manifest says {}",
+            manifest.format_version
+        )));
+    }
+    let st = intoto::open_statement(envelope, key, Some(SLSA_PROVENANCE_V1)).map_err(|e| PackageError::BadProvenance(e.to_string()))?;
+    intoto::check_subjects(&st.subject, subjects).map_err(|e| PackageError::BadProvenance(e.to_string()))?;
+    Ok(st)
 }
 
 /// Writes `bytes` through a synced temp file renamed to `path` ([`crate::fsutil::write_file`]), so a reader
@@ -127,12 +169,16 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result
 #[derive(Debug, Clone)]
 pub struct VerifiedPackage {
     pub manifest: Manifest,
-    /// The signed files by name: `manifest.json`, the three graphs and `codebook.npy`.
+    /// The signed files by name: `manifest.json`, the three graphs, `codebook.npy` and, from
+    /// format 6, `provenance.intoto.json`.
     pub files: BTreeMap<String, Vec<u8>>,
     /// The `model.sig` bytes (written back by [`VerifiedPackage::unpack`]).
     pub signature: Vec<u8>,
     /// The signed statement (subject, root digest, file digests).
     pub statement: SignedStatement,
+    /// The build provenance (`provenance.intoto.json`), verified with the same key and naming
+    /// exactly the other files; `None` for packages made without one (formats 1–5).
+    pub provenance: Option<Statement<serde_json::Value>>,
     /// Hex sha256 of the whole archive.
     pub archive_sha256: String,
     /// Fingerprint of the key that verified it (hex sha256 of SPKI DER).
@@ -244,6 +290,9 @@ pub fn verify_bytes(bytes: &[u8], key: &TrustedKey, limits: &Limits) -> Result<V
             return Err(PackageError::MissingRequiredFile(name.into()));
         }
     }
+    if let Some(name) = listed.keys().find(|n| !SIGNED_FILES.contains(n) && **n != PROVENANCE_FILE) {
+        return Err(PackageError::UnknownFile(name.to_string()));
+    }
 
     // 3. Re-hash every file; recompute the root from what was hashed.
     let mut files = BTreeMap::new();
@@ -267,10 +316,23 @@ pub fn verify_bytes(bytes: &[u8], key: &TrustedKey, limits: &Limits) -> Result<V
     if statement.subject_name != manifest.id() {
         return Err(PackageError::SubjectMismatch { expected: manifest.id(), found: statement.subject_name.clone() });
     }
+    let provenance = match files.get(PROVENANCE_FILE) {
+        Some(p) => {
+            let subjects: BTreeMap<String, String> = statement
+                .resources
+                .iter()
+                .filter(|(n, _)| n != PROVENANCE_FILE)
+                .map(|(n, d)| (n.clone(), d.clone()))
+                .collect();
+            Some(check_provenance(p, &manifest, &subjects, key)?)
+        }
+        None => None,
+    };
     // 5. Nothing rides along outside the signed files: the archive is exactly vqad's layout
     //    of these entries, and model.sig exactly the bundle vqad writes.
     let mut order: Vec<&Entry> = entries.iter().collect();
-    order.sort_by_key(|e| (ENTRY_ORDER.iter().position(|n| *n == e.name).unwrap_or(ENTRY_ORDER.len()), e.name.clone()));
+    let layout = entry_order(provenance.is_some());
+    order.sort_by_key(|e| (layout.iter().position(|n| *n == e.name).unwrap_or(layout.len()), e.name.clone()));
     zipfmt::check_canonical(bytes, &order)?;
     dsse::check_bundle_form(&signature, key)?;
     Ok(VerifiedPackage {
@@ -278,6 +340,7 @@ pub fn verify_bytes(bytes: &[u8], key: &TrustedKey, limits: &Limits) -> Result<V
         files,
         signature,
         statement,
+        provenance,
         archive_sha256: sha256_hex(bytes),
         key_fingerprint: key.fingerprint(),
         path: PathBuf::new(),
@@ -310,6 +373,9 @@ pub struct InspectReport {
     /// `Some(summary)` when a key was given and the package verified; `Some(Err)` when it
     /// was given and verification failed.
     pub verified: Option<Result<String, String>>,
+    /// The build provenance statement as the archive claims it (unverified unless `verified`
+    /// is `Some(Ok)`): `None` when the package carries none.
+    pub provenance: Option<Result<Statement<serde_json::Value>, String>>,
 }
 
 /// What `model.sig` claims, unverified.
@@ -345,6 +411,7 @@ impl InspectReport {
                 Ok(s) => serde_json::json!({ "valid": true, "summary": s }),
                 Err(e) => serde_json::json!({ "valid": false, "reason": e }),
             }),
+            "provenance": self.provenance.as_ref().map(|p| either(p.as_ref().map(|st| serde_json::to_value(st).unwrap_or_default()))),
         })
     }
 }
@@ -401,7 +468,7 @@ impl std::fmt::Display for InspectReport {
                 None if e.name == SIGNATURE_FILE => "signature",
                 None => "not in signed list",
             };
-            writeln!(f, "  {:<16} {:>10} bytes  sha256 {}  {}", e.name, e.size, e.sha256, mark)?;
+            writeln!(f, "  {:<22} {:>10} bytes  sha256 {}  {}", e.name, e.size, e.sha256, mark)?;
         }
         Ok(())
     }
@@ -421,6 +488,7 @@ pub fn inspect_with_key(path: &Path, key: Option<&TrustedKey>) -> Result<Inspect
     let mut total = 0;
     let mut signature: Result<(SignedStatement, Option<String>, usize), String> = Err("no model.sig".into());
     let mut manifest: Result<Manifest, String> = Err(format!("no {MANIFEST_FILE}"));
+    let mut provenance = None;
     let mut infos = Vec::new();
     let mut datas = Vec::new();
     for e in &entries {
@@ -431,6 +499,13 @@ pub fn inspect_with_key(path: &Path, key: Option<&TrustedKey>) -> Result<Inspect
         }
         if e.name == MANIFEST_FILE {
             manifest = Manifest::from_json_bytes(&data).map_err(|e| e.to_string());
+        }
+        if e.name == PROVENANCE_FILE {
+            provenance = Some(
+                dsse::read_envelope_unverified(&data)
+                    .map_err(|e| e.to_string())
+                    .and_then(|(_, payload)| intoto::parse_statement(&payload, Some(SLSA_PROVENANCE_V1)).map_err(|e| e.to_string())),
+            );
         }
         datas.push(sha256_hex(&data));
     }
@@ -452,5 +527,6 @@ pub fn inspect_with_key(path: &Path, key: Option<&TrustedKey>) -> Result<Inspect
             signatures: n,
         }),
         verified,
+        provenance,
     })
 }

@@ -18,16 +18,18 @@
 
 pub mod archive;
 pub mod dsse;
+pub mod intoto;
 pub mod keys;
 pub mod manifest;
 mod deflate_end;
 mod zipfmt;
 
 pub use archive::{
-    build_package, build_package_with, inspect, inspect_with_key, package_bytes, package_file_name,
+    build_package, build_package_with, inspect, inspect_with_key, package_bytes, package_file_name, subject_digests,
     verify_bytes, BuildOptions, EntryInfo, InspectReport, PackageInfo, SignatureClaims, VerifiedPackage,
 };
 pub use dsse::{verify_signature, SignedStatement};
+pub use intoto::{ResourceDescriptor, Statement};
 pub use keys::{keygen, SigningKey, TrustedKey};
 pub use manifest::{
     created_timestamp, CodebookUsage, DatasetInfo, DetectionSettings, Epochs, Manifest,
@@ -44,8 +46,17 @@ use std::path::PathBuf;
 /// package that uses none of them is still written as version 1, so older vqad builds keep
 /// reading it, while one that does is refused by them as too new rather than misread.
 /// Version 3 adds `residual_metric` (the whitened residual), by the same rule; version 4
-/// `residual_patch` (that metric over k×k patches).
-pub const FORMAT_VERSION: u32 = 4;
+/// `residual_patch` (that metric over k×k patches). Version 6 adds the optional archive entry
+/// [`PROVENANCE_FILE`] (see [`PROVENANCE_FORMAT`]).
+pub const FORMAT_VERSION: u32 = 6;
+/// The first format whose packages may carry [`PROVENANCE_FILE`]: a package with it says at
+/// least 6, so an older vqad refuses it as too new instead of misreading its layout; one
+/// without it keeps the format its detection settings need.
+pub const PROVENANCE_FORMAT: u32 = 6;
+/// The build provenance: a DSSE envelope (signed with the package key) around an in-toto
+/// Statement v1 with predicate SLSA provenance v1, whose subjects are every other signed file
+/// with its sha256. Listed in `model.sig` like any file, so `model_signing verify` covers it.
+pub const PROVENANCE_FILE: &str = "provenance.intoto.json";
 /// The ONNX graphs every package carries.
 pub const GRAPH_FILES: [&str; 3] = ["encoder.onnx", "decoder.onnx", "pixelsnail.onnx"];
 /// The signed manifest.
@@ -54,9 +65,20 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const CODEBOOK_FILE: &str = "codebook.npy";
 /// The OpenSSF model-signing signature (a Sigstore bundle).
 pub const SIGNATURE_FILE: &str = "model.sig";
-/// Entry order inside the archive; fixed so the same inputs give the same bytes.
+/// Entry order inside an archive without provenance; fixed so the same inputs give the same
+/// bytes. [`entry_order`] gives the order with it.
 pub const ENTRY_ORDER: [&str; 6] =
     [MANIFEST_FILE, "encoder.onnx", "decoder.onnx", "pixelsnail.onnx", CODEBOOK_FILE, SIGNATURE_FILE];
+
+/// The archive's entry order: [`ENTRY_ORDER`], with [`PROVENANCE_FILE`] just before
+/// `model.sig` when the package carries it.
+pub fn entry_order(with_provenance: bool) -> Vec<&'static str> {
+    let mut v = ENTRY_ORDER.to_vec();
+    if with_provenance {
+        v.insert(v.len() - 1, PROVENANCE_FILE);
+    }
+    v
+}
 /// The five signed files a format-1 package must list.
 pub const SIGNED_FILES: [&str; 5] =
     [MANIFEST_FILE, "encoder.onnx", "decoder.onnx", "pixelsnail.onnx", CODEBOOK_FILE];
@@ -214,6 +236,8 @@ pub enum PackageError {
     MissingFile(String),
     #[error("entry '{0}' is in the archive but not in the signed file list")]
     UnlistedEntry(String),
+    #[error("the signature lists '{0}', which is no file of a vqad package")]
+    UnknownFile(String),
     #[error("the signature does not list '{0}', which every package must carry")]
     MissingRequiredFile(String),
     #[error("'{name}' does not match its signed digest (expected {expected}, got {actual})")]
@@ -226,6 +250,8 @@ pub enum PackageError {
     BadManifest(String),
     #[error("package file is named '{found}' but the signed manifest says '{expected}' (renamed, swapped or rolled back?)")]
     FileNameMismatch { expected: String, found: String },
+    #[error("{PROVENANCE_FILE} refused: {0}")]
+    BadProvenance(String),
     #[error("package sits in registry folder '{found}' but the signed manifest says '{expected}' (swapped or rolled back?)")]
     RegistryPathMismatch { expected: String, found: String },
 
@@ -238,8 +264,8 @@ pub enum PackageError {
     NotInIndex { name: String, version: String },
     #[error("registry index records sha256 {indexed} for {name} {version}, the file is {actual}")]
     IndexMismatch { name: String, version: String, indexed: String, actual: String },
-    #[error("registry is locked by {path}; another publish is running, or remove the stale lock")]
-    RegistryLocked { path: PathBuf },
+    #[error("registry lock {path} is still held after {waited_s} s by {holder}; it is released when that writer ends (raise --lock-timeout to wait longer)")]
+    RegistryLocked { path: PathBuf, waited_s: u64, holder: String },
 }
 
 impl PackageError {
