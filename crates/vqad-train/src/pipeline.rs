@@ -4,6 +4,7 @@
 use vqad::eval::tune::{tune, TuneError, TuneOptions, TuneResult};
 use vqad::fsutil::write_atomic;
 use vqad::package::{self, DatasetInfo, Epochs, Manifest, ModelShape, PackageError, PackageInfo, Provenance, SigningKey, Software, TuningData};
+use vqad::provenance::BuildFacts;
 use vqad::runtime::session::{Provider, SessionOptions};
 use vqad::runtime::{DetectError, Detector, DetectorOptions};
 use crate::train::run::RunDir;
@@ -165,7 +166,70 @@ pub fn package_run(req: &PackageRequest, key: &SigningKey) -> Result<PackageInfo
         metrics: None,
     };
     let mut manifest = manifest;
-    manifest.format_version = manifest.detection.format_needed();
-    let files: BTreeMap<String, Vec<u8>> = exported.files.into_iter().collect();
+    // The provenance entry needs format 6 (older vqad then refuses the package as too new).
+    manifest.format_version = manifest.detection.format_needed().max(package::PROVENANCE_FORMAT);
+    let mut files: BTreeMap<String, Vec<u8>> = exported.files.into_iter().collect();
+    let facts = build_facts(&rd, &cfg, &info, manifest.provenance.software.onnxruntime.clone())?;
+    let provenance = vqad::provenance::build::sign(&manifest, &files, &facts, key).map_err(|e| PipelineError::Refused(e.to_string()))?;
+    files.insert(package::PROVENANCE_FILE.to_string(), provenance);
     Ok(package::build_package_with(&manifest, &files, key, &req.out, &package::BuildOptions { overwrite: req.overwrite })?)
+}
+
+/// What the provenance says about a run: mostly recorded by `train` in run.json; runs trained
+/// before vqad recorded the dirHash and split get them recomputed here when the data is still
+/// there unchanged (else the provenance says less, and `vqad audit --data` says so).
+fn build_facts(rd: &RunDir, cfg: &vqad::config::Config, info: &crate::train::run::RunInfo, onnxruntime: Option<String>) -> Result<BuildFacts, PipelineError> {
+    use vqad::provenance::build::{DataAnnotations, DataFacts, TRAIN_PATH};
+    let root = Path::new(&info.category_dir);
+    let mut dir_hash = info.dataset_dir_hash.clone();
+    let mut validation_files = info.validation_files.clone();
+    if dir_hash.is_none() || validation_files.is_none() {
+        if let Ok(cat) = vqad::data::Category::open_train_only(root) {
+            if vqad::data::dataset_digest(&cat.root, &cat.train_good).ok().as_deref() == Some(info.dataset_digest.as_str()) {
+                dir_hash = dir_hash.or_else(|| vqad::data::dir_hash(&cat.root, &[TRAIN_PATH]).ok());
+                let (_, val) = vqad::data::split_validation(&cat.train_good, cfg.train.val_fraction);
+                validation_files = validation_files.or_else(|| Some(val.iter().map(|p| p.strip_prefix(&cat.root).unwrap_or(p).to_string_lossy().into_owned()).collect()));
+            }
+        }
+    }
+    let location = std::fs::canonicalize(root).map(|p| p.display().to_string()).unwrap_or_else(|_| info.category_dir.clone());
+    let kind = info
+        .kind
+        .clone()
+        .or_else(|| cfg.kind.and_then(|k| serde_json::to_value(k).ok()).and_then(|v| v.as_str().map(str::to_string)))
+        .or_else(|| vqad::data::kind_from_name(&info.category).and_then(|k| serde_json::to_value(k).ok()).and_then(|v| v.as_str().map(str::to_string)))
+        .unwrap_or_else(|| "object".into());
+    let log = rd.log_path();
+    let byproducts = std::fs::read(&log)
+        .map(|b| vec![vqad::package::ResourceDescriptor::file("log.jsonl", &vqad::fsutil::sha256_hex(&b))])
+        .unwrap_or_default();
+    let commit = Some(info.git_commit.clone()).filter(|c| !c.is_empty());
+    let note = commit.is_none().then(|| "the trainer that made this run could not show which commit it was built from".to_string());
+    Ok(BuildFacts {
+        category: info.category.clone(),
+        kind,
+        seed: info.seed,
+        config: serde_json::to_value(cfg).expect("serialisable"),
+        data: DataFacts {
+            digest: info.dataset_digest.clone(),
+            dir_hash,
+            annotations: DataAnnotations {
+                path: TRAIN_PATH.into(),
+                images: (info.train_images + info.val_images) as u64,
+                train_images: info.train_images as u64,
+                validation_images: info.val_images as u64,
+                validation_files: validation_files.unwrap_or_default(),
+            },
+            location,
+        },
+        source: vqad::source::SourceState { commit, clean: info.source_clean, note },
+        libtorch: Some(info.libtorch_version.clone()),
+        tch: Some(info.tch_version.clone()),
+        onnxruntime,
+        rustc: Some(info.rustc.clone()),
+        internal: info.platform.clone().unwrap_or_else(|| vqad::provenance::build::InternalParameters { device: info.device.clone(), ..Default::default() }),
+        started: info.started.clone().unwrap_or_else(|| vqad::package::created_timestamp().unwrap_or_default()),
+        builder: vqad::provenance::builder::Builder::from_env().map_err(|e| PipelineError::Refused(e.to_string()))?,
+        byproducts,
+    })
 }

@@ -3,7 +3,8 @@
 //! The pipeline: a VQ-VAE and a PixelSNAIL prior are trained on normal images and written as
 //! ONNX graphs ([`onnx`]) by the training stack (the `vqad-train` crate, the only part that
 //! needs libtorch), packed into signed archives ([`package`]), published and assigned to
-//! channels in a folder registry ([`registry`]), audited ([`audit`]: diffs and ML-BOMs) and
+//! channels in a folder registry ([`registry`]), audited ([`audit`]: diffs and ML-BOMs; [`provenance`]: SLSA build provenance, signed
+//! evaluation and `vqad audit`) and
 //! run by ONNX Runtime with the resampling loop in Rust ([`runtime`], served by [`serve`]).
 //! [`eval`] measures the result the way the paper and MVTec do.
 
@@ -16,6 +17,7 @@ pub mod heap;
 pub mod native;
 pub mod onnx;
 pub mod package;
+pub mod provenance;
 pub mod registry;
 pub mod runtime;
 pub mod serve;

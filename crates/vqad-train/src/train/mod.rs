@@ -72,6 +72,9 @@ pub struct Dataset {
     pub val: Vec<Array3<f32>>,
     pub digest: String,
     pub train_files: Vec<PathBuf>,
+    /// The category folder, and the validation images within it.
+    pub root: PathBuf,
+    pub val_files: Vec<PathBuf>,
 }
 
 /// Loads train/good of a category: deterministic validation split, images at model size.
@@ -98,6 +101,8 @@ pub fn load_dataset(dir: &Path, cfg: &Config) -> Result<Dataset, TrainError> {
         val: val.into_iter().map(|(_, a)| a).collect(),
         digest,
         train_files: cat.train_good.clone(),
+        root: cat.root.clone(),
+        val_files: val_p,
     })
 }
 
@@ -221,7 +226,19 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
         tch_version: "0.26".into(),
         libtorch_version: env!("VQAD_LIBTORCH_VERSION").into(),
         device: device::device_name(dev),
+        dataset_dir_hash: Some(data::dir_hash(&ds.root, &[vqad::provenance::build::TRAIN_PATH])?),
+        validation_files: Some(ds.val_files.iter().map(|p| p.strip_prefix(&ds.root).unwrap_or(p).to_string_lossy().replace('\\', "/")).collect()),
+        kind: serde_json::to_value(ds.kind).ok().and_then(|v| v.as_str().map(str::to_string)),
+        started: Some(vqad::package::manifest::format_rfc3339(time::OffsetDateTime::now_utc().unix_timestamp()).map_err(|e| TrainError::Refused(e.to_string()))?),
+        platform: Some(platform(dev)?),
     };
+    let mut info = info;
+    if let Ok(old) = rd.info() {
+        // A continued run started when it first started, on the platform it started on.
+        if old.started.is_some() {
+            (info.started, info.platform) = (old.started.clone(), old.platform.clone().or(info.platform));
+        }
+    }
     if opts.resume {
         if let Ok(old) = rd.info() {
             if old.dataset_digest != info.dataset_digest {
@@ -246,6 +263,25 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
         train_prior(&rd, &cfg, &ds, dev, opts.seed, opts.progress)?;
     }
     Ok(TrainSummary { run_dir: opts.out.clone(), vqvae: rd.state("vqvae")?, prior: rd.state("prior")? })
+}
+
+/// The settings of this process that decide whether training is bit-reproducible (recorded in
+/// the run, then in the package's provenance; `vqad audit --rebuild` trains with them).
+pub fn platform(dev: Device) -> Result<vqad::provenance::build::InternalParameters, TrainError> {
+    let backends = [("openmp", tch::utils::has_openmp()), ("mkl", tch::utils::has_mkl()), ("mkldnn", tch::utils::has_mkldnn())]
+        .into_iter()
+        .filter(|(_, on)| *on)
+        .map(|(n, _)| n.to_string())
+        .collect();
+    Ok(vqad::provenance::build::InternalParameters {
+        device: device::device_name(dev),
+        torch_threads: tch::utils::get_num_threads() as i64,
+        torch_interop_threads: tch::utils::get_num_interop_threads() as i64,
+        backends,
+        environment: vqad::provenance::build::determinism_environment(),
+        cpu: vqad::provenance::build::cpu_model(),
+        training_builder: Some(vqad::provenance::builder::Builder::from_env().map_err(|e| TrainError::Refused(e.to_string()))?.id),
+    })
 }
 
 /// Creates the run folder, or checks that resuming/continuing uses the same config.

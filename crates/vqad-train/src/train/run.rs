@@ -37,6 +37,21 @@ pub struct RunInfo {
     pub tch_version: String,
     pub libtorch_version: String,
     pub device: String,
+    /// in-toto `dirHash` of train/good (`vqad::data::dir_hash`); absent in older runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_dir_hash: Option<String>,
+    /// The validation images, relative to the category folder; absent in older runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_files: Option<Vec<String>>,
+    /// The augmentation kind training used (`texture`/`object`); absent in older runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Training start, RFC 3339; absent in older runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    /// Threads, backends and environment that decide bit-reproducibility; absent in older runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<vqad::provenance::build::InternalParameters>,
 }
 
 /// Progress and final figures of one stage, saved after each complete epoch.

@@ -52,6 +52,10 @@ macro_rules! build_identity {
 
 static BUILD: OnceLock<BuildIdentity> = OnceLock::new();
 
+/// Environment variable naming the checkout to show the commit from (default: the folder the
+/// program was compiled in).
+pub const SOURCE_DIR_ENV: &str = "VQAD_SOURCE_DIR";
+
 /// Called once by the executable's `main`, before anything records provenance.
 pub fn register_build(b: BuildIdentity) {
     let _ = BUILD.set(b);
@@ -67,7 +71,10 @@ pub fn source_state() -> &'static SourceState {
             clean: None,
             note: Some("commit declared at build time (VQAD_BUILD_COMMIT)".into()),
         },
-        Some(b) => state_of(Path::new(b.source_dir), b.inputs_digest),
+        Some(b) => match std::env::var_os(SOURCE_DIR_ENV).filter(|d| !d.is_empty()) {
+            Some(d) => state_of(Path::new(&d), b.inputs_digest),
+            None => state_of(Path::new(b.source_dir), b.inputs_digest),
+        },
     })
 }
 
