@@ -27,7 +27,7 @@
 //! highest sequence it has accepted for each channel. Expiry bounds how long any such
 //! truncation or freeze can go unnoticed by clients without trust state.
 
-use super::{Lock, RegistryError};
+use super::{LockOptions, RegistryError, RegistryLock};
 use crate::package::dsse::{read_envelope_unverified, sign_envelope, verify_envelope};
 use crate::package::{SigningKey, TrustedKey};
 use serde::{Deserialize, Serialize};
@@ -190,11 +190,13 @@ pub struct ChannelOptions {
     pub now: Option<OffsetDateTime>,
     /// Validity of the new record, in days (at least 1).
     pub expires_in_days: u32,
+    /// How long to wait for the registry lock.
+    pub lock: LockOptions,
 }
 
 impl Default for ChannelOptions {
     fn default() -> Self {
-        ChannelOptions { now: None, expires_in_days: DEFAULT_EXPIRY_DAYS }
+        ChannelOptions { now: None, expires_in_days: DEFAULT_EXPIRY_DAYS, lock: LockOptions::default() }
     }
 }
 
@@ -499,7 +501,7 @@ pub fn promote(
     crate::package::manifest::check_name(name).map_err(RegistryError::Invalid)?;
     check_channel(channel)?;
     ensure_registry(registry)?;
-    let _lock = Lock::take(registry)?;
+    let _lock = RegistryLock::take(registry, &format!("promote {name} {version} to {channel}"), &opts.lock)?;
     let trusted = key.public();
     let sha = verified_sha(registry, name, version, &trusted)?;
     let hist = read_channel(registry, name, channel, Some(&trusted))?;
@@ -512,7 +514,7 @@ pub fn rollback(registry: &Path, name: &str, channel: &str, key: &SigningKey, op
     crate::package::manifest::check_name(name).map_err(RegistryError::Invalid)?;
     check_channel(channel)?;
     ensure_registry(registry)?;
-    let _lock = Lock::take(registry)?;
+    let _lock = RegistryLock::take(registry, &format!("rollback {name} {channel}"), &opts.lock)?;
     let trusted = key.public();
     let Some(hist) = read_channel(registry, name, channel, Some(&trusted))? else {
         return Err(unknown_channel(registry, name, channel)?);

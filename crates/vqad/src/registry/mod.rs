@@ -16,13 +16,17 @@
 // cold paths only, so their size costs nothing that matters.
 #![allow(clippy::result_large_err)]
 
+pub mod attestations;
 pub mod channels;
+pub mod lock;
 pub mod resolve;
 
 pub use channels::{
     channel_dir, check_channel, history, list_channels, list_channels_lenient, promote, read_channel, rollback, Action, ChannelHead, ChannelHistory, ChannelOptions,
     ChannelRecord, RecordFile, TrustState, CHANNELS_DIR, CHANNEL_PAYLOAD_TYPE, CURRENT_FILE, DEFAULT_EXPIRY_DAYS,
 };
+pub use attestations::AttestationEntry;
+pub use lock::{LockOptions, RegistryLock};
 pub use resolve::{channel_head, parse_reference, resolve, Reference, Resolved, ResolveOptions};
 
 use crate::package::archive::{package_file_name, read_limited, write_atomic};
@@ -76,6 +80,9 @@ impl RegistryError {
 
 /// The registry's index file name.
 pub const INDEX_FILE: &str = "index.json";
+/// Folder beside a published archive (`REGISTRY/<name>/<version>/attestations/`) holding its
+/// evaluation attestations (`vqad publish --attestation`).
+pub const ATTESTATIONS_DIR: &str = "attestations";
 
 /// One published package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,9 +98,13 @@ pub struct IndexEntry {
     pub created: String,
     /// Path of the archive relative to the registry, with `/` separators.
     pub path: String,
+    /// Attestations stored beside the archive (index format 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<AttestationEntry>,
 }
 
-/// `index.json`.
+/// `index.json`. Format 1 lists packages; format 2 (written only once some version carries
+/// attestations, so older vqad keeps reading the others) adds `attestations` to entries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryIndex {
@@ -115,7 +126,7 @@ pub(crate) fn read_index(registry: &Path) -> Result<RegistryIndex, PackageError>
         Ok(b) => {
             let idx: RegistryIndex =
                 serde_json::from_slice(&b).map_err(|e| PackageError::BadIndex { path: path.clone(), reason: e.to_string() })?;
-            if idx.format_version != 1 {
+            if !(1..=2).contains(&idx.format_version) {
                 return Err(PackageError::BadIndex { path, reason: format!("format_version {}", idx.format_version) });
             }
             Ok(idx)
@@ -135,31 +146,40 @@ pub(crate) fn sort_key(e: &IndexEntry) -> (String, Option<semver::Version>, Stri
     (e.name.clone(), semver::Version::parse(&e.version).ok(), e.version.clone())
 }
 
-/// Holds `DIR/index.json.lock` (created exclusively) while the index or a channel is
-/// rewritten: one lock for every registry writer, so publish and promote never interleave.
-pub(crate) struct Lock(PathBuf);
-
-impl Lock {
-    pub(crate) fn take(registry: &Path) -> Result<Self, PackageError> {
-        let p = registry.join(format!("{INDEX_FILE}.lock"));
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
-            Ok(_) => Ok(Lock(p)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(PackageError::RegistryLocked { path: p }),
-            Err(e) => Err(PackageError::io(&p, e)),
-        }
-    }
+/// Options of [`publish_with`].
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    /// Attestations about this archive (DSSE envelopes of in-toto statements signed with the
+    /// trusted key, e.g. from `vqad eval --attest`), stored in `<version>/attestations/`.
+    pub attestations: Vec<PathBuf>,
+    pub lock: LockOptions,
 }
 
-impl Drop for Lock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+/// What [`publish_with`] did.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub path: PathBuf,
+    /// The attestations now stored beside it (new and old).
+    pub attestations: Vec<AttestationEntry>,
+    /// The version was already published with these bytes; only attestations were added.
+    pub attestations_only: bool,
+    /// The archive was already in place from a publish that was interrupted before it
+    /// updated the index; this publish completed it.
+    pub completed_interrupted: bool,
+    /// A lock left by a writer that died, which this publish took over.
+    pub recovered_lock: Option<String>,
 }
 
 /// Verifies `package`, copies the verified bytes to `registry/<name>/<version>/` and adds it
 /// to `index.json` (rewritten atomically). A version already published is refused: a
 /// registry version is immutable, so a deployment can pin it.
 pub fn publish(package: &Path, registry: &Path, key: &TrustedKey) -> Result<PathBuf, PackageError> {
+    publish_with(package, registry, key, &PublishOptions::default()).map(|p| p.path)
+}
+
+/// [`publish`] with attestations and lock options. Publishing a version that is already
+/// published with the same bytes adds the given attestations (and fails without any).
+pub fn publish_with(package: &Path, registry: &Path, key: &TrustedKey, opts: &PublishOptions) -> Result<Published, PackageError> {
     // Verify the bytes we will copy, not the file again later (no check-then-use gap).
     let limits = Limits::default();
     let bytes = read_limited(package, &limits)?;
@@ -170,32 +190,68 @@ pub fn publish(package: &Path, registry: &Path, key: &TrustedKey) -> Result<Path
     if found != file_name {
         return Err(PackageError::FileNameMismatch { expected: file_name, found });
     }
+    let new_attestations = opts
+        .attestations
+        .iter()
+        .map(|p| attestations::check(p, key, &file_name, &verified.archive_sha256))
+        .collect::<Result<Vec<_>, _>>()?;
     std::fs::create_dir_all(registry).map_err(|e| PackageError::io(registry, e))?;
-    let _lock = Lock::take(registry)?;
+    let lock = RegistryLock::take(registry, &format!("publish {} {}", m.name, m.version), &opts.lock)?;
     let mut index = read_index(registry)?;
     let dir = registry.join(&m.name).join(&m.version);
     let dest = dir.join(&file_name);
-    if dir.exists() || index.packages.iter().any(|e| e.name == m.name && e.version == m.version) {
-        return Err(PackageError::VersionExists { name: m.name.clone(), version: m.version.clone(), path: dest });
+    let mut out = Published { path: dest.clone(), attestations: vec![], attestations_only: false, completed_interrupted: false, recovered_lock: lock.recovered.clone() };
+    let exists = || PackageError::VersionExists { name: m.name.clone(), version: m.version.clone(), path: dest.clone() };
+    match index.packages.iter().position(|e| e.name == m.name && e.version == m.version) {
+        Some(i) => {
+            if index.packages[i].archive_sha256 != verified.archive_sha256 || new_attestations.is_empty() {
+                return Err(exists());
+            }
+            out.attestations_only = true;
+        }
+        None if dir.exists() => {
+            // Left by a publish that died between writing the archive and the index.
+            match std::fs::read(&dest) {
+                Ok(b) if b == bytes => out.completed_interrupted = true,
+                _ => {
+                    return Err(PackageError::BadInput(format!(
+                        "{} exists but {} {} is not in the index: left by an interrupted publish of other bytes; remove that folder, then publish again",
+                        dir.display(),
+                        m.name,
+                        m.version
+                    )))
+                }
+            }
+        }
+        None => {
+            std::fs::create_dir_all(&dir).map_err(|e| PackageError::io(&dir, e))?;
+            write_atomic(&dest, &bytes, false)?;
+            lock::test_pause("mid-publish");
+        }
     }
-    std::fs::create_dir_all(&dir).map_err(|e| PackageError::io(&dir, e))?;
-    write_atomic(&dest, &bytes, false)?;
-    index.packages.push(IndexEntry {
+    let stored = attestations::store(&dir, &new_attestations)?;
+    let entry = IndexEntry {
         name: m.name.clone(),
         version: m.version.clone(),
         archive_sha256: verified.archive_sha256.clone(),
         key_fingerprint: verified.key_fingerprint.clone(),
         created: m.provenance.created.clone(),
         path: format!("{}/{}/{}", m.name, m.version, file_name),
-    });
+        attestations: stored.clone(),
+    };
+    index.packages.retain(|e| !(e.name == m.name && e.version == m.version));
+    index.packages.push(entry);
     index.packages.sort_by_key(sort_key);
+    index.format_version = if index.packages.iter().any(|e| !e.attestations.is_empty()) { 2 } else { 1 };
     let mut json = serde_json::to_vec_pretty(&index).map_err(|e| PackageError::BadIndex {
         path: registry.join(INDEX_FILE),
         reason: e.to_string(),
     })?;
     json.push(b'\n');
     write_atomic(&registry.join(INDEX_FILE), &json, true)?;
-    Ok(dest)
+    out.attestations = stored;
+    drop(lock);
+    Ok(out)
 }
 
 /// Published packages, optionally of one category, sorted by name then version.
