@@ -5,8 +5,6 @@
 
 mod cli;
 
-use std::path::PathBuf;
-
 fn main() {
     cli::main(hand_to_trainer)
 }
@@ -14,7 +12,7 @@ fn main() {
 /// Replaces this process with `vqad-train` and the same arguments.
 fn hand_to_trainer(_: cli::Training) -> anyhow::Result<i32> {
     use std::os::unix::process::CommandExt;
-    let exe = trainer().ok_or_else(|| {
+    let exe = cli::trainer_exe().ok_or_else(|| {
         anyhow::anyhow!(
             "this command trains, which needs the `vqad-train` executable (libtorch); it is not beside {} nor on PATH. \
              This looks like a runtime-only installation (inference hosts need no libtorch); \
@@ -24,13 +22,4 @@ fn hand_to_trainer(_: cli::Training) -> anyhow::Result<i32> {
     })?;
     let err = std::process::Command::new(&exe).args(std::env::args_os().skip(1)).exec();
     Err(anyhow::anyhow!("starting {}: {err}", exe.display()))
-}
-
-/// `vqad-train` beside this executable, else on PATH.
-fn trainer() -> Option<PathBuf> {
-    let beside = std::env::current_exe().ok()?.with_file_name("vqad-train");
-    if beside.is_file() {
-        return Some(beside);
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join("vqad-train")).find(|p| p.is_file())
 }

@@ -31,6 +31,15 @@ pub struct EvalArgs {
     /// no_local_constraint. Default: all.
     #[arg(long, value_delimiter = ',')]
     pub variants: Option<Vec<String>>,
+    /// Sign the evaluation with this key (the package's): per category an in-toto test-result
+    /// statement (PASSED/FAILED against --require) and the figures (schemas/evaluation.schema.json),
+    /// both about the package's archive digest, in OUT/attestations/<category>/.
+    #[arg(long, value_name = "KEY")]
+    pub attest: Option<PathBuf>,
+    /// A threshold the overall figures must meet, e.g. image_auroc>=0.95 (repeatable;
+    /// needed with --attest). Exit code 6 when one is not met.
+    #[arg(long, value_name = "METRIC>=X")]
+    pub require: Vec<String>,
     #[command(flatten)]
     pub source: SourceFlags,
     #[command(flatten)]
@@ -75,9 +84,13 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
     for v in a.variants.iter().flatten() {
         anyhow::ensure!(vqad::eval::report::VARIANTS.contains(&v.as_str()), "--variants: unknown variant '{v}' (known: {})", vqad::eval::report::VARIANTS.join(", "));
     }
+    let requirements = a.require.iter().map(|r| vqad::provenance::Requirement::parse(r)).collect::<Result<Vec<_>, _>>()?;
+    let attest_key = a.attest.as_deref().map(vqad::package::SigningKey::load).transpose()?;
+    anyhow::ensure!(attest_key.is_none() || !requirements.is_empty(), "--attest needs at least one --require (e.g. --require image_auroc>=0.95): a test result passes or fails against stated thresholds");
     let cats = categories(&a.category_dir)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut reports = vec![];
+    let mut unmet = vec![];
     for cat_dir in &cats {
         let cat = Category::open(cat_dir)?;
         let per_category = a.source.registry.is_some() && a.package.to_str().is_some_and(|s| s.starts_with('@'));
@@ -100,12 +113,41 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
         let progress = |done: usize, _total: usize| pb.set_position(done as u64);
         let r = evaluate_category(&mut det, &cat, &pkg_path.display().to_string(), &pkg.manifest.version, &EvalOptions { out: &a.out, ablation: a.ablation, variants: a.variants.as_deref(), val_fraction, progress: &progress })?;
         pb.finish_and_clear();
+        let overall = vqad::provenance::evaluation::figures_of(&r.rows).remove("overall").unwrap_or_default();
+        for req in &requirements {
+            if !req.met(overall.get(&req.metric).copied()) {
+                unmet.push(format!("{}: {req} (got {})", cat.name, overall.get(&req.metric).map(|v| format!("{v:.4}")).unwrap_or_else(|| "no value".into())));
+            }
+        }
+        if let Some(key) = &attest_key {
+            let config = vqad::provenance::evaluation::EvalConfig {
+                eta: a.run.eta,
+                local_constraint: a.run.no_local_constraint.then_some(false),
+                resample: a.run.resample.clone(),
+                batch: a.run.batch.max(1),
+                val_fraction,
+            };
+            let providers = det.providers().into_iter().map(|(g, p)| (g, p.to_string())).collect();
+            let dir = a.out.join("attestations").join(&cat.name);
+            let done = vqad::provenance::evaluation::attest(&pkg, &cat, &r, &config, &requirements, providers, key, &dir)?;
+            eprintln!(
+                "{}: {} — signed {} and {}",
+                cat.name,
+                if done.passed { "PASSED" } else { "FAILED" },
+                done.test_result.display(),
+                done.evaluation.display()
+            );
+        }
         reports.push(r);
     }
     let report = combine(reports);
     let (j, m) = write_report(&report, &a.out)?;
     print!("{}", vqad::eval::report::markdown(&report));
     println!("\nwrote {} and {}", j.display(), m.display());
+    if !unmet.is_empty() {
+        eprintln!("requirement(s) not met: {}", unmet.join("; "));
+        return Ok(super::EXIT_CHECK_FAILED);
+    }
     Ok(0)
 }
 

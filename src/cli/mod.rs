@@ -4,7 +4,8 @@
 //! that links libtorch; `vqad` hands them over.
 //!
 //! Exit codes: 0 success; 1 error; 2 bad usage; 3 a package or channel record was refused;
-//! 4 some inputs of a batch failed (the rest were processed); 5 `vqad diff`: the packages differ.
+//! 4 some inputs of a batch failed (the rest were processed); 5 `vqad diff`: the packages differ;
+//! 6 `vqad audit`: a check failed, `vqad eval --require`: a requirement was not met.
 
 pub mod audit;
 pub mod data;
@@ -24,7 +25,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "vqad", version, about, long_about = None, propagate_version = true)]
 #[command(after_help = "Exit codes: 0 success, 1 error, 2 bad usage, 3 package or channel record refused, \
-                         4 some inputs of a batch failed, 5 packages differ (diff).\nStart with `vqad demo`.")]
+                         4 some inputs of a batch failed, 5 packages differ (diff), 6 an audit check or --require failed.\nStart with `vqad demo`.")]
 pub struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -74,6 +75,9 @@ pub enum Cmd {
     Diff(audit::DiffArgs),
     /// Verify a package, then write its ML bill of materials (CycloneDX 1.6 JSON).
     Bom(audit::BomArgs),
+    /// Check a package's claims against the world: signature, provenance, parameters, data,
+    /// source, attested evaluation, rebuild (exit 0 only when every check that ran passed).
+    Audit(audit::AuditArgs),
     /// Detect anomalies in images with a verified package.
     Detect(detect::DetectArgs),
     /// Per-stage timings, prior passes and throughput of a package (incremental vs naive).
@@ -95,6 +99,23 @@ pub enum Training {
     Export(train::ExportArgs),
     Tune(eval::TuneArgs),
     Package(package::PackageArgs),
+}
+
+/// Exit code of `vqad audit` when a check failed, and of `vqad eval --require` when a
+/// requirement was not met.
+pub const EXIT_CHECK_FAILED: i32 = 6;
+
+/// The `vqad-train` executable: this one if it is it, else beside this one, else on PATH.
+pub fn trainer_exe() -> Option<std::path::PathBuf> {
+    let me = std::env::current_exe().ok()?;
+    if me.file_name().is_some_and(|n| n == "vqad-train") {
+        return Some(me);
+    }
+    let beside = me.with_file_name("vqad-train");
+    if beside.is_file() {
+        return Some(beside);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join("vqad-train")).find(|p| p.is_file())
 }
 
 /// Prints a value as pretty JSON on stdout.
@@ -146,6 +167,7 @@ pub fn main(training: fn(Training) -> anyhow::Result<i32>) -> ! {
         Cmd::History(a) => registry::history(a),
         Cmd::Diff(a) => audit::diff(a),
         Cmd::Bom(a) => audit::bom(a),
+        Cmd::Audit(a) => audit::audit(a),
         Cmd::Detect(a) => detect::detect(a),
         Cmd::Bench(a) => detect::bench(a),
         Cmd::Eval(a) => eval::eval(a),

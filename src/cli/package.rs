@@ -89,6 +89,10 @@ pub struct InspectArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// An evaluation attestation to show (repeatable); those in `attestations/` beside the
+    /// package (a registry version folder) are shown anyway.
+    #[arg(long, value_name = "FILE")]
+    pub attestation: Vec<PathBuf>,
 }
 
 pub fn inspect(a: InspectArgs) -> anyhow::Result<i32> {
@@ -96,8 +100,37 @@ pub fn inspect(a: InspectArgs) -> anyhow::Result<i32> {
     let r = package::inspect_with_key(&a.file, key.as_ref())?;
     if a.json {
         super::print_json(&r.to_json())?;
-    } else {
-        print!("{r}");
+        return Ok(0);
+    }
+    print!("{r}");
+    if let Ok(m) = &r.manifest {
+        let verified = key.as_ref().and_then(|k| VerifiedPackage::open(&a.file, k).ok());
+        let mut files = a.attestation.clone();
+        files.extend(vqad::provenance::evaluation::beside(&a.file).into_iter().filter(|p| !a.attestation.contains(p)));
+        let found: Vec<_> = files
+            .into_iter()
+            .map(|f| {
+                let r = (|| -> anyhow::Result<String> {
+                    let bytes = std::fs::read(&f)?;
+                    match (&key, &verified) {
+                        (Some(k), Some(p)) => {
+                            let att = vqad::provenance::EvaluationAttestation::open(&bytes, k)?;
+                            att.check_subject(p).map_err(anyhow::Error::msg)?;
+                            Ok(format!("{} (verified, about this archive)", att.label()))
+                        }
+                        _ => {
+                            let (_, payload) = vqad::package::dsse::read_envelope_unverified(&bytes)?;
+                            let v: serde_json::Value = serde_json::from_slice(&payload)?;
+                            Ok(format!("{} (NOT VERIFIED)", attestation_label(v["predicateType"].as_str().unwrap_or("?"))))
+                        }
+                    }
+                })()
+                .map_err(|e| e.to_string());
+                (f, r)
+            })
+            .collect();
+        let fp = verified.as_ref().map(|p| p.key_fingerprint.clone());
+        print!("{}", vqad::provenance::summary::auditor_summary(m, r.provenance.as_ref(), fp.as_deref(), &found));
     }
     Ok(0)
 }
@@ -133,12 +166,30 @@ pub struct PublishArgs {
     /// Trusted public key; the package is verified before it is copied.
     #[arg(long)]
     pub pubkey: PathBuf,
+    /// An attestation about this archive to store beside it (repeatable), e.g. the two files
+    /// `vqad eval --attest` writes. Each must verify with --pubkey and name this archive.
+    /// Given for a version already published with the same bytes, only adds them.
+    #[arg(long, value_name = "FILE")]
+    pub attestation: Vec<PathBuf>,
+    #[command(flatten)]
+    pub lock: super::registry::LockFlags,
 }
 
 pub fn publish(a: PublishArgs) -> anyhow::Result<i32> {
     let key = TrustedKey::load(&a.pubkey)?;
-    let p = vqad::registry::publish(&a.file, &a.registry, &key)?;
-    println!("published {}", p.display());
+    let opts = vqad::registry::PublishOptions { attestations: a.attestation.clone(), lock: a.lock.options() };
+    let p = vqad::registry::publish_with(&a.file, &a.registry, &key, &opts)?;
+    if p.completed_interrupted {
+        println!("completed an interrupted publish of {}", p.path.display());
+    }
+    if p.attestations_only {
+        println!("{} was already published; added {} attestation(s)", p.path.display(), a.attestation.len());
+    } else {
+        println!("published {}", p.path.display());
+    }
+    for e in &p.attestations {
+        println!("  attestation {} ({})", e.file, e.predicate_type);
+    }
     Ok(0)
 }
 
@@ -192,7 +243,12 @@ pub fn list(a: ListArgs) -> anyhow::Result<i32> {
         for e in &entries {
             let ch = channels_of(&e.name, &e.version);
             let ch = if ch.is_empty() { String::new() } else { format!("  ← {}", ch.join(", ")) };
-            println!("{:<16} {:<10} {}  key {}…  sha256 {}…{ch}", e.name, e.version, e.created, &e.key_fingerprint[..16.min(e.key_fingerprint.len())], &e.archive_sha256[..16.min(e.archive_sha256.len())]);
+            let att = if e.attestations.is_empty() {
+                String::new()
+            } else {
+                format!("  attested: {}", e.attestations.iter().map(|x| attestation_label(&x.predicate_type)).collect::<Vec<_>>().join(", "))
+            };
+            println!("{:<16} {:<10} {}  key {}…  sha256 {}…{ch}{att}", e.name, e.version, e.created, &e.key_fingerprint[..16.min(e.key_fingerprint.len())], &e.archive_sha256[..16.min(e.archive_sha256.len())]);
         }
         if !heads.is_empty() {
             println!("channels{}:", if key.is_some() { " (every record verified)" } else { " (NOT VERIFIED: pass --pubkey)" });
@@ -203,4 +259,14 @@ pub fn list(a: ListArgs) -> anyhow::Result<i32> {
     }
     // Exit 3, like a refused verification elsewhere, when any channel history was refused.
     Ok(if refused.is_empty() { 0 } else { 3 })
+}
+
+/// Short name of an attestation's predicate type for listings.
+pub fn attestation_label(predicate_type: &str) -> String {
+    use vqad::provenance::evaluation::{EVALUATION_V1, TEST_RESULT_V01};
+    match predicate_type {
+        TEST_RESULT_V01 => "test-result".into(),
+        EVALUATION_V1 => "evaluation".into(),
+        other => other.into(),
+    }
 }

@@ -26,6 +26,23 @@ pub struct PromoteArgs {
     /// Print the new record as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub lock: LockFlags,
+}
+
+/// How long a registry writer waits for another to finish.
+#[derive(Args, Clone)]
+pub struct LockFlags {
+    /// Seconds to wait for the registry lock while another publish, promote or rollback holds
+    /// it (progress is printed every 5 s; a lock left by a writer that died is taken over).
+    #[arg(long, env = "VQAD_LOCK_TIMEOUT", default_value_t = 120, value_name = "SECS")]
+    pub lock_timeout: u64,
+}
+
+impl LockFlags {
+    pub fn options(&self) -> registry::LockOptions {
+        registry::LockOptions { timeout: std::time::Duration::from_secs(self.lock_timeout), ..Default::default() }
+    }
 }
 
 #[derive(Args)]
@@ -46,6 +63,8 @@ pub struct RollbackArgs {
     /// Print the new record as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub lock: LockFlags,
 }
 
 #[derive(Args)]
@@ -77,7 +96,7 @@ fn print_record(verb: &str, f: &RecordFile, json: bool) -> anyhow::Result<()> {
 
 pub fn promote(a: PromoteArgs) -> anyhow::Result<i32> {
     let key = SigningKey::load(&a.key)?;
-    let opts = ChannelOptions { now: None, expires_in_days: a.expires_in };
+    let opts = ChannelOptions { now: None, expires_in_days: a.expires_in, lock: a.lock.options() };
     let f = registry::promote(&a.registry, &a.name, &a.version, &a.channel, &key, &opts)?;
     print_record("promoted", &f, a.json)?;
     Ok(0)
@@ -85,7 +104,7 @@ pub fn promote(a: PromoteArgs) -> anyhow::Result<i32> {
 
 pub fn rollback(a: RollbackArgs) -> anyhow::Result<i32> {
     let key = SigningKey::load(&a.key)?;
-    let opts = ChannelOptions { now: None, expires_in_days: a.expires_in };
+    let opts = ChannelOptions { now: None, expires_in_days: a.expires_in, lock: a.lock.options() };
     let f = registry::rollback(&a.registry, &a.name, &a.channel, &key, &opts)?;
     print_record("rolled back", &f, a.json)?;
     Ok(0)
