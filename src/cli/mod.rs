@@ -178,7 +178,7 @@ pub fn main(training: fn(Training) -> anyhow::Result<i32>) -> ! {
         Err(e) => {
             eprintln!("error: {}", error_text(&e));
             let refused = |c: &(dyn std::error::Error + 'static)| {
-                c.downcast_ref::<vqad::package::PackageError>().is_some()
+                c.downcast_ref::<vqad::package::PackageError>().is_some_and(|p| !matches!(p, vqad::package::PackageError::RegistryLocked { .. }))
                     || c.downcast_ref::<vqad::registry::RegistryError>().is_some_and(|r| {
                         use vqad::registry::RegistryError as R;
                         !matches!(r, R::Io { .. } | R::Invalid(_) | R::BadReference { .. } | R::BadChannelName(_))
