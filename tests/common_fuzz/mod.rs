@@ -15,7 +15,8 @@ use rand_chacha::ChaCha20Rng;
 use std::collections::BTreeMap;
 use std::io::Write;
 use vqad::package::dsse::{bundle_for_payload, sign, PAYLOAD_TYPE};
-use vqad::package::{package_bytes, verify_bytes, Limits, Manifest, SigningKey, TrustedKey};
+use vqad::package::intoto::SLSA_PROVENANCE_V1;
+use vqad::package::{package_bytes, verify_bytes, Limits, Manifest, ResourceDescriptor, SigningKey, Statement, TrustedKey, PROVENANCE_FILE};
 
 /// Every mutation operator, by name (the names appear in the counts).
 pub const OPERATORS: &[&str] = &[
@@ -51,6 +52,8 @@ pub const OPERATORS: &[&str] = &[
     "resign_other_key",
     "signature_json_edit",
     "statement_edit_resign",
+    "provenance_edit_rezip",
+    "provenance_resign",
 ];
 
 /// One entry of the genuine archive: its header fields and its compressed bytes.
@@ -237,18 +240,41 @@ fn payloads(rng: &mut ChaCha20Rng) -> BTreeMap<String, Vec<u8>> {
     f
 }
 
+/// A provenance statement over `manifest` and `files` (the package layer checks its signature,
+/// type and subjects; the predicate is the provenance layer's business).
+pub fn provenance_statement(manifest: &Manifest, files: &BTreeMap<String, Vec<u8>>) -> Statement<serde_json::Value> {
+    let mut f = files.clone();
+    f.remove(PROVENANCE_FILE);
+    f.remove("manifest.json");
+    let subjects = vqad::package::subject_digests(manifest, &f).unwrap();
+    Statement::new(
+        subjects.iter().map(|(n, d)| ResourceDescriptor::file(n, d)).collect(),
+        SLSA_PROVENANCE_V1,
+        serde_json::json!({"buildDefinition": {"buildType": "https://vqad.invalid/build-types/train-package/v1"}}),
+    )
+}
+
+/// `files` (manifest included) with `provenance` in place and `model.sig` over all of them,
+/// signed with `key`.
+fn resigned(t: &Target, files: &BTreeMap<String, Vec<u8>>, key: &SigningKey) -> Vec<u8> {
+    let digests: BTreeMap<String, String> = files.iter().map(|(n, d)| (n.clone(), vqad::fsutil::sha256_hex(d))).collect();
+    t.layout_with(files, &sign("bottle-1.0.0", &digests, key).unwrap()).bytes()
+}
+
 impl Target {
     pub fn new(seed: u64) -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x5eed_0f7a_26e7);
         let key = key_from_rng(&mut rng);
         let other = key_from_rng(&mut rng);
         let manifest = Manifest::example("bottle", "1.0.0");
-        let payload = payloads(&mut rng);
+        let mut payload = payloads(&mut rng);
+        payload.insert(PROVENANCE_FILE.into(), provenance_statement(&manifest, &payload).sign(&key));
         let bytes = package_bytes(&manifest, &payload, &key).unwrap();
         let trusted = key.public();
         let v = verify_bytes(&bytes, &trusted, &Limits::default()).expect("the genuine package verifies");
+        assert!(v.provenance.is_some());
         let mut layout = Layout::default();
-        for name in vqad::package::ENTRY_ORDER {
+        for name in vqad::package::entry_order(true) {
             let data = if name == "model.sig" { &v.signature } else { &v.files[name] };
             layout.pieces.push(Piece::new(name, data));
         }
@@ -259,7 +285,7 @@ impl Target {
     /// A layout of `files` (in vqad's order) with the given signature bytes.
     fn layout_with(&self, files: &BTreeMap<String, Vec<u8>>, sig: &[u8]) -> Layout {
         let mut l = Layout::default();
-        for name in vqad::package::ENTRY_ORDER {
+        for name in vqad::package::entry_order(files.contains_key(PROVENANCE_FILE)) {
             let data: &[u8] = if name == "model.sig" { sig } else { &files[name] };
             l.pieces.push(Piece::new(name, data));
         }
@@ -696,6 +722,7 @@ pub fn mutate(op: &str, t: &Target, rng: &mut ChaCha20Rng) -> Vec<u8> {
             if rng.random_bool(0.5) {
                 m.detection.pixel_threshold *= 10.0;
             }
+            files.insert(PROVENANCE_FILE.into(), provenance_statement(&m, &files).sign(&t.other));
             package_bytes(&m, &files, &t.other).unwrap()
         }
         "signature_json_edit" => {
@@ -747,6 +774,56 @@ pub fn mutate(op: &str, t: &Target, rng: &mut ChaCha20Rng) -> Vec<u8> {
                 _ => bundle_for_payload("text/plain", b"hello", &t.key).unwrap(),
             };
             t.layout_with(&t.files, &sig).bytes()
+        }
+        "provenance_edit_rezip" => {
+            // The provenance changed (a field, a subject digest) under the old signatures.
+            let mut files = t.files.clone();
+            let env: serde_json::Value = serde_json::from_slice(&t.files[PROVENANCE_FILE]).unwrap();
+            let mut e = env.clone();
+            match rng.random_range(0..3) {
+                0 => e["payloadType"] = serde_json::json!("application/json"),
+                1 => e["signatures"][0]["keyid"] = serde_json::json!("release"),
+                _ => {
+                    let mut st = provenance_statement(&t.manifest, &t.files);
+                    st.predicate["buildDefinition"]["externalParameters"] = serde_json::json!({"seed": rng.random::<u32>()});
+                    use base64::Engine as _;
+                    e["payload"] = serde_json::json!(base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec_pretty(&st).unwrap()));
+                }
+            }
+            files.insert(PROVENANCE_FILE.into(), serde_json::to_vec_pretty(&e).unwrap());
+            t.layout_with(&files, &t.signature).bytes()
+        }
+        "provenance_resign" => {
+            // Re-signed by the trusted key throughout (model.sig too), and still wrong: the
+            // provenance by another key, about other files, of another type, or in a manifest
+            // whose format predates it.
+            let mut files = t.files.clone();
+            let mut st = provenance_statement(&t.manifest, &t.files);
+            let mut key = &t.key;
+            match rng.random_range(0..7) {
+                0 => key = &t.other,
+                1 => {
+                    st.subject.remove(rng.random_range(0..st.subject.len()));
+                }
+                2 => {
+                    let i = rng.random_range(0..st.subject.len());
+                    st.subject[i].digest.insert("sha256".into(), vqad::fsutil::sha256_hex(b"other"));
+                }
+                3 => st.subject.push(ResourceDescriptor::file(PROVENANCE_FILE, &vqad::fsutil::sha256_hex(&t.files[PROVENANCE_FILE]))),
+                4 => st.predicate_type = "https://slsa.dev/provenance/v0.2".into(),
+                5 => st.type_ = "https://in-toto.io/Statement/v0.1".into(),
+                _ => {
+                    let mut m: serde_json::Value = serde_json::from_slice(&t.files["manifest.json"]).unwrap();
+                    m["format_version"] = serde_json::json!(rng.random_range(1..=5));
+                    let mut mb = serde_json::to_vec_pretty(&m).unwrap();
+                    mb.push(b'\n');
+                    files.insert("manifest.json".into(), mb);
+                    let old: Manifest = serde_json::from_value(m).unwrap();
+                    st = provenance_statement(&old, &t.files);
+                }
+            }
+            files.insert(PROVENANCE_FILE.into(), st.sign(key));
+            resigned(t, &files, &t.key)
         }
         other => panic!("unknown operator {other}"),
     }
