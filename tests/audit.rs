@@ -100,7 +100,8 @@ mod trained {
         assert_eq!(j["differences"].as_u64().unwrap() as usize, differing.len());
         // What must differ: the seed, the version and creation time we set, every trained file.
         let mut must: Vec<String> = ["version", "provenance.seed", "provenance.created"].map(String::from).to_vec();
-        for f in ["encoder.onnx", "decoder.onnx", "pixelsnail.onnx", "codebook.npy"] {
+        // The provenance names the seed and the trained files' digests, so it differs too.
+        for f in ["encoder.onnx", "decoder.onnx", "pixelsnail.onnx", "codebook.npy", "provenance.intoto.json"] {
             must.push(format!("files[\"{f}\"].sha256"));
         }
         for m in &must {
@@ -115,6 +116,7 @@ mod trained {
                 || f.starts_with("detection.border_profile[")
                 || f.starts_with("provenance.final_losses.")
                 || f.starts_with("provenance.codebook_usage.")
+                || f == "files[\"provenance.intoto.json\"].size"
         };
         for f in &differing {
             assert!(must.contains(f) || may(f), "{f} should not differ between seeds: {j}");
@@ -219,7 +221,8 @@ mod trained {
         assert!(tools.contains(&"vqad") && tools.contains(&"onnxruntime") && tools.contains(&"libtorch"), "{tools:?}");
         let deps = &ba["dependencies"][0];
         assert_eq!(deps["ref"], model["bom-ref"]);
-        assert_eq!(deps["dependsOn"].as_array().unwrap().len(), 1 + 6);
+        // The data set and every file (graphs, codebook, manifest, provenance, model.sig).
+        assert_eq!(deps["dependsOn"].as_array().unwrap().len(), 1 + 7);
 
         // The validator can fail: a wrong enum value and a malformed hash are refused.
         for corrupt in [
