@@ -61,8 +61,9 @@ fn deploy_manifests_pass_the_offline_checks() {
     let (o, text) = check(repo(), Some(env!("CARGO_BIN_EXE_vqad")));
     println!("{text}");
     assert!(o.status.success(), "deploy/ fails its checks:\n{text}");
-    // All four kustomizations (deploy/, base/, overlays/gpu/, kserve/) rendered, nothing flagged.
-    assert!(text.contains("4 kustomizations rendered (17 resources)"), "{text}");
+    // All six kustomizations (deploy/, base/, overlays/gpu/, kserve/, train/, release/)
+    // rendered, nothing flagged.
+    assert!(text.contains("6 kustomizations rendered (22 resources)"), "{text}");
     assert!(text.contains(": 0 problems"), "{text}");
 }
 
@@ -94,7 +95,31 @@ fn broken_manifests_are_refused_naming_file_and_problem() {
         ("deploy/docker/Dockerfile", "ARG ORT_VERSION=1.31.1", "ARG ORT_VERSION=1.30.0",
          &["deploy/docker/Dockerfile: ARG ORT_VERSION=1.30.0 but tools/setup-native.sh pins"]),
         ("deploy/docker/Dockerfile", "USER 10001:10001", "USER root",
-         &["deploy/docker/Dockerfile: stage gpu: USER must be a numeric non-root uid"]),
+         &["deploy/docker/Dockerfile: stage train: USER must be a numeric non-root uid"]),
+        // The training Job (deploy/train/).
+        ("deploy/train/train-job.yaml", "  backoffLimitPerIndex: 2\n", "",
+         &["deploy/train/ (rendered): job/vqad-train: backoffLimitPerIndex must be set"]),
+        ("deploy/train/train-job.yaml", "completions: 3", "completions: 4",
+         &["job/vqad-train: completions 4 but categories.txt lists 3 categories"]),
+        ("deploy/train/train-job.yaml", "nvidia.com/gpu: 1", "nvidia.com/gpu: 0",
+         &["job/vqad-train: each training pod needs nvidia.com/gpu: 1"]),
+        ("deploy/train/train-job.yaml", "fieldPath: metadata.uid", "fieldPath: metadata.name",
+         &["job/vqad-train: VQAD_K8S_POD_UID must come from the downward API fieldRef metadata.uid"]),
+        ("deploy/train/train-category.sh", "args+=(--resume)", "args+=()",
+         &["job/vqad-train: the script must resume (--resume)"]),
+        ("deploy/train/kustomization.yaml", "    digest: sha256:0000000000000000000000000000000000000000000000000000000000000000", "    newTag: 0.1.0",
+         &["job/vqad-train: image registry.example.com/vqad-train:0.1.0 must be pinned by digest"]),
+        // The release Job (deploy/release/).
+        ("deploy/release/release-job.yaml", "mountPath: /etc/vqad/signing\n              readOnly: true", "mountPath: /etc/vqad/signing\n              readOnly: false",
+         &["deploy/release/ (rendered): job/vqad-release: volumeMount signing-key (SIGNING_KEY) must be mounted readOnly"]),
+        ("deploy/release/release-job.yaml", "          secret:\n            secretName: vqad-signing-key\n            defaultMode: 0440", "          configMap:\n            name: vqad-signing-key",
+         &["job/vqad-release: volume signing-key (SIGNING_KEY) must be a Secret"]),
+        ("deploy/release/release-job.yaml", "value: staging", "value: production",
+         &["job/vqad-release: the release must promote to staging (CHANNEL is production)"]),
+        ("deploy/release/release.sh", "vqad publish", "echo vqad-publish",
+         &["job/vqad-release: the release script must run `vqad publish`"]),
+        ("deploy/release/categories.txt", "screw", "cable",
+         &["job/vqad-release: category cable is released but not trained by deploy/train"]),
     ];
     checker_python(); // install once, before the threads
     // Each case is a whole check run (~1.5 s); two at a time, one per CI core.

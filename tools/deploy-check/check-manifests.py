@@ -14,7 +14,14 @@
    Service/HPA/PDB aimed at the Deployment, GPU overlay = one GPU + GPU providers + GPU image,
    InferenceService matching its ServingRuntime, only `vqad serve` flags.
 4. The Dockerfile: hadolint, the ONNX Runtime version of tools/setup-native.sh, non-root
-   user matching the manifests, `vqad serve` entrypoint, the runtime-only build.
+   user matching the manifests, `vqad serve` entrypoint, the runtime-only build, and the
+   `train` image (vqad-train) of the Jobs.
+5. The Jobs of deploy/train/ and deploy/release/ (README "Training and releasing on
+   Kubernetes"): an Indexed Job with one category per index from its ConfigMap list,
+   backoffLimitPerIndex, a GPU per pod, run folders on a PVC, resume on restart; a release
+   Job with the signing key from a read-only Secret, publishing into the registry PVC and
+   promoting to staging; both pinned by image digest and naming themselves in the provenance
+   (namespace, job, pod UID, image) through the downward API.
 
     python check-manifests.py --root REPO [--vqad PATH_TO_VQAD]
 
@@ -370,6 +377,122 @@ def check_render(name, docs, report, deploy_is_gpu):
         report.check(bool(model.get("storageUri")), here, "storageUri must name the registry")
 
 
+# ---------------------------------------------------------------- Jobs
+
+BUILDER_ENV = {
+    "VQAD_K8S_NAMESPACE": "metadata.namespace",
+    "VQAD_K8S_JOB": "metadata.labels['batch.kubernetes.io/job-name']",
+    "VQAD_K8S_POD_UID": "metadata.uid",
+}
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+def list_lines(text):
+    return [l.strip() for l in (text or "").splitlines() if l.strip() and not l.strip().startswith("#")]
+
+
+def env_of(c):
+    return {e["name"]: e for e in c.get("env", []) or []}
+
+
+def script_of(c, pod, configmaps, here, report):
+    """The script a Job container runs (`bash <file>` from a mounted ConfigMap), and its ConfigMap."""
+    cmd = [str(x) for x in (c.get("command") or []) + (c.get("args") or [])]
+    path = next((x for x in cmd if x.endswith(".sh")), None)
+    if not report.check(path, here, "must run its script (bash <file>.sh) from the Job's ConfigMap"):
+        return "", {}
+    volumes = {v["name"]: v for v in pod.get("volumes", []) or []}
+    m, vol = mount_for(c, volumes, path)
+    if not report.check(m is not None and vol is not None and "configMap" in vol, here, f"{path} is on no mounted ConfigMap"):
+        return "", {}
+    report.check(m.get("readOnly") is True, here, f"volumeMount {m['name']} (the script) must be readOnly")
+    cm = configmaps.get(vol["configMap"]["name"])
+    if not report.check(cm is not None, here, f"ConfigMap {vol['configMap']['name']} is not in this kustomization"):
+        return "", {}
+    data = cm.get("data") or {}
+    # Only the code counts: a flag named in a comment runs nothing.
+    code = "\n".join(l for l in data.get(Path(path).name, "").splitlines() if not l.strip().startswith("#"))
+    return code, data
+
+
+def check_job_common(job, c, pod, here, report):
+    psc = pod.get("securityContext") or {}
+    sc = c.get("securityContext") or {}
+    report.check(sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True, here, "runAsNonRoot must be true")
+    report.check(sc.get("readOnlyRootFilesystem") is True, here, "readOnlyRootFilesystem must be true")
+    report.check(sc.get("allowPrivilegeEscalation") is False, here, "allowPrivilegeEscalation must be false")
+    report.check("ALL" in ((sc.get("capabilities") or {}).get("drop") or []), here, "capabilities.drop must contain ALL")
+    report.check(pod.get("automountServiceAccountToken") is False, here, "automountServiceAccountToken must be false")
+    for part in ("requests", "limits"):
+        for r in ("cpu", "memory"):
+            report.check(r in ((c.get("resources") or {}).get(part) or {}), here, f"resources.{part}.{r} must be set")
+    image = str(c.get("image", ""))
+    report.check(DIGEST.search(image), here, f"image {image} must be pinned by digest (@sha256:…): the provenance's builder id names it")
+    env = env_of(c)
+    for k, field in BUILDER_ENV.items():
+        got = (((env.get(k) or {}).get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+        report.check(got == field, here, f"{k} must come from the downward API fieldRef {field} (got {got})")
+    report.check((env.get("VQAD_IMAGE") or {}).get("value") == image, here,
+                 f"VQAD_IMAGE must equal the container image {image} (kustomize replacements)")
+    return env
+
+
+def check_jobs(name, docs, report, root):
+    where = f"{name} (rendered)"
+    configmaps = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "ConfigMap"}
+    for job in (d for d in docs if d.get("kind") == "Job"):
+        jn = job["metadata"]["name"]
+        spec = job["spec"]
+        pod = spec["template"]["spec"]
+        here = f"{where}: job/{jn}"
+        if not report.check(len(pod.get("containers", [])) == 1, here, "needs exactly one container"):
+            continue
+        c = pod["containers"][0]
+        env = check_job_common(job, c, pod, here, report)
+        val = lambda k: (env.get(k) or {}).get("value")
+        script, data = script_of(c, pod, configmaps, here, report)
+        volumes = {v["name"]: v for v in pod.get("volumes", []) or []}
+        if spec.get("completionMode") == "Indexed":
+            # The training Job: one category per index.
+            cats = list_lines(data.get(Path(val("CATEGORIES_FILE") or "categories.txt").name))
+            report.check(cats, here, "its ConfigMap lists no categories (CATEGORIES_FILE)")
+            report.check(spec.get("completions") == len(cats), here,
+                         f"completions {spec.get('completions')} but categories.txt lists {len(cats)} categories")
+            report.check(isinstance(spec.get("backoffLimitPerIndex"), int) and spec["backoffLimitPerIndex"] >= 1, here,
+                         "backoffLimitPerIndex must be set (≥ 1): a failing category is retried alone and never stops the others")
+            mfi = spec.get("maxFailedIndexes")
+            report.check(mfi is None or mfi >= spec.get("completions", 0), here,
+                         f"maxFailedIndexes {mfi} would stop the other categories when some fail")
+            report.check(pod.get("restartPolicy") == "Never", here, "restartPolicy must be Never (backoffLimitPerIndex requires it)")
+            lim = (c.get("resources") or {}).get("limits") or {}
+            report.check(str(lim.get("nvidia.com/gpu")) == "1", here, "each training pod needs nvidia.com/gpu: 1")
+            m, vol = mount_for(c, volumes, val("RUNS_DIR") or "/nonexistent")
+            report.check(m is not None and vol is not None and "persistentVolumeClaim" in vol and not m.get("readOnly"), here,
+                         "RUNS_DIR must be a read-write PVC mount (run folders outlive pods)")
+            m, vol = mount_for(c, volumes, val("DATA_DIR") or "/nonexistent")
+            report.check(m is not None and m.get("readOnly") is True, here, "DATA_DIR must be mounted readOnly")
+            report.check("JOB_COMPLETION_INDEX" in script, here, "the script must pick its category by JOB_COMPLETION_INDEX")
+            report.check("--resume" in script, here, "the script must resume (--resume) a run a restarted pod finds")
+        else:
+            # The release Job.
+            key = val("SIGNING_KEY") or ""
+            m, vol = mount_for(c, volumes, key)
+            if report.check(m is not None and vol is not None, here, f"SIGNING_KEY {key} is on no mounted volume"):
+                report.check("secret" in vol, here, f"volume {vol['name']} (SIGNING_KEY) must be a Secret, never part of an image or ConfigMap")
+                report.check(m.get("readOnly") is True, here, f"volumeMount {m['name']} (SIGNING_KEY) must be mounted readOnly")
+            m, vol = mount_for(c, volumes, val("PUBKEY") or "")
+            report.check(m is not None and m.get("readOnly") is True, here, "PUBKEY must be mounted readOnly")
+            m, vol = mount_for(c, volumes, val("REGISTRY_DIR") or "/nonexistent")
+            report.check(m is not None and vol is not None and (vol.get("persistentVolumeClaim") or {}).get("claimName") == "vqad-registry"
+                         and not m.get("readOnly"), here, "REGISTRY_DIR must mount the vqad-registry PVC read-write")
+            report.check(val("CHANNEL") == "staging", here, f"the release must promote to staging (CHANNEL is {val('CHANNEL')})")
+            for step in ("vqad package", "vqad publish", "vqad promote", '--channel "$channel"'):
+                report.check(step in script, here, f"the release script must run `{step}`")
+            trained = set(list_lines((root / "deploy/train/categories.txt").read_text() if (root / "deploy/train/categories.txt").is_file() else ""))
+            for cat in list_lines(data.get(Path(val("CATEGORIES_FILE") or "categories.txt").name)):
+                report.check(cat in trained, here, f"category {cat} is released but not trained by deploy/train")
+
+
 # ---------------------------------------------------------------- Dockerfile
 
 def dockerfile_stages(text):
@@ -431,6 +554,13 @@ def check_dockerfile(root, report, uids):
         report.check(any(r.startswith("VQAD_ORT_LIB=") for r in get("ENV")), where,
                      f"stage {final}: must set VQAD_ORT_LIB")
     report.check(list(stages)[-1] == "cpu", where, "the last stage (the default target) must be `cpu`")
+    if report.check("train" in stages, where, "needs a stage `train` (the image of deploy/train and deploy/release)"):
+        body = stages["train"]
+        get = lambda ins: [r for i, r in body if i == ins]
+        user = (get("USER") or [""])[-1].split(":")[0]
+        report.check(user.isdigit() and int(user) != 0, where, "stage train: USER must be a numeric non-root uid")
+        report.check(any(r.startswith("VQAD_ORT_LIB=") for r in get("ENV")), where, "stage train: must set VQAD_ORT_LIB")
+        report.check(re.search(r"cargo build[^\n]*--bin vqad-train", text), where, "the train image must build vqad-train")
     report.check((root / ".dockerignore").is_file(), ".dockerignore", "missing")
 
 
@@ -494,6 +624,7 @@ def main():
             validate_doc(doc, f"{name} (rendered)", report)
         try:
             check_render(name, docs, report, deploy_is_gpu="gpu" in kdir.relative_to(deploy).parts)
+            check_jobs(name, docs, report, root)
         except (KeyError, TypeError, AttributeError, IndexError, StopIteration) as e:
             # the schemas have said what is wrong; the promises cannot be checked on it
             report.error(f"{name} (rendered)", f"too malformed to check the deployment's promises ({e!r})")
@@ -505,7 +636,8 @@ def main():
                 uid = (c.get("securityContext") or {}).get("runAsUser", (pod.get("securityContext") or {}).get("runAsUser"))
                 if uid is not None:
                     uids.add(uid)
-    for needed in ("deploy/kustomization.yaml", "deploy/overlays/gpu/kustomization.yaml", "deploy/kserve/kustomization.yaml"):
+    for needed in ("deploy/kustomization.yaml", "deploy/overlays/gpu/kustomization.yaml", "deploy/kserve/kustomization.yaml",
+                   "deploy/train/kustomization.yaml", "deploy/release/kustomization.yaml"):
         report.check((root / needed).is_file(), needed, "missing")
 
     check_dockerfile(root, report, uids)
