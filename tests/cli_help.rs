@@ -15,7 +15,7 @@ fn every_subcommand_documents_every_flag() {
     assert!(text.contains("Exit codes"), "{text}");
     let subs = [
         "demo", "synth", "data", "keygen", "verify", "inspect", "unpack", "publish", "list", "promote", "rollback", "history", "diff", "bom",
-        "detect", "bench", "eval", "serve", "train", "bench-train", "export", "tune", "package",
+        "detect", "bench", "eval", "serve", "train", "bench-train", "export", "tune", "package", "audit",
     ];
     for sub in subs {
         assert!(text.contains(sub), "top-level help does not list {sub}");

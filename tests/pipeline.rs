@@ -258,7 +258,10 @@ fn packaging_a_trained_run_twice_gives_identical_bytes_and_inspect_shows_provena
     assert!(m["provenance"]["software"]["libtorch"].as_str().unwrap().starts_with("2.13"));
     assert_eq!(m["provenance"]["software"]["onnxruntime"], "1.31.1");
     assert!(m["detection"]["pixel_threshold"].as_f64().unwrap() > 0.0);
-    assert_eq!(r["entries"].as_array().unwrap().len(), 6);
+    // The five files, the build provenance (the same for both packagings) and model.sig.
+    assert_eq!(r["entries"].as_array().unwrap().len(), 7);
+    assert_eq!(r["provenance"]["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(r["provenance"]["predicate"]["runDetails"]["metadata"]["finishedOn"], "2023-11-14T22:13:20Z");
     // Unverified inspection says so.
     let o = run(vqad().arg("inspect").arg(&pkg));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("NOT VERIFIED"));

@@ -32,8 +32,9 @@ pub struct EvalArgs {
     #[arg(long, value_delimiter = ',')]
     pub variants: Option<Vec<String>>,
     /// Sign the evaluation with this key (the package's): per category an in-toto test-result
-    /// statement (PASSED/FAILED against --require) and the figures (schemas/evaluation.schema.json),
-    /// both about the package's archive digest, in OUT/attestations/<category>/.
+    /// statement, PASSED or FAILED against the stated thresholds, and the figures themselves
+    /// (schemas/evaluation.schema.json), both about the package's archive digest, written to
+    /// OUT/attestations/<category>/.
     #[arg(long, value_name = "KEY")]
     pub attest: Option<PathBuf>,
     /// A threshold the overall figures must meet, e.g. image_auroc>=0.95 (repeatable;

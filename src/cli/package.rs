@@ -167,7 +167,7 @@ pub struct PublishArgs {
     #[arg(long)]
     pub pubkey: PathBuf,
     /// An attestation about this archive to store beside it (repeatable), e.g. the two files
-    /// `vqad eval --attest` writes. Each must verify with --pubkey and name this archive.
+    /// `vqad eval --attest` writes. Each must verify with the trusted key and name this archive.
     /// Given for a version already published with the same bytes, only adds them.
     #[arg(long, value_name = "FILE")]
     pub attestation: Vec<PathBuf>,

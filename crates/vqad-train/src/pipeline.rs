@@ -169,7 +169,7 @@ pub fn package_run(req: &PackageRequest, key: &SigningKey) -> Result<PackageInfo
     // The provenance entry needs format 6 (older vqad then refuses the package as too new).
     manifest.format_version = manifest.detection.format_needed().max(package::PROVENANCE_FORMAT);
     let mut files: BTreeMap<String, Vec<u8>> = exported.files.into_iter().collect();
-    let facts = build_facts(&rd, &cfg, &info, manifest.provenance.software.onnxruntime.clone())?;
+    let facts = build_facts(&rd, &cfg, &info, manifest.provenance.software.onnxruntime.clone(), &manifest.provenance.created)?;
     let provenance = vqad::provenance::build::sign(&manifest, &files, &facts, key).map_err(|e| PipelineError::Refused(e.to_string()))?;
     files.insert(package::PROVENANCE_FILE.to_string(), provenance);
     Ok(package::build_package_with(&manifest, &files, key, &req.out, &package::BuildOptions { overwrite: req.overwrite })?)
@@ -178,7 +178,7 @@ pub fn package_run(req: &PackageRequest, key: &SigningKey) -> Result<PackageInfo
 /// What the provenance says about a run: mostly recorded by `train` in run.json; runs trained
 /// before vqad recorded the dirHash and split get them recomputed here when the data is still
 /// there unchanged (else the provenance says less, and `vqad audit --data` says so).
-fn build_facts(rd: &RunDir, cfg: &vqad::config::Config, info: &crate::train::run::RunInfo, onnxruntime: Option<String>) -> Result<BuildFacts, PipelineError> {
+fn build_facts(rd: &RunDir, cfg: &vqad::config::Config, info: &crate::train::run::RunInfo, onnxruntime: Option<String>, created: &str) -> Result<BuildFacts, PipelineError> {
     use vqad::provenance::build::{DataAnnotations, DataFacts, TRAIN_PATH};
     let root = Path::new(&info.category_dir);
     let mut dir_hash = info.dataset_dir_hash.clone();
@@ -228,7 +228,12 @@ fn build_facts(rd: &RunDir, cfg: &vqad::config::Config, info: &crate::train::run
         onnxruntime,
         rustc: Some(info.rustc.clone()),
         internal: info.platform.clone().unwrap_or_else(|| vqad::provenance::build::InternalParameters { device: info.device.clone(), ..Default::default() }),
-        started: info.started.clone().unwrap_or_else(|| vqad::package::created_timestamp().unwrap_or_default()),
+        started: info.started.clone().unwrap_or_else(|| created.to_string()),
+        finished: created.to_string(),
+        // Older runs have no id: name them by their run.json, which identifies the run.
+        run_id: info.run_id.clone().unwrap_or_else(|| {
+            std::fs::read(rd.info_path()).map(|b| vqad::fsutil::sha256_hex(&b)[..32].to_string()).unwrap_or_else(|_| "unknown".into())
+        }),
         builder: vqad::provenance::builder::Builder::from_env().map_err(|e| PipelineError::Refused(e.to_string()))?,
         byproducts,
     })

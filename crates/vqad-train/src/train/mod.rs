@@ -229,6 +229,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
         dataset_dir_hash: Some(data::dir_hash(&ds.root, &[vqad::provenance::build::TRAIN_PATH])?),
         validation_files: Some(ds.val_files.iter().map(|p| p.strip_prefix(&ds.root).unwrap_or(p).to_string_lossy().replace('\\', "/")).collect()),
         kind: serde_json::to_value(ds.kind).ok().and_then(|v| v.as_str().map(str::to_string)),
+        run_id: Some(vqad::provenance::builder::random_id()),
         started: Some(vqad::package::manifest::format_rfc3339(time::OffsetDateTime::now_utc().unix_timestamp()).map_err(|e| TrainError::Refused(e.to_string()))?),
         platform: Some(platform(dev)?),
     };
@@ -237,6 +238,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
         // A continued run started when it first started, on the platform it started on.
         if old.started.is_some() {
             (info.started, info.platform) = (old.started.clone(), old.platform.clone().or(info.platform));
+            info.run_id = old.run_id.clone().or(info.run_id);
         }
     }
     if opts.resume {

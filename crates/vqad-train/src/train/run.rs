@@ -46,6 +46,9 @@ pub struct RunInfo {
     /// The augmentation kind training used (`texture`/`object`); absent in older runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// A random id of this run (kept on resume); absent in older runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     /// Training start, RFC 3339; absent in older runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<String>,

@@ -177,6 +177,10 @@ pub struct BuildFacts {
     pub internal: InternalParameters,
     /// Training start (RFC 3339).
     pub started: String,
+    /// Packaging end (RFC 3339; the manifest's `created`, which honours SOURCE_DATE_EPOCH).
+    pub finished: String,
+    /// The training run's id: the invocation id where the builder names none.
+    pub run_id: String,
     pub builder: Builder,
     pub byproducts: Vec<ResourceDescriptor>,
 }
@@ -234,9 +238,9 @@ pub fn statement(manifest: &Manifest, subjects: &BTreeMap<String, String>, f: &B
         run_details: RunDetails {
             builder: BuilderInfo { id: f.builder.id.clone(), version: BTreeMap::from([("vqad".to_string(), crate::VERSION.to_string())]) },
             metadata: BuildMetadata {
-                invocation_id: f.builder.invocation_id.clone(),
+                invocation_id: f.builder.invocation_id.clone().unwrap_or_else(|| f.run_id.clone()),
                 started_on: f.started.clone(),
-                finished_on: super::now_rfc3339(),
+                finished_on: f.finished.clone(),
             },
             byproducts: f.byproducts.clone(),
         },

@@ -28,8 +28,10 @@ pub const K8S_VARS: [&str; 4] = ["VQAD_K8S_NAMESPACE", "VQAD_K8S_JOB", "VQAD_K8S
 pub struct Builder {
     /// SLSA `runDetails.builder.id`.
     pub id: String,
-    /// A fresh id for this invocation (the pod UID in Kubernetes).
-    pub invocation_id: String,
+    /// `<namespace>/<job>/<pod uid>` in Kubernetes; on a workstation `None`, and the caller
+    /// names the invocation (packaging uses the training run's id, so that packaging the same
+    /// run twice gives the same bytes).
+    pub invocation_id: Option<String>,
 }
 
 impl Builder {
@@ -43,7 +45,7 @@ impl Builder {
         let vals: Vec<Option<String>> = K8S_VARS.iter().map(|k| get(k)).collect();
         if vals.iter().all(Option::is_none) {
             let host = hostname();
-            return Ok(Builder { id: format!("{BUILDER_PREFIX}local?host={}", escape(&host)), invocation_id: random_id() });
+            return Ok(Builder { id: format!("{BUILDER_PREFIX}local?host={}", escape(&host)), invocation_id: None });
         }
         if let Some(i) = vals.iter().position(Option::is_none) {
             let set: Vec<&str> = K8S_VARS.iter().zip(&vals).filter(|(_, v)| v.is_some()).map(|(k, _)| *k).collect();
@@ -68,7 +70,7 @@ impl Builder {
                 escape(&uid),
                 escape(&image)
             ),
-            invocation_id: format!("{ns}/{job}/{uid}"),
+            invocation_id: Some(format!("{ns}/{job}/{uid}")),
         })
     }
 }
@@ -116,7 +118,7 @@ mod tests {
     fn local_and_kubernetes_builders() {
         let b = Builder::from_vars(vars(&[])).unwrap();
         assert!(b.id.starts_with("https://vqad.invalid/builders/local?host="), "{}", b.id);
-        assert_eq!(b.invocation_id.len(), 32);
+        assert_eq!(b.invocation_id, None);
         let k = [
             ("VQAD_K8S_NAMESPACE", "ml"),
             ("VQAD_K8S_JOB", "release-bottle"),
@@ -128,7 +130,7 @@ mod tests {
             b.id,
             "https://vqad.invalid/builders/kubernetes-job?namespace=ml&job=release-bottle&pod=0d2f-11&image=registry.example.com/vqad-train@sha256:abcd"
         );
-        assert_eq!(b.invocation_id, "ml/release-bottle/0d2f-11");
+        assert_eq!(b.invocation_id.as_deref(), Some("ml/release-bottle/0d2f-11"));
         let e = Builder::from_vars(vars(&k[..2])).unwrap_err().to_string();
         assert!(e.contains("VQAD_K8S_POD_UID is not"), "{e}");
         let mut unpinned = k;
