@@ -327,8 +327,8 @@ mod trained {
         let a = vqad::package::VerifiedPackage::open(&w.package, &trusted).unwrap();
         let b = vqad::package::VerifiedPackage::open(&w.seed2, &trusted).unwrap();
         for name in ["encoder.onnx", "codebook.npy"] {
-            assert_eq!(vqad::provenance::audit::max_weight_difference(name, &a.files[name], &a.files[name]), 0.0);
-            let d = vqad::provenance::audit::max_weight_difference(name, &a.files[name], &b.files[name]);
+            assert_eq!(vqad::provenance::rebuild::max_weight_difference(name, &a.files[name], &a.files[name]), 0.0);
+            let d = vqad::provenance::rebuild::max_weight_difference(name, &a.files[name], &b.files[name]);
             assert!(d > 0.0 && d.is_finite(), "{name}: {d}");
         }
     }

@@ -141,7 +141,7 @@ pub fn audit(a: AuditArgs) -> anyhow::Result<i32> {
         Some(d) => Rebuild::Kept(d.clone()),
         None => Rebuild::Temp(tempfile::Builder::new().prefix("vqad-rebuild-").tempdir()?),
     };
-    let rebuild = |req: &vqad::provenance::audit::RebuildRequest| rebuild_with_trainer(req, rebuild_dir.path());
+    let rebuild = |req: &vqad::provenance::RebuildRequest| rebuild_with_trainer(req, rebuild_dir.path());
     let detector = vqad::runtime::DetectorOptions {
         session: vqad::runtime::session::SessionOptions {
             providers: vec![vqad::runtime::session::Provider::Cpu],
@@ -185,7 +185,7 @@ impl Rebuild {
 /// Trains and exports with `vqad-train` in child processes, so the recorded thread and
 /// instruction-set variables are in place before libtorch starts (and `vqad` itself never
 /// loads libtorch).
-fn rebuild_with_trainer(req: &vqad::provenance::audit::RebuildRequest, dir: &Path) -> Result<vqad::provenance::Rebuilt, String> {
+fn rebuild_with_trainer(req: &vqad::provenance::RebuildRequest, dir: &Path) -> Result<vqad::provenance::Rebuilt, String> {
     let exe = super::trainer_exe().ok_or("--rebuild trains, which needs the `vqad-train` executable beside vqad or on PATH")?;
     let start = std::time::Instant::now();
     let run = dir.join("run");

@@ -9,7 +9,9 @@
 //! - [`builder`]: who ran the build (this host, or a Kubernetes Job).
 //! - [`evaluation`]: `vqad eval --attest`: an in-toto test-result statement (pass/fail against
 //!   stated thresholds) and the figures themselves, both about the package's archive digest.
-//! - [`audit`]: `vqad audit`, the checklist that holds every claim against the world.
+//! - [`audit`]: `vqad audit`, the checklist that holds every claim against the world;
+//!   [`rebuild`]: its retrain-and-compare check.
+//! - [`summary`]: what `vqad inspect` tells an auditor first.
 //!
 //! The package layer ([`crate::package::intoto`]) checks that a provenance belongs to its
 //! package (signature, subjects); this layer reads what it says, refusing unknown fields.
@@ -18,9 +20,11 @@ pub mod audit;
 pub mod build;
 pub mod builder;
 pub mod evaluation;
+pub mod rebuild;
 pub mod summary;
 
-pub use audit::{AuditOptions, AuditReport, Check, CheckStatus, Rebuilt};
+pub use audit::{AuditOptions, AuditReport, Check, CheckStatus};
+pub use rebuild::{RebuildRequest, Rebuilt};
 pub use build::{BuildFacts, BuildProvenance, BUILD_TYPE};
 pub use evaluation::{EvaluationAttestation, Requirement};
 
