@@ -1,6 +1,6 @@
 //! eval and tune.
 
-use super::detect::{open_detector_from, RunFlags, SourceFlags};
+use super::detect::{open_detector_from, DecodeFlags, RunFlags, SourceFlags};
 use anyhow::Context;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -35,6 +35,8 @@ pub struct EvalArgs {
     pub source: SourceFlags,
     #[command(flatten)]
     pub run: RunFlags,
+    #[command(flatten)]
+    pub decode: DecodeFlags,
 }
 
 /// Category folders under `dir`: itself if it has `test/`, else its subfolders that do.
@@ -75,6 +77,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
     for v in a.variants.iter().flatten() {
         anyhow::ensure!(vqad::eval::report::VARIANTS.contains(&v.as_str()), "--variants: unknown variant '{v}' (known: {})", vqad::eval::report::VARIANTS.join(", "));
     }
+    let decode = a.decode.limits()?;
     let cats = categories(&a.category_dir)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut reports = vec![];
@@ -98,15 +101,20 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
         eprintln!("evaluating {} with {} {} ({} test images)", cat.name, pkg.manifest.name, pkg.manifest.version, cat.test.len());
         let pb = indicatif::ProgressBar::new(cat.test.len() as u64);
         let progress = |done: usize, _total: usize| pb.set_position(done as u64);
-        let r = evaluate_category(&mut det, &cat, &pkg_path.display().to_string(), &pkg.manifest.version, &EvalOptions { out: &a.out, ablation: a.ablation, variants: a.variants.as_deref(), val_fraction, progress: &progress })?;
+        let r = evaluate_category(&mut det, &cat, &pkg_path.display().to_string(), &pkg.manifest.version, &EvalOptions { out: &a.out, ablation: a.ablation, variants: a.variants.as_deref(), val_fraction, progress: &progress, decode })?;
         pb.finish_and_clear();
         reports.push(r);
     }
+    let failed: usize = reports.iter().map(|r| r.failed.len()).sum();
     let report = combine(reports);
     let (j, m) = write_report(&report, &a.out)?;
     print!("{}", vqad::eval::report::markdown(&report));
     println!("\nwrote {} and {}", j.display(), m.display());
-    Ok(0)
+    // Exit 4: the report covers the rest, the skipped files are listed in it.
+    for f in report.categories.iter().flat_map(|c| c.failed.iter()) {
+        eprintln!("skipped: {f}");
+    }
+    Ok(if failed == 0 { 0 } else { 4 })
 }
 
 #[derive(Args)]
