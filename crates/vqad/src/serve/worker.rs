@@ -55,6 +55,21 @@ pub struct ModelInfo {
     /// Runtime's default).
     pub instances: usize,
     pub threads: usize,
+    /// What one image holds in memory while it waits and is computed, an estimate charged
+    /// against the in-flight budget ([`inflight_bytes_per_image`]).
+    pub inflight_bytes_per_image: u64,
+}
+
+/// An upper estimate of the memory one image of a batch takes from the queue to its answer:
+/// its input, the two decodings and the restored image (`C × S²` floats each), the maps and
+/// mask, the prior's log-probabilities (`K × M × N` floats, the pass running and the one
+/// kept), and the convolutions' activations (counted as 32 full-size planes: 128 channels at
+/// half resolution, what the paper's encoder keeps at its widest).
+pub fn inflight_bytes_per_image(shape: &crate::package::ModelShape) -> u64 {
+    let d = |v: i64| v.max(0) as u64;
+    let (c, s, m, n, k) = (d(shape.channels), d(shape.image_size), d(shape.grid_m), d(shape.grid_n), d(shape.num_codes));
+    let plane = s * s * 4;
+    (4 * c + 8 + 32) * plane + 3 * k * m * n * 4 + (64 << 10)
 }
 
 /// One request's images, waiting in a model's queue.
@@ -190,6 +205,7 @@ fn model_info(pkg: &VerifiedPackage, det: &Detector) -> ModelInfo {
         providers: det.providers(),
         instances: 1,
         threads: 0,
+        inflight_bytes_per_image: inflight_bytes_per_image(&det.shape),
     }
 }
 
