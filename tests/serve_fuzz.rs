@@ -96,8 +96,8 @@ fn large_legal_images_decode_within_their_charge() {
         let spec = vqad::serve::infer::InputSpec { limits: vqad::data::DecodeLimits::default(), ..common_reqfuzz::spec() };
         let Request::Http { body, header_len } = &req else { unreachable!() };
         let _ = header_len;
-        let mut headers = axum::http::HeaderMap::new();
-        headers.insert(vqad::serve::http::HEADER_LENGTH, axum::http::HeaderValue::from_str(header_len.as_ref().unwrap()).unwrap());
+        let mut headers = http::HeaderMap::new();
+        headers.insert(vqad::serve::http::HEADER_LENGTH, http::HeaderValue::from_str(header_len.as_ref().unwrap()).unwrap());
         let body = bytes::Bytes::from(body.clone());
         let ((charged, n), peak) = common_reqfuzz::measure(|| {
             let call = vqad::serve::http::parse_infer(body, &headers, "m".into(), String::new()).unwrap().0;

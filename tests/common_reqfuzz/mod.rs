@@ -23,7 +23,7 @@
 #[path = "../common_bombs/mod.rs"]
 pub mod common_bombs;
 
-use axum::http::{HeaderMap, HeaderValue};
+use ::http::{HeaderMap, HeaderValue};
 use bytes::Bytes;
 use prost::Message;
 use rand::{Rng, SeedableRng};
