@@ -207,6 +207,16 @@ pub fn collect_inputs(inputs: &[PathBuf]) -> Collected {
     (files, bad)
 }
 
+/// The error with its file named once (data errors already start with the path).
+fn named(p: &Path, e: &dyn std::fmt::Display) -> String {
+    let (m, path) = (e.to_string(), p.display().to_string());
+    if m.starts_with(&path) {
+        m
+    } else {
+        format!("{path}: {m}")
+    }
+}
+
 fn bar(n: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(n);
     pb.set_style(ProgressStyle::with_template("{prefix:>7} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}").expect("template").progress_chars("=> "));
@@ -243,7 +253,7 @@ pub fn run_detect(a: &DetectArgs) -> anyhow::Result<(String, usize)> {
             match vqad::data::load_image_within(p, c, s, &limits) {
                 Ok(img) => ok.push((root, p, img)),
                 Err(e) => {
-                    pb.suspend(|| eprintln!("skipping {}: {e}", p.display()));
+                    pb.suspend(|| eprintln!("skipping {}", named(p, &e)));
                     failed.push((p.clone(), e.to_string()));
                 }
             }
@@ -339,7 +349,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<i32> {
             let paths: Vec<PathBuf> = files.into_iter().map(|(_, p)| p).take(a.count).collect();
             let (ok, bad) = vqad::data::load_many(&paths, c, s);
             for (p, e) in bad {
-                eprintln!("skipping {}: {e}", p.display());
+                eprintln!("skipping {}", named(&p, &e));
             }
             ok.into_iter().map(|(_, a)| a).collect()
         }

@@ -103,6 +103,8 @@ pub struct ServeArgs {
 }
 
 pub fn run(a: ServeArgs) -> anyhow::Result<i32> {
+    // Request-sized buffers back to the kernel when freed (see the function).
+    vqad::heap::for_serving();
     let providers = parse_providers(&a.providers)?;
     anyhow::ensure!(!providers.is_empty(), "--providers names no provider");
     anyhow::ensure!(a.max_batch >= 1, "--max-batch must be at least 1");
