@@ -710,6 +710,8 @@ fn over_the_memory_budget_requests_get_429_or_resource_exhausted_and_the_server_
     assert_eq!(metric_value(&m, "vqad_inflight_bytes"), Some(0), "budget not released: {m}");
     assert_eq!(metric_value(&m, "vqad_inflight_budget_bytes"), Some(48 << 20), "{m}");
     assert!(metric_value(&m, r#"vqad_request_failures_total{model="synth_texture",reason="over_budget",version="1.0.0"}"#).unwrap_or(0) > 0, "{m}");
+    // Every refusal counts, also those made while a gRPC message was still arriving.
+    assert_eq!(metric_value(&m, "vqad_inflight_refusals_total"), Some(n("429") + n("StatusCode.RESOURCE_EXHAUSTED")), "{m}");
     let peak = peak_rss(s.child.id());
     eprintln!("peak RSS {:.1} MiB; models (warm) {:.1} MiB", peak as f64 / 1048576.0, models as f64 / 1048576.0);
     // The budget bounds what requests hold; the allocator's own slack on top stays small.

@@ -18,12 +18,15 @@ pub struct Budget {
     limit: u64,
     used: AtomicU64,
     gauge: prometheus::IntGauge,
+    refused: prometheus::IntCounter,
 }
 
 impl Budget {
-    /// A budget of `limit` bytes whose use `gauge` shows.
-    pub fn new(limit: u64, gauge: prometheus::IntGauge) -> Arc<Self> {
-        Arc::new(Budget { limit, used: AtomicU64::new(0), gauge })
+    /// A budget of `limit` bytes whose use `gauge` shows and whose refusals `refused` counts
+    /// (wherever they happen: a body or message as it arrives, or images before decoding,
+    /// when no model may be known yet).
+    pub fn new(limit: u64, gauge: prometheus::IntGauge, refused: prometheus::IntCounter) -> Arc<Self> {
+        Arc::new(Budget { limit, used: AtomicU64::new(0), gauge, refused })
     }
 
     pub fn limit(&self) -> u64 {
@@ -44,6 +47,7 @@ impl Budget {
         loop {
             let next = cur.saturating_add(n);
             if next > self.limit {
+                self.refused.inc();
                 return Err(ApiError::busy(format!(
                     "server memory budget exhausted: this request needs {} more, {} of {} are in use by requests in flight (--max-inflight-mb); retry later",
                     mib(n),
@@ -85,6 +89,7 @@ impl Reservation {
     pub fn grow(&self, n: u64) -> Result<(), ApiError> {
         let total = self.held().saturating_add(n);
         if total > self.budget.limit {
+            self.budget.refused.inc();
             return Err(ApiError::too_large(format!(
                 "this request needs {} in memory, more than the server's whole in-flight budget of {} (--max-inflight-mb)",
                 mib(total),
@@ -174,7 +179,7 @@ mod tests {
     use super::*;
 
     fn budget(limit: u64) -> Arc<Budget> {
-        Budget::new(limit, prometheus::IntGauge::new("g", "g").unwrap())
+        Budget::new(limit, prometheus::IntGauge::new("g", "g").unwrap(), prometheus::IntCounter::new("r", "r").unwrap())
     }
 
     #[test]
@@ -194,6 +199,7 @@ mod tests {
         drop(r2);
         assert_eq!(b.used(), 0);
         assert_eq!(b.gauge.get(), 0);
+        assert_eq!(b.refused.get(), 1);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! `model="<unknown>"`, so a client cannot grow the label set without bound).
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// All of the server's metrics.
@@ -39,6 +39,8 @@ pub struct Metrics {
     /// (`serve::budget`).
     pub inflight_bytes: IntGauge,
     pub inflight_budget: IntGauge,
+    /// Requests refused by the budget (429 and its 413), whatever stage they were in.
+    pub inflight_refusals: IntCounter,
     /// Open connections per protocol, and connections closed by a timeout (per protocol and
     /// reason: idle, header, write).
     pub open_connections: IntGaugeVec,
@@ -93,6 +95,8 @@ impl Metrics {
         };
         let inflight_bytes = gauge("vqad_inflight_bytes", "Bytes held by inference requests in flight (body, decoding, queue, compute).");
         let inflight_budget = gauge("vqad_inflight_budget_bytes", "The in-flight memory budget (--max-inflight-mb).");
+        let inflight_refusals = IntCounter::new("vqad_inflight_refusals_total", "Requests refused by the in-flight memory budget, at any stage.").expect("valid metric");
+        registry.register(Box::new(inflight_refusals.clone())).expect("unique metric");
         let open_connections = IntGaugeVec::new(Opts::new("vqad_open_connections", "Open client connections."), &["protocol"]).expect("valid metric");
         registry.register(Box::new(open_connections.clone())).expect("unique metric");
         let connection_timeouts = counter("vqad_connection_timeouts_total", "Connections closed by a timeout (idle, header, write).", &["protocol", "reason"]);
@@ -113,6 +117,7 @@ impl Metrics {
             instances,
             inflight_bytes,
             inflight_budget,
+            inflight_refusals,
             open_connections,
             connection_timeouts,
         }

@@ -345,7 +345,7 @@ pub async fn serve(cfg: ServeConfig, on_bound: impl FnOnce(Bound)) -> Result<(),
     metrics.inflight_budget.set(cfg.max_inflight_bytes as i64);
     let app = Arc::new(App {
         models: models.clone(),
-        budget: Budget::new(cfg.max_inflight_bytes, metrics.inflight_bytes.clone()),
+        budget: Budget::new(cfg.max_inflight_bytes, metrics.inflight_bytes.clone(), metrics.inflight_refusals.clone()),
         metrics,
         max_body_bytes: cfg.max_body_bytes,
         decode: cfg.decode,
