@@ -261,6 +261,7 @@ impl App {
                     want_restored: wanted.contains(&"restored"),
                     enqueued: Instant::now(),
                     reply: tx,
+                    reservation: res.clone(),
                 })
                 .map_err(ApiError::unavailable)?;
             drop(handle);

@@ -79,6 +79,9 @@ pub struct Job {
     pub want_restored: bool,
     pub enqueued: Instant,
     pub reply: oneshot::Sender<Result<BatchReply, String>>,
+    /// The request's share of the in-flight budget, held until the job has run (or is
+    /// dropped), so a client that goes away does not free budget its images still take.
+    pub reservation: Arc<super::budget::Reservation>,
 }
 
 /// A request's results and the size of the batch it ran in.
@@ -217,16 +220,22 @@ fn model_info(pkg: &VerifiedPackage, det: &Detector) -> ModelInfo {
 /// to its images, so two half batches on two instances finish in half the time.
 fn gather(shared: &Shared, policy: BatchPolicy) -> Option<(Vec<Job>, usize)> {
     let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-    let first = match q.pending.pop_front() {
-        Some(j) => j,
-        None => match q.rx.recv() {
-            Ok(j) => j,
-            Err(_) => {
-                // Every handle dropped and nothing is pending: drained.
-                shared.alive.fetch_sub(1, Ordering::SeqCst);
-                return None;
-            }
-        },
+    let first = loop {
+        let j = match q.pending.pop_front() {
+            Some(j) => j,
+            None => match q.rx.recv() {
+                Ok(j) => j,
+                Err(_) => {
+                    // Every handle dropped and nothing is pending: drained.
+                    shared.alive.fetch_sub(1, Ordering::SeqCst);
+                    return None;
+                }
+            },
+        };
+        // Nobody waits for it any more (the client went away): not worth computing.
+        if !j.reply.is_closed() {
+            break j;
+        }
     };
     let deadline = first.enqueued + policy.max_queue_delay;
     let mut n = first.images.len();
@@ -243,6 +252,7 @@ fn gather(shared: &Shared, policy: BatchPolicy) -> Option<(Vec<Job>, usize)> {
             },
         };
         match next {
+            Ok(j) if j.reply.is_closed() => {}
             Ok(j) if n + j.images.len() <= policy.max_batch => {
                 n += j.images.len();
                 jobs.push(j);
