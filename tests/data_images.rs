@@ -401,3 +401,14 @@ fn float_tiffs_with_nan_are_refused_and_finite_ones_load() {
     let e = load_image(&p, 3, 4).unwrap_err();
     assert!(e.to_string().contains("NaN or infinite"), "{e}");
 }
+
+#[test]
+fn a_wide_shrink_stays_within_zero_and_one() {
+    // 16432 × 40 white → 64 × 64 averages ~257 columns per output pixel: in f32 the sum used
+    // to round to 1.000003 (a request fuzzer find).
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("wide.png");
+    DynamicImage::ImageLuma8(ImageBuffer::from_pixel(16432, 40, Luma([255u8]))).save(&p).unwrap();
+    let a = load_image(&p, 3, 64).unwrap();
+    assert!(a.iter().all(|&v| (0.0..=1.0).contains(&v) && v > 0.9999), "{:?}", a.iter().copied().fold(f32::MIN, f32::max));
+}

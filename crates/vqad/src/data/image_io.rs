@@ -108,7 +108,12 @@ pub fn image_to_array(img: &DynamicImage, channels: usize, size: usize) -> Array
         convert(&mut planar, s, n, alpha);
         r.push_row(y, |c, x| planar[c * w + x]);
     });
-    r.finish()
+    // Averages of values in [0, 1] are in [0, 1]; in f32 a wide shrink (hundreds of taps)
+    // can round past 1 (1.000003 for 16432 px → 64, found by tests/serve_fuzz.rs), which the
+    // server refuses in an FP32 input. Only those rounding errors are clamped.
+    let mut out = r.finish();
+    out.mapv_inplace(|v| v.clamp(0.0, 1.0));
+    out
 }
 
 /// Loads an image file as `[channels, size, size]` in [0, 1] within the default
