@@ -319,3 +319,96 @@ fn list_images_is_sorted_and_filters_by_extension() {
     let e = list_images(&d.path().join("absent")).unwrap_err();
     assert!(e.to_string().contains("absent"));
 }
+
+#[path = "common_bombs/mod.rs"]
+mod common_bombs;
+
+#[test]
+fn small_versions_of_the_bombs_decode_so_the_large_ones_are_genuine_images() {
+    let d = tempfile::tempdir().unwrap();
+    for f in common_bombs::FORMATS {
+        let p = d.path().join(format!("small.{f}"));
+        std::fs::write(&p, common_bombs::bomb(f, 72, 40)).unwrap();
+        let img = image::open(&p).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert_eq!((img.width(), img.height()), (72, 40), "{f}");
+        let a = load_image(&p, 1, 16).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let v = a[[0, 0, 0]];
+        assert!(a.iter().all(|&x| (x - v).abs() < 1e-6) && v <= 0.51, "{f}: not a uniform dark image");
+    }
+}
+
+#[test]
+fn bombs_are_refused_from_their_header_naming_the_file_the_size_and_the_limit() {
+    let d = tempfile::tempdir().unwrap();
+    let limits = DecodeLimits::default();
+    for f in common_bombs::FORMATS {
+        let p = d.path().join(format!("bomb.{f}"));
+        std::fs::write(&p, common_bombs::bomb(f, 20000, 20000)).unwrap();
+        let e = load_image_within(&p, 3, 64, &limits).unwrap_err();
+        assert!(matches!(e, DataError::TooLarge { width: 20000, height: 20000, .. }), "{f}: {e:?}");
+        let m = e.to_string();
+        assert!(
+            m.starts_with(&p.display().to_string()) && m.contains("20000×20000 (400000000 pixels)") && m.contains("limit of 16777216 pixels"),
+            "{m}"
+        );
+        // A lower limit refuses a smaller image the same way; a higher one lets it through to
+        // the header (and only there: the probe reads no pixels).
+        let info = probe_image_bytes(&std::fs::read(&p).unwrap(), &p, &DecodeLimits::new(400_000_000)).unwrap();
+        assert_eq!((info.width, info.height), (20000, 20000), "{f}");
+    }
+    if std::fs::metadata(d.path().join("bomb.png")).unwrap().len() > 400_000 {
+        panic!("the PNG bomb should stay under 400 KB");
+    }
+}
+
+#[test]
+fn masks_and_many_images_are_bounded_too() {
+    let d = tempfile::tempdir().unwrap();
+    let bomb = d.path().join("mask.png");
+    std::fs::write(&bomb, common_bombs::bomb("png", 5000, 5000)).unwrap();
+    let small = DecodeLimits::new(1 << 20);
+    assert!(matches!(load_mask_within(&bomb, 32, &small), Err(DataError::TooLarge { .. })));
+    let ok = d.path().join("ok.png");
+    std::fs::write(&ok, common_bombs::bomb("png", 10, 10)).unwrap();
+    let (good, bad) = load_many_within(&[bomb.clone(), ok.clone()], 1, 8, &small);
+    assert_eq!(good.len(), 1);
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].0, bomb);
+}
+
+#[test]
+fn a_file_larger_than_any_admitted_image_is_refused_unread() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("big.png");
+    let mut b = common_bombs::bomb("png", 10, 10);
+    b.resize(4 << 20, 0);
+    std::fs::write(&p, b).unwrap();
+    // 1000 pixels admit at most 16 KB of samples plus 1 MiB of decoder state.
+    let e = load_image_within(&p, 1, 8, &DecodeLimits::new(1000)).unwrap_err();
+    assert!(matches!(e, DataError::FileTooLarge { bytes: 4194304, .. }), "{e:?}");
+    assert!(e.to_string().contains("file is 4194304 bytes"), "{e}");
+}
+
+#[test]
+fn float_tiffs_with_nan_are_refused_and_finite_ones_load() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("f.tif");
+    let img = DynamicImage::ImageRgb32F(ImageBuffer::from_fn(4, 4, |x, _| Rgb([x as f32 / 4.0, 0.5, 0.25])));
+    img.save(&p).unwrap();
+    assert_eq!(load_image(&p, 3, 4).unwrap()[[0, 0, 1]], 0.25);
+    let nan = DynamicImage::ImageRgb32F(ImageBuffer::from_fn(4, 4, |x, _| Rgb([if x == 2 { f32::NAN } else { 0.5 }, 0.5, 0.5])));
+    nan.save(&p).unwrap();
+    let e = load_image(&p, 3, 4).unwrap_err();
+    assert!(e.to_string().contains("NaN or infinite"), "{e}");
+}
+
+#[test]
+fn a_wide_shrink_stays_within_zero_and_one() {
+    // 16432 × 40 white → 64 × 64 averages ~257 columns per output pixel: in f32 the sum used
+    // to round to 1.000003 (a request fuzzer find).
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("wide.png");
+    DynamicImage::ImageLuma8(ImageBuffer::from_pixel(16432, 40, Luma([255u8]))).save(&p).unwrap();
+    let a = load_image(&p, 3, 64).unwrap();
+    assert!(a.iter().all(|&v| (0.0..=1.0).contains(&v) && v > 0.9999), "{:?}", a.iter().copied().fold(f32::MIN, f32::max));
+}

@@ -591,3 +591,246 @@ fn with_versions_2_the_two_newest_serve_side_by_side_and_a_third_supersedes_the_
     let (code, body) = post(&s.http, "/v2/models/synth_texture/versions/1.0.0/infer", &req);
     assert!(code == 503 && body.contains("superseded by version 1.2.0"), "{code}: {body}");
 }
+
+// ---------------------------------------------------------------- hostile clients (issue 25)
+
+#[path = "common_bombs/mod.rs"]
+mod common_bombs;
+
+/// 20000 × 20000 images in PNG (388 KB), JPEG, BMP and TIFF, written once.
+fn bombs() -> &'static Vec<PathBuf> {
+    static B: OnceLock<Vec<PathBuf>> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = fixture().root.join("bombs");
+        std::fs::create_dir_all(&dir).unwrap();
+        common_bombs::FORMATS
+            .iter()
+            .map(|f| {
+                let p = dir.join(format!("bomb.{f}"));
+                std::fs::write(&p, common_bombs::bomb(f, 20000, 20000)).unwrap();
+                p
+            })
+            .collect()
+    })
+}
+
+/// Peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap();
+    kb << 10
+}
+
+/// A server warmed up by a few requests (sessions and their arenas at their working size),
+/// and its peak memory then: what the loaded models take.
+fn warm_server(extra: &[&str]) -> (Server, u64) {
+    let f = fixture();
+    let s = Server::start(&f.registry, extra);
+    let img = f.images[0].display().to_string();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve/client.py");
+    let out = Command::new(client_python()).arg(&script).args(["load", &s.http, "synth_texture", &img, "24", "8"]).output().unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(r["error_count"], 0, "{r}");
+    let rss = peak_rss(s.child.id());
+    (s, rss)
+}
+
+#[test]
+fn image_bombs_get_invalid_argument_over_http_and_grpc_naming_size_and_limit_and_cost_no_memory() {
+    let f = fixture();
+    let (s, before) = warm_server(&[]);
+    let mut args = vec!["hostile".to_string(), s.http.clone(), s.grpc.clone(), "synth_texture".into()];
+    args.extend(bombs().iter().map(|p| p.display().to_string()));
+    args.push(f.images[0].display().to_string());
+    let r = client(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    eprintln!("{}", serde_json::to_string_pretty(&r).unwrap());
+    let want = "input 'image' element 0: image is 20000×20000 (400000000 pixels), over the limit of 16777216 pixels";
+    for p in bombs() {
+        let row = &r[p.display().to_string()];
+        assert!(row["http"].as_str().unwrap().starts_with(&format!("400: {want}")), "{}: {row}", p.display());
+        assert!(row["grpc"].as_str().unwrap().starts_with(&format!("StatusCode.INVALID_ARGUMENT: {want}")), "{}: {row}", p.display());
+    }
+    assert_eq!(r[f.images[0].display().to_string()]["http"], "ok");
+    assert_eq!(r["after"]["ready"], serde_json::json!([true, true]));
+    let grew = peak_rss(s.child.id()).saturating_sub(before);
+    eprintln!("peak RSS grew by {:.1} MiB over the bombs", grew as f64 / 1048576.0);
+    assert!(grew < 100 << 20, "peak RSS grew by {grew} bytes");
+    let (_, m) = get(&s.http, "/metrics");
+    assert_eq!(metric_value(&m, r#"vqad_request_failures_total{model="synth_texture",reason="bad_request",version="1.0.0"}"#), Some(8), "{m}");
+    assert_eq!(metric_value(&m, "vqad_inflight_bytes"), Some(0), "{m}");
+}
+
+#[test]
+fn bombs_mixed_with_normal_requests_leave_every_normal_one_answered_and_memory_under_budget() {
+    let f = fixture();
+    // Sixteen bombs in flight hold their bodies (the 4.7 MB JPEG is charged 14 MiB while it
+    // is received and its header read): the budget must hold them beside the normal requests,
+    // as deploy/'s 512 MiB does.
+    let budget_mb = 256u64;
+    let (mut s, models) = warm_server(&["--max-inflight-mb", &budget_mb.to_string()]);
+    let mut args = vec!["mixed".to_string(), s.http.clone(), s.grpc.clone(), "synth_texture".into(), f.images[1].display().to_string(), "200".into()];
+    args.extend(bombs().iter().map(|p| p.display().to_string()));
+    let r = client(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    eprintln!("{r}");
+    assert_eq!(r["ok"], 200, "{r}");
+    assert_eq!(r["error_count"], 0, "{r}");
+    assert!(r["bomb_other"].as_array().unwrap().is_empty(), "bombs got something other than invalid-argument: {r}");
+    let refused: u64 = r["bomb_refusals"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert!(refused >= 16, "{r}");
+    assert!(s.child.try_wait().unwrap().is_none(), "the server exited");
+    let peak = peak_rss(s.child.id());
+    eprintln!("peak RSS {:.1} MiB; models (warm) {:.1} MiB + budget {budget_mb} MiB", peak as f64 / 1048576.0, models as f64 / 1048576.0);
+    assert!(peak < models + (budget_mb << 20), "peak RSS {peak} over models {models} + budget");
+    assert_eq!(get(&s.http, "/v2/health/ready").0, 200);
+}
+
+#[test]
+fn over_the_memory_budget_requests_get_429_or_resource_exhausted_and_the_server_recovers() {
+    let f = fixture();
+    // A legal 1500 × 1500 camera frame of noise (6.8 MB as PNG): one decodes within the
+    // budget, several at once do not.
+    let frame = f.root.join("frame.png");
+    if !frame.exists() {
+        std::fs::write(&frame, common_bombs::noise_png(1500, 1500, 5)).unwrap();
+    }
+    let (s, models) = warm_server(&["--max-inflight-mb", "48", "--max-body-mb", "12"]);
+    let r = client(&["burst", &s.http, &s.grpc, "synth_texture", &frame.display().to_string(), "24", "6"]);
+    eprintln!("{r}");
+    let c = &r["counts"];
+    let n = |k: &str| c[k].as_u64().unwrap_or(0);
+    assert!(n("ok") > 0, "no request fit the budget: {r}");
+    assert!(n("429") + n("StatusCode.RESOURCE_EXHAUSTED") > 0, "six at once should not all fit 48 MiB: {r}");
+    assert_eq!(n("ok") + n("429") + n("StatusCode.RESOURCE_EXHAUSTED"), 24, "{r}");
+    for k in ["429", "StatusCode.RESOURCE_EXHAUSTED"] {
+        if let Some(e) = r["examples"][k].as_str() {
+            assert!(e.contains("memory budget exhausted") && e.contains("--max-inflight-mb"), "{e}");
+        }
+    }
+    let (_, m) = get(&s.http, "/metrics");
+    assert_eq!(metric_value(&m, "vqad_inflight_bytes"), Some(0), "budget not released: {m}");
+    assert_eq!(metric_value(&m, "vqad_inflight_budget_bytes"), Some(48 << 20), "{m}");
+    assert!(metric_value(&m, r#"vqad_request_failures_total{model="synth_texture",reason="over_budget",version="1.0.0"}"#).unwrap_or(0) > 0, "{m}");
+    // Every refusal counts, also those made while a gRPC message was still arriving.
+    assert_eq!(metric_value(&m, "vqad_inflight_refusals_total"), Some(n("429") + n("StatusCode.RESOURCE_EXHAUSTED")), "{m}");
+    let peak = peak_rss(s.child.id());
+    eprintln!("peak RSS {:.1} MiB; models (warm) {:.1} MiB", peak as f64 / 1048576.0, models as f64 / 1048576.0);
+    // The budget bounds what requests hold; the allocator's own slack on top stays small.
+    assert!(peak < models + (48 << 20) + (64 << 20), "peak RSS {peak} with models at {models}");
+    // Once the burst is over, the same frame is answered.
+    let r = client(&["burst", &s.http, &s.grpc, "synth_texture", &frame.display().to_string(), "2", "1"]);
+    assert_eq!(r["counts"]["ok"], 2, "{r}");
+}
+
+/// Seconds until the server closes `s` (reads until EOF or an error), at most `limit`.
+fn seconds_until_closed(mut s: std::net::TcpStream, limit: f64) -> f64 {
+    let t = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs_f64(limit))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return t.elapsed().as_secs_f64(),
+            Ok(_) => {}
+        }
+    }
+}
+
+#[test]
+fn slow_and_idle_connections_are_closed_within_their_timeouts_while_requests_are_answered() {
+    let f = fixture();
+    let s = Server::start(&f.registry, &["--body-timeout-secs", "2", "--header-timeout-secs", "2", "--idle-timeout-secs", "4"]);
+    // 300 clients that send headers and one byte of a 100 kB body, then nothing, while normal
+    // requests go on.
+    let r = client(&["slow", &s.http, "synth_texture", &f.images[0].display().to_string(), "300", "100000", "20"]);
+    eprintln!("{r}");
+    assert_eq!(r["still_open"], 0, "{r}");
+    assert_eq!(r["answers"]["HTTP/1.1 408 Request Timeout"], 300, "{r}");
+    let (first, last) = (r["closed_first_s"].as_f64().unwrap(), r["closed_last_s"].as_f64().unwrap());
+    assert!(first >= 1.5 && last < 2.0 + 4.0, "closed between {first} and {last} s with a 2 s body timeout: {r}");
+    assert!(r["normal_ok"].as_u64().unwrap() > 0 && r["normal_error_count"] == 0, "{r}");
+
+    // Silent (idle) connections on both ports, and one stuck inside its headers.
+    let idle_http = std::net::TcpStream::connect(&s.http).unwrap();
+    let idle_grpc = std::net::TcpStream::connect(&s.grpc).unwrap();
+    let mut partial = std::net::TcpStream::connect(&s.http).unwrap();
+    partial.write_all(b"POST /v2/models/synth_texture/infer HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let waits: Vec<f64> = std::thread::scope(|sc| {
+        let hs = [idle_http, idle_grpc, partial].map(|c| sc.spawn(move || seconds_until_closed(c, 30.0)));
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    eprintln!("idle HTTP closed after {:.2} s, idle gRPC {:.2} s, partial headers {:.2} s", waits[0], waits[1], waits[2]);
+    for (what, w, timeout) in [("idle HTTP", waits[0], 4.0), ("idle gRPC", waits[1], 4.0), ("partial headers", waits[2], 2.0)] {
+        assert!(w >= timeout - 0.5 && w < timeout + 4.0, "{what} closed after {w} s, timeout {timeout} s");
+    }
+    let (_, m) = get(&s.http, "/metrics");
+    for (proto, reason) in [("http", "idle"), ("grpc", "idle"), ("http", "header")] {
+        let series = format!(r#"vqad_connection_timeouts_total{{protocol="{proto}",reason="{reason}"}}"#);
+        assert!(metric_value(&m, &series).unwrap_or(0) >= 1, "{series}: {m}");
+    }
+    assert!(m.contains(r#"vqad_request_failures_total{model="synth_texture",reason="timeout",version=""} 300"#), "{m}");
+}
+
+#[test]
+fn a_port_holds_at_most_max_connections_and_the_next_client_waits_for_a_free_slot() {
+    let f = fixture();
+    let s = Server::start(&f.registry, &["--max-connections", "4", "--idle-timeout-secs", "3"]);
+    // Server::start's readiness polls closed their connections; four silent ones take every slot.
+    std::thread::sleep(Duration::from_millis(300));
+    let held: Vec<_> = (0..4).map(|_| std::net::TcpStream::connect(&s.http).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let (code, _) = get(&s.http, "/v2/health/live");
+    let waited = t.elapsed().as_secs_f64();
+    eprintln!("the fifth client was answered after {waited:.2} s");
+    assert_eq!(code, 200);
+    assert!(waited >= 2.0, "answered after {waited} s while four idle connections held the four slots");
+    drop(held);
+}
+
+#[test]
+fn detect_eval_and_data_check_name_each_bomb_skip_it_and_process_the_rest() {
+    let f = fixture();
+    let dir = f.root.join("bomb-inputs");
+    std::fs::create_dir_all(&dir).unwrap();
+    for p in bombs() {
+        std::fs::copy(p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    // The test images share a file name (000.png in good/, hole/, scratch/).
+    for (i, p) in f.images.iter().enumerate() {
+        std::fs::copy(p, dir.join(format!("normal{i}.png"))).unwrap();
+    }
+    let pkg = f.registry.join("synth_texture/1.0.0/synth_texture-1.0.0.vqad");
+    let out = f.root.join("bomb-detect");
+    let o = vqad().arg("detect").arg(&pkg).arg("--pubkey").arg(&f.pubkey).args(["--ep", "cpu"]).arg(&dir).arg("--out").arg(&out).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    let summary: Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["images"], 3, "{summary}");
+    let failed = summary["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 4, "{summary}");
+    for b in bombs() {
+        let name = b.file_name().unwrap().to_string_lossy().to_string();
+        let row = failed.iter().find(|r| r["path"].as_str().unwrap().ends_with(&name)).unwrap_or_else(|| panic!("{name} not in {summary}"));
+        assert!(row["error"].as_str().unwrap().contains("image is 20000×20000 (400000000 pixels), over the limit of 16777216 pixels"), "{row}");
+        assert!(err.contains(&name), "stderr does not name {name}: {err}");
+    }
+
+    // data check and eval on a category with a bomb among its test images.
+    let cat = f.root.join("bomb-category");
+    if !cat.exists() {
+        let data = f.images[0].parent().unwrap().parent().unwrap().parent().unwrap();
+        ok(Command::new("cp").arg("-r").arg(data).arg(&cat));
+        std::fs::copy(&bombs()[0], cat.join("test/good/zz_bomb.png")).unwrap();
+    }
+    let o = vqad().args(["data", "check", "--json"]).arg(&cat).output().unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let p = report["problems"].as_array().unwrap().iter().find(|p| p["kind"] == "too_large").unwrap_or_else(|| panic!("{report}"));
+    assert!(p["path"].as_str().unwrap().ends_with("zz_bomb.png") && p["detail"].as_str().unwrap().contains("20000×20000"), "{p}");
+
+    let eval_out = f.root.join("bomb-eval");
+    let o = vqad().arg("eval").arg(&pkg).arg("--pubkey").arg(&f.pubkey).arg(&cat).arg("--out").arg(&eval_out).args(["--ep", "cpu"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("zz_bomb.png") && err.contains("over the limit"), "{err}");
+    assert!(eval_out.join("report.json").exists());
+}

@@ -62,13 +62,15 @@ pub enum DataCmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        decode: super::detect::DecodeFlags,
     },
 }
 
 pub fn run(cmd: DataCmd) -> anyhow::Result<i32> {
     match cmd {
-        DataCmd::Check { dir, json } => {
-            let r = data::check_category(&dir)?;
+        DataCmd::Check { dir, json, decode } => {
+            let r = data::check_category_within(&dir, &decode.limits()?)?;
             if json {
                 super::print_json(&r)?;
             } else {

@@ -63,6 +63,29 @@ impl RunFlags {
     }
 }
 
+/// Limits on every image read (detect, eval, data check, serve).
+#[derive(Args, Clone)]
+pub struct DecodeFlags {
+    /// Largest image accepted, in pixels (width × height), read from the header before
+    /// decoding: a larger one is refused (and, in a batch, skipped and named). Guards against
+    /// small files that declare huge images (a 388 KB PNG can declare 20000 × 20000).
+    #[arg(long, default_value_t = vqad::data::DecodeLimits::DEFAULT_MAX_PIXELS, value_name = "PIXELS")]
+    pub max_image_pixels: u64,
+}
+
+impl Default for DecodeFlags {
+    fn default() -> Self {
+        DecodeFlags { max_image_pixels: vqad::data::DecodeLimits::DEFAULT_MAX_PIXELS }
+    }
+}
+
+impl DecodeFlags {
+    pub fn limits(&self) -> anyhow::Result<vqad::data::DecodeLimits> {
+        anyhow::ensure!(self.max_image_pixels >= 1, "--max-image-pixels must be at least 1");
+        Ok(vqad::data::DecodeLimits::new(self.max_image_pixels))
+    }
+}
+
 /// Where a package comes from: a file, or (with `--registry`) a reference resolved there.
 #[derive(Args, Clone, Default)]
 pub struct SourceFlags {
@@ -144,6 +167,8 @@ pub struct DetectArgs {
     pub source: SourceFlags,
     #[command(flatten)]
     pub run: RunFlags,
+    #[command(flatten)]
+    pub decode: DecodeFlags,
 }
 
 /// (image file, the input root it came from) pairs, and (path, problem) for inputs that failed.
@@ -182,6 +207,16 @@ pub fn collect_inputs(inputs: &[PathBuf]) -> Collected {
     (files, bad)
 }
 
+/// The error with its file named once (data errors already start with the path).
+fn named(p: &Path, e: &dyn std::fmt::Display) -> String {
+    let (m, path) = (e.to_string(), p.display().to_string());
+    if m.starts_with(&path) {
+        m
+    } else {
+        format!("{path}: {m}")
+    }
+}
+
 fn bar(n: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(n);
     pb.set_style(ProgressStyle::with_template("{prefix:>7} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}").expect("template").progress_chars("=> "));
@@ -198,6 +233,7 @@ pub fn detect(a: DetectArgs) -> anyhow::Result<i32> {
 /// Runs detection and writes all files; returns the one-line summary and the number of
 /// inputs that failed.
 pub fn run_detect(a: &DetectArgs) -> anyhow::Result<(String, usize)> {
+    let limits = a.decode.limits()?;
     let (opened, mut det) = open_detector_from(&a.package, &a.pubkey, &a.source, a.run.options()?)?;
     let pkg = &opened.package;
     eprintln!("{}", pkg.summary());
@@ -214,10 +250,10 @@ pub fn run_detect(a: &DetectArgs) -> anyhow::Result<(String, usize)> {
     for chunk in files.chunks(det.batch) {
         let mut ok = vec![];
         for (root, p) in chunk {
-            match vqad::data::load_image(p, c, s) {
+            match vqad::data::load_image_within(p, c, s, &limits) {
                 Ok(img) => ok.push((root, p, img)),
                 Err(e) => {
-                    pb.suspend(|| eprintln!("skipping {}: {e}", p.display()));
+                    pb.suspend(|| eprintln!("skipping {}", named(p, &e)));
                     failed.push((p.clone(), e.to_string()));
                 }
             }
@@ -313,7 +349,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<i32> {
             let paths: Vec<PathBuf> = files.into_iter().map(|(_, p)| p).take(a.count).collect();
             let (ok, bad) = vqad::data::load_many(&paths, c, s);
             for (p, e) in bad {
-                eprintln!("skipping {}: {e}", p.display());
+                eprintln!("skipping {}", named(&p, &e));
             }
             ok.into_iter().map(|(_, a)| a).collect()
         }

@@ -1,6 +1,6 @@
 //! eval and tune.
 
-use super::detect::{open_detector_from, RunFlags, SourceFlags};
+use super::detect::{open_detector_from, DecodeFlags, RunFlags, SourceFlags};
 use anyhow::Context;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -45,6 +45,8 @@ pub struct EvalArgs {
     pub source: SourceFlags,
     #[command(flatten)]
     pub run: RunFlags,
+    #[command(flatten)]
+    pub decode: DecodeFlags,
 }
 
 /// Category folders under `dir`: itself if it has `test/`, else its subfolders that do.
@@ -88,6 +90,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
     let requirements = a.require.iter().map(|r| vqad::provenance::Requirement::parse(r)).collect::<Result<Vec<_>, _>>()?;
     let attest_key = a.attest.as_deref().map(vqad::package::SigningKey::load).transpose()?;
     anyhow::ensure!(attest_key.is_none() || !requirements.is_empty(), "--attest needs at least one --require (e.g. --require image_auroc>=0.95): a test result passes or fails against stated thresholds");
+    let decode = a.decode.limits()?;
     let cats = categories(&a.category_dir)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut reports = vec![];
@@ -112,7 +115,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
         eprintln!("evaluating {} with {} {} ({} test images)", cat.name, pkg.manifest.name, pkg.manifest.version, cat.test.len());
         let pb = indicatif::ProgressBar::new(cat.test.len() as u64);
         let progress = |done: usize, _total: usize| pb.set_position(done as u64);
-        let r = evaluate_category(&mut det, &cat, &pkg_path.display().to_string(), &pkg.manifest.version, &EvalOptions { out: &a.out, ablation: a.ablation, variants: a.variants.as_deref(), val_fraction, progress: &progress })?;
+        let r = evaluate_category(&mut det, &cat, &pkg_path.display().to_string(), &pkg.manifest.version, &EvalOptions { out: &a.out, ablation: a.ablation, variants: a.variants.as_deref(), val_fraction, progress: &progress, decode })?;
         pb.finish_and_clear();
         let overall = vqad::provenance::evaluation::figures_of(&r.rows).remove("overall").unwrap_or_default();
         for req in &requirements {
@@ -141,15 +144,20 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
         }
         reports.push(r);
     }
+    let failed: usize = reports.iter().map(|r| r.failed.len()).sum();
     let report = combine(reports);
     let (j, m) = write_report(&report, &a.out)?;
     print!("{}", vqad::eval::report::markdown(&report));
     println!("\nwrote {} and {}", j.display(), m.display());
+    // Exit 4: the report covers the rest, the skipped files are listed in it.
+    for f in report.categories.iter().flat_map(|c| c.failed.iter()) {
+        eprintln!("skipped: {f}");
+    }
     if !unmet.is_empty() {
         eprintln!("requirement(s) not met: {}", unmet.join("; "));
         return Ok(super::EXIT_CHECK_FAILED);
     }
-    Ok(0)
+    Ok(if failed == 0 { 0 } else { 4 })
 }
 
 #[derive(Args)]

@@ -68,15 +68,83 @@ pub struct ServeArgs {
     /// promote`) instead of the newest published version; follows promotions and rollbacks.
     #[arg(long)]
     pub channel: Option<String>,
+    #[command(flatten)]
+    pub decode: super::detect::DecodeFlags,
+    /// Memory all requests in flight may hold together, in MiB: bodies, decoding, queue and
+    /// compute. A request that would exceed it gets 429 / RESOURCE_EXHAUSTED at once.
+    /// Default: a quarter of the container's memory limit (cgroup) when one is visible, else
+    /// 1024. Must hold one binary request of --max-body-mb (3 × its size).
+    #[arg(long, value_name = "MIB")]
+    pub max_inflight_mb: Option<u64>,
+    /// Most open connections per port (HTTP, gRPC); further clients wait in the listen
+    /// backlog until one closes.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// A connection with no request in progress is closed after this many seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub idle_timeout_secs: u64,
+    /// HTTP: seconds from a request's first byte to the end of its headers.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub header_timeout_secs: u64,
+    /// Seconds a request body (HTTP) or message (gRPC) may take to arrive in full after its
+    /// headers; a slower one gets 408 / DEADLINE_EXCEEDED and its connection is closed.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub body_timeout_secs: u64,
+    /// A response write that makes no progress for this many seconds (a client that does
+    /// not read) closes the connection.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub write_timeout_secs: u64,
+    /// gRPC: seconds between HTTP/2 keepalive PINGs to each client.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub grpc_keepalive_secs: u64,
+    /// gRPC: seconds a PING may go unanswered before the connection is dropped.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub grpc_keepalive_timeout_secs: u64,
 }
 
 pub fn run(a: ServeArgs) -> anyhow::Result<i32> {
+    // Request-sized buffers back to the kernel when freed (see the function).
+    vqad::heap::for_serving();
     let providers = parse_providers(&a.providers)?;
     anyhow::ensure!(!providers.is_empty(), "--providers names no provider");
     anyhow::ensure!(a.max_batch >= 1, "--max-batch must be at least 1");
     anyhow::ensure!(a.max_body_mb >= 1, "--max-body-mb must be at least 1");
     anyhow::ensure!(a.poll_secs >= 1, "--poll-secs must be at least 1");
     anyhow::ensure!(a.versions >= 1, "--versions must be at least 1");
+    for (flag, v) in [
+        ("--idle-timeout-secs", a.idle_timeout_secs),
+        ("--header-timeout-secs", a.header_timeout_secs),
+        ("--body-timeout-secs", a.body_timeout_secs),
+        ("--write-timeout-secs", a.write_timeout_secs),
+        ("--grpc-keepalive-secs", a.grpc_keepalive_secs),
+        ("--grpc-keepalive-timeout-secs", a.grpc_keepalive_timeout_secs),
+    ] {
+        anyhow::ensure!(v >= 1, "{flag} must be at least 1");
+    }
+    anyhow::ensure!(a.max_connections >= 1, "--max-connections must be at least 1");
+    let decode = a.decode.limits()?;
+    let (budget, budget_from) = match a.max_inflight_mb {
+        Some(mb) => (mb << 20, "--max-inflight-mb".to_string()),
+        None => vqad::serve::budget::default_budget(),
+    };
+    let body_bytes = (a.max_body_mb as u64) << 20;
+    let need = vqad::serve::infer::body_charge(body_bytes, Some(0)) + vqad::serve::infer::REQUEST_BASE_BYTES;
+    anyhow::ensure!(
+        budget >= need,
+        "the in-flight memory budget ({} MiB, from {budget_from}) must hold one request of --max-body-mb {} (it is charged {} MiB); raise --max-inflight-mb or lower --max-body-mb",
+        budget >> 20,
+        a.max_body_mb,
+        need >> 20
+    );
+    // Two ports of connections, plus the registry's files and the runtime's own.
+    let mut max_connections = a.max_connections;
+    if let Some(files) = vqad::serve::conn::raise_open_files_limit() {
+        let room = (files.saturating_sub(256) / 2) as usize;
+        if room < max_connections {
+            eprintln!("vqad serve: the open-files limit is {files}: --max-connections lowered from {max_connections} to {room} per port");
+            max_connections = room.max(1);
+        }
+    }
     let mut model_providers = std::collections::BTreeMap::new();
     for spec in &a.model_providers {
         let (name, list) = spec
@@ -114,7 +182,27 @@ pub fn run(a: ServeArgs) -> anyhow::Result<i32> {
         channel: a.channel,
         model_providers,
         versions: a.versions,
+        decode,
+        max_inflight_bytes: budget,
+        conn: vqad::serve::conn::ConnLimits {
+            max_connections,
+            idle: Duration::from_secs(a.idle_timeout_secs),
+            header: Duration::from_secs(a.header_timeout_secs),
+            write: Duration::from_secs(a.write_timeout_secs),
+        },
+        body_timeout: Duration::from_secs(a.body_timeout_secs),
+        grpc_keepalive: Duration::from_secs(a.grpc_keepalive_secs),
+        grpc_keepalive_timeout: Duration::from_secs(a.grpc_keepalive_timeout_secs),
     };
+    eprintln!(
+        "vqad serve: limits: images up to {} pixels, in-flight budget {} MiB ({budget_from}), {max_connections} connections per port, timeouts idle {} s, header {} s, body {} s, write {} s",
+        decode.max_pixels,
+        budget >> 20,
+        a.idle_timeout_secs,
+        a.header_timeout_secs,
+        a.body_timeout_secs,
+        a.write_timeout_secs
+    );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = |t: usize| if t == 0 { "automatic".to_string() } else { t.to_string() };
     eprintln!(

@@ -119,6 +119,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
             batch: 8,
             threads: 0,
         },
+        decode: Default::default(),
     })?;
     eprintln!("{line}");
     anyhow::ensure!(detect_failed == 0, "detection reported {detect_failed} failed images");
@@ -135,7 +136,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         &cat,
         &published.display().to_string(),
         "1.0.0",
-        &vqad::eval::report::EvalOptions { out: &eval_dir, ablation: true, variants: None, val_fraction: vqad::config::Config::tiny().train.val_fraction, progress: &|_, _| {} },
+        &vqad::eval::report::EvalOptions { out: &eval_dir, ablation: true, variants: None, val_fraction: vqad::config::Config::tiny().train.val_fraction, progress: &|_, _| {}, decode: Default::default() },
     )?;
     let report = vqad::eval::report::combine(vec![report]);
     let (report_json, report_md) = vqad::eval::report::write_report(&report, &eval_dir)?;

@@ -7,6 +7,17 @@ tritonclient.grpc) for tests/serve.rs. Each subcommand prints one JSON object on
   client.py load HTTP MODEL IMAGE N CONC [STOP]  bounded load (at most N requests): images/s,
                                                  p50/p99, errors, versions; with STOP, ends early
                                                  once 16 answers came from version STOP
+  client.py hostile HTTP GRPC MODEL FILE...       each file as one BYTES image over HTTP and gRPC:
+                                                 status, message, milliseconds per protocol
+  client.py mixed HTTP GRPC MODEL IMAGE N BOMB... N normal requests (half HTTP, half gRPC) from
+                                                 8 threads while 16 threads send the bombs in turn:
+                                                 answers, errors and refusals per kind
+  client.py burst HTTP GRPC MODEL FILE N CONC     N requests of FILE (alternately HTTP and gRPC) from
+                                                 CONC threads: how many of each status
+  client.py slow HTTP MODEL IMAGE CONNS BODY WAIT  CONNS connections that send headers and one
+                                                 byte of a BODY-byte body, then nothing, while
+                                                 normal requests go on for WAIT s: when each slow
+                                                 one was closed, and the normal answers
 """
 import http.client
 import json
@@ -229,6 +240,189 @@ def cmd_load(h, model, image, n, conc, stop=None):
                       "batch_sizes": batches, "seconds": wall}))
 
 
+def grpc_status(f):
+    try:
+        f()
+        return "ok"
+    except InferenceServerException as e:
+        return f"{e.status()}: {e.message()}"
+
+
+def cmd_hostile(h, g, model, files):
+    hc = httpclient.InferenceServerClient(url=h, network_timeout=120)
+    gc = grpcclient.InferenceServerClient(url=g)
+    out = {}
+    for p in files:
+        data = open(p, "rb").read()
+        row = {"bytes": len(data)}
+        t = time.perf_counter()
+        row["http"] = status_of(lambda: http_bytes(hc, model, [data]))
+        row["http_ms"] = (time.perf_counter() - t) * 1e3
+        gi = grpcclient.InferInput("image", [1], "BYTES")
+        gi.set_data_from_numpy(np.array([data], dtype=np.object_))
+        t = time.perf_counter()
+        row["grpc"] = grpc_status(lambda: gc.infer(model, [gi], client_timeout=120))
+        row["grpc_ms"] = (time.perf_counter() - t) * 1e3
+        out[p] = row
+    out["after"] = {"live": [hc.is_server_live(), gc.is_server_live()], "ready": [hc.is_server_ready(), gc.is_server_ready()]}
+    print(json.dumps(out))
+
+
+def cmd_mixed(h, g, model, image, n, bombs):
+    png = open(image, "rb").read()
+    bomb_data = [open(p, "rb").read() for p in bombs]
+    lock = threading.Lock()
+    res = {"ok": 0, "errors": [], "bomb_refusals": {}, "bomb_other": []}
+    counter = iter(range(n))
+    done = threading.Event()
+
+    def normal():
+        hc = httpclient.InferenceServerClient(url=h, network_timeout=120)
+        gc = grpcclient.InferenceServerClient(url=g)
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            try:
+                if i % 2:
+                    grpc_bytes(gc, model, [png]).as_numpy("score")
+                else:
+                    http_bytes(hc, model, [png]).as_numpy("score")
+                with lock:
+                    res["ok"] += 1
+            except Exception as e:
+                with lock:
+                    res["errors"].append(str(e)[:300])
+
+    def bomber(k):
+        hc = httpclient.InferenceServerClient(url=h, network_timeout=120)
+        gc = grpcclient.InferenceServerClient(url=g)
+        j = k
+        while not done.is_set():
+            data = bomb_data[j % len(bomb_data)]
+            if j % 2:
+                gi = grpcclient.InferInput("image", [1], "BYTES")
+                gi.set_data_from_numpy(np.array([data], dtype=np.object_))
+                r = grpc_status(lambda: gc.infer(model, [gi]))
+            else:
+                r = status_of(lambda: http_bytes(hc, model, [data]))
+            key = r.split(":")[0]
+            with lock:
+                res["bomb_refusals"][key] = res["bomb_refusals"].get(key, 0) + 1
+                if key not in ("400", "StatusCode.INVALID_ARGUMENT"):
+                    res["bomb_other"].append(r[:300])
+            j += 1
+
+    t0 = time.perf_counter()
+    bs = [threading.Thread(target=bomber, args=(k,)) for k in range(16)]
+    ns = [threading.Thread(target=normal) for _ in range(8)]
+    [t.start() for t in bs + ns]
+    [t.join() for t in ns]
+    done.set()
+    [t.join() for t in bs]
+    res["seconds"] = time.perf_counter() - t0
+    res["requests"] = n
+    res["error_count"] = len(res["errors"])
+    res["errors"] = res["errors"][:5]
+    res["bomb_other"] = res["bomb_other"][:5]
+    print(json.dumps(res))
+
+
+def cmd_burst(h, g, model, path, n, conc):
+    data = open(path, "rb").read()
+    lock = threading.Lock()
+    counts, examples = {}, {}
+    counter = iter(range(n))
+
+    def worker():
+        hc = httpclient.InferenceServerClient(url=h, network_timeout=300)
+        gc = grpcclient.InferenceServerClient(url=g)
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            if i % 2:
+                gi = grpcclient.InferInput("image", [1], "BYTES")
+                gi.set_data_from_numpy(np.array([data], dtype=np.object_))
+                r = grpc_status(lambda: gc.infer(model, [gi], client_timeout=300))
+            else:
+                r = status_of(lambda: http_bytes(hc, model, [data]))
+            key = r.split(":")[0]
+            with lock:
+                counts[key] = counts.get(key, 0) + 1
+                examples.setdefault(key, r[:400])
+
+    ts = [threading.Thread(target=worker) for _ in range(conc)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    print(json.dumps({"counts": counts, "examples": examples}))
+
+
+def cmd_slow(h, model, image, conns, body, wait):
+    import socket
+    host, port = h.split(":")
+    png = open(image, "rb").read()
+    head = (f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {h}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {body}\r\n\r\n").encode()
+    socks = []
+    t0 = time.perf_counter()
+    for _ in range(conns):
+        s = socket.create_connection((host, int(port)), timeout=5)
+        s.sendall(head + b"{")
+        s.setblocking(False)
+        socks.append(s)
+    opened = time.perf_counter() - t0
+    closed_at = [None] * conns
+    answers = [None] * conns
+    normal = {"ok": 0, "errors": []}
+    stop = threading.Event()
+
+    def normal_load():
+        hc = httpclient.InferenceServerClient(url=h, network_timeout=120)
+        while not stop.is_set():
+            try:
+                http_bytes(hc, model, [png]).as_numpy("score")
+                normal["ok"] += 1
+            except Exception as e:
+                normal["errors"].append(str(e)[:200])
+            time.sleep(0.05)
+
+    th = threading.Thread(target=normal_load)
+    th.start()
+    import select
+    deadline = t0 + wait
+    while time.perf_counter() < deadline and any(c is None for c in closed_at):
+        live = [s for s, c in zip(socks, closed_at) if c is None]
+        r, _, _ = select.select(live, [], [], 0.2)
+        for s in r:
+            i = socks.index(s)
+            try:
+                data = s.recv(65536)
+            except (ConnectionResetError, BlockingIOError, OSError):
+                data = b""
+            if data and answers[i] is None:
+                answers[i] = data.split(b"\r\n", 1)[0].decode("latin-1")
+            if not data:
+                closed_at[i] = time.perf_counter() - t0
+                s.close()
+    stop.set()
+    th.join()
+    still_open = sum(c is None for c in closed_at)
+    for s, c in zip(socks, closed_at):
+        if c is None:
+            s.close()
+    times = sorted(c for c in closed_at if c is not None)
+    statuses = {}
+    for a in answers:
+        statuses[a] = statuses.get(a, 0) + 1
+    print(json.dumps({"connections": conns, "opened_in_s": opened, "still_open": still_open,
+                      "closed_first_s": times[0] if times else None, "closed_last_s": times[-1] if times else None,
+                      "answers": statuses, "normal_ok": normal["ok"], "normal_errors": normal["errors"][:5],
+                      "normal_error_count": len(normal["errors"])}))
+
+
 if __name__ == "__main__":
     a = sys.argv[1:]
     if a[0] == "infer":
@@ -237,5 +431,13 @@ if __name__ == "__main__":
         cmd_repo(a[1], a[2])
     elif a[0] == "bad":
         cmd_bad(a[1], a[2], a[3], a[4], int(a[5]))
+    elif a[0] == "hostile":
+        cmd_hostile(a[1], a[2], a[3], a[4:])
+    elif a[0] == "mixed":
+        cmd_mixed(a[1], a[2], a[3], a[4], int(a[5]), a[6:])
+    elif a[0] == "burst":
+        cmd_burst(a[1], a[2], a[3], a[4], int(a[5]), int(a[6]))
+    elif a[0] == "slow":
+        cmd_slow(a[1], a[2], a[3], int(a[4]), int(a[5]), float(a[6]))
     elif a[0] == "load":
         cmd_load(a[1], a[2], a[3], int(a[4]), int(a[5]), a[6] if len(a) > 6 else None)

@@ -55,7 +55,11 @@ KUSTOMIZE_KINDS = {"Kustomization", "Component"}
 SERVE_FLAGS = {"--registry", "--pubkey", "--http", "--grpc", "--providers", "--max-batch",
                "--max-queue-delay-us", "--max-body-mb", "--poll-secs", "--trt-cache", "--ort-lib",
                "--threads", "--instances", "--channel", "--model-providers",
-               "--versions"}
+               "--versions",
+               # issue 25: limits on what clients control
+               "--max-image-pixels", "--max-inflight-mb", "--max-connections", "--idle-timeout-secs",
+               "--header-timeout-secs", "--body-timeout-secs", "--write-timeout-secs",
+               "--grpc-keepalive-secs", "--grpc-keepalive-timeout-secs"}
 LIVE, READY = "/v2/health/live", "/v2/health/ready"
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -204,6 +208,16 @@ def args_map(args):
     return out
 
 
+def quantity_bytes(q):
+    """A Kubernetes memory quantity ("2Gi", "512Mi", "1G", "1000000") in bytes, or None."""
+    m = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(q or "").strip())
+    if not m:
+        return None
+    mult = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}[m.group(2)]
+    return int(m.group(1)) * mult
+
+
 def port_of(addr):
     m = re.search(r":(\d+)$", addr or "")
     return int(m.group(1)) if m else None
@@ -292,6 +306,19 @@ def check_serve_container(c, pod, where, report, kserve):
         if "persistentVolumeClaim" in vol:
             report.check(vol["persistentVolumeClaim"].get("readOnly") is True, here,
                          f"volume {vol['name']} ({flag}) must claim its PVC readOnly")
+    # The in-flight memory budget (issue 25) must be explicit and leave the loaded models room
+    # in the pod's memory limit, and must hold one request of --max-body-mb (3 x its size).
+    limit = quantity_bytes((res.get("limits") or {}).get("memory"))
+    budget = a.get("--max-inflight-mb")
+    if report.check(budget is not None, here, "--max-inflight-mb must be given (the in-flight memory budget, at most half the memory limit)"):
+        if report.check(str(budget).isdigit(), here, f"--max-inflight-mb {budget} is not a number of MiB"):
+            b = int(budget) << 20
+            if limit is not None:
+                report.check(b <= limit // 2, here,
+                             f"--max-inflight-mb {budget} is more than half the memory limit {(res.get('limits') or {}).get('memory')}: the loaded models need the rest")
+            body = int(a.get("--max-body-mb", 64)) << 20
+            report.check(b >= 3 * body + (256 << 10), here,
+                         f"--max-inflight-mb {budget} cannot hold one request of --max-body-mb {body >> 20} (3 x its size)")
     providers = (a.get("--providers") or "cpu").split(",")
     gpu = ((res.get("limits") or {}).get("nvidia.com/gpu"))
     accel = any(p in ("cuda", "tensorrt") for p in providers)

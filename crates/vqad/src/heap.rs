@@ -20,6 +20,33 @@ pub fn keep_large_blocks() -> bool {
     apply()
 }
 
+/// What `vqad serve` needs instead: bounded memory before throughput. Blocks of 4 MiB and more
+/// (request bodies, decoded images) get their own mapping again and go back to the kernel when
+/// freed; smaller ones (a prior pass's arrays at the paper shape are 2 MiB) stay in the heap as
+/// above. Without this, freed request buffers stayed in whichever of glibc's per-thread arenas
+/// served them, and a burst of large frames held within a 256 MiB in-flight budget left the
+/// server 293 MiB above its warm peak (`tools/bench-hostile.sh`). A fixed threshold also turns
+/// off glibc's dynamic one, which would otherwise climb to 32 MiB after the first large free.
+/// `VQAD_MALLOC=system` keeps glibc's defaults.
+pub fn for_serving() -> bool {
+    if std::env::var_os("VQAD_MALLOC").is_some_and(|v| v == "system") {
+        return false;
+    }
+    apply_serving()
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn apply_serving() -> bool {
+    // SAFETY: mallopt only changes allocator parameters (glibc takes its own lock); the values
+    // are within glibc's documented ranges (65536 is its default M_MMAP_MAX).
+    unsafe { libc::mallopt(libc::M_MMAP_MAX, 65536) == 1 && libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20) == 1 }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn apply_serving() -> bool {
+    false
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn apply() -> bool {
     // SAFETY: mallopt only changes allocator parameters; it is called before other threads

@@ -1,6 +1,7 @@
 //! `check`: inspect a category folder and list everything wrong with it at once, instead of
 //! failing on the first bad file halfway through a training run.
 
+use super::decode::DecodeLimits;
 use super::image_io::{decode, is_image_path};
 use super::mvtec::{find_mask, is_mask_name, kind_from_name};
 use super::synth::SYNTH_META;
@@ -21,6 +22,8 @@ pub enum ProblemKind {
     EmptyTrain,
     /// A file with an image extension that does not decode.
     Unreadable,
+    /// An image over the decode limits (refused from its header, never decoded).
+    TooLarge,
     /// A defective test image without `ground_truth/<defect>/<stem>_mask.png`.
     MissingMask,
     /// A mask whose width × height differ from its image's.
@@ -39,6 +42,7 @@ impl fmt::Display for ProblemKind {
             ProblemKind::MissingFolder => "missing folder",
             ProblemKind::EmptyTrain => "empty train/good",
             ProblemKind::Unreadable => "unreadable",
+            ProblemKind::TooLarge => "too large",
             ProblemKind::MissingMask => "missing mask",
             ProblemKind::MaskSizeMismatch => "mask size differs",
             ProblemKind::MaskNotBinary => "mask not binary",
@@ -148,8 +152,8 @@ struct Info {
     binary: bool,
 }
 
-fn probe(path: &Path) -> Result<Info, DataError> {
-    let img = decode(path)?;
+fn probe(path: &Path, limits: &DecodeLimits) -> Result<Info, DataError> {
+    let img = decode(path, limits)?;
     let binary = match &img {
         image::DynamicImage::ImageLuma8(b) => b.as_raw().iter().all(|&v| v == 0 || v == 255),
         image::DynamicImage::ImageLuma16(b) => b.as_raw().iter().all(|&v| v == 0 || v == 65535),
@@ -170,8 +174,8 @@ fn probe(path: &Path) -> Result<Info, DataError> {
 }
 
 /// Decodes all paths on all cores, results in input order.
-fn probe_all(paths: &[PathBuf]) -> Vec<Result<Info, DataError>> {
-    super::image_io::par_map_paths(paths, probe)
+fn probe_all(paths: &[PathBuf], limits: &DecodeLimits) -> Vec<Result<Info, DataError>> {
+    super::image_io::par_map_paths(paths, |p| probe(p, limits))
 }
 
 fn entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
@@ -192,6 +196,12 @@ fn file_name(p: &Path) -> String {
 /// Checks an MVTec-style category folder. Only an unreadable `dir` itself is an `Err`;
 /// everything wrong inside it is listed in [`CheckReport::problems`].
 pub fn check_category(dir: &Path) -> Result<CheckReport, DataError> {
+    check_category_within(dir, &DecodeLimits::default())
+}
+
+/// [`check_category`] within `limits`: an image over them is a [`ProblemKind::TooLarge`]
+/// problem, found from its header without decoding it.
+pub fn check_category_within(dir: &Path, limits: &DecodeLimits) -> Result<CheckReport, DataError> {
     let top = entries(dir)?;
     let name = {
         let n = file_name(dir);
@@ -398,8 +408,8 @@ pub fn check_category(dir: &Path) -> Result<CheckReport, DataError> {
 
     // Decode everything once: images, then masks.
     let masks: Vec<PathBuf> = pairs.iter().map(|(_, m)| m.clone()).collect();
-    let img_info = probe_all(&images);
-    let mask_info = probe_all(&masks);
+    let img_info = probe_all(&images, limits);
+    let mask_info = probe_all(&masks, limits);
     let mut dims: BTreeMap<PathBuf, (u32, u32)> = BTreeMap::new();
     for (p, info) in images.iter().zip(img_info) {
         match info {
@@ -409,7 +419,7 @@ pub fn check_category(dir: &Path) -> Result<CheckReport, DataError> {
                 *r.color_types.entry(i.color).or_default() += 1;
                 dims.insert(p.clone(), (i.w, i.h));
             }
-            Err(e) => problem(&mut r, ProblemKind::Unreadable, p, error_reason(&e)),
+            Err(e) => problem(&mut r, unreadable_kind(&e), p, error_reason(&e)),
         }
     }
     for ((img, m), info) in pairs.iter().zip(mask_info) {
@@ -439,7 +449,7 @@ pub fn check_category(dir: &Path) -> Result<CheckReport, DataError> {
                     );
                 }
             }
-            Err(e) => problem(&mut r, ProblemKind::Unreadable, m, error_reason(&e)),
+            Err(e) => problem(&mut r, unreadable_kind(&e), m, error_reason(&e)),
         }
     }
     r.problems.sort_by(|a, b| {
@@ -450,11 +460,22 @@ pub fn check_category(dir: &Path) -> Result<CheckReport, DataError> {
     Ok(r)
 }
 
+fn unreadable_kind(e: &DataError) -> ProblemKind {
+    match e {
+        DataError::TooLarge { .. } | DataError::FileTooLarge { .. } => ProblemKind::TooLarge,
+        _ => ProblemKind::Unreadable,
+    }
+}
+
 /// The error without its leading path (the problem already carries it).
 fn error_reason(e: &DataError) -> String {
     match e {
         DataError::Decode { reason, .. } => format!("cannot decode image: {reason}"),
         DataError::Io { source, .. } => source.to_string(),
+        DataError::TooLarge { path, .. } | DataError::FileTooLarge { path, .. } => {
+            let s = e.to_string();
+            s.strip_prefix(&format!("{}: ", path.display())).map(str::to_string).unwrap_or(s)
+        }
         other => other.to_string(),
     }
 }

@@ -6,9 +6,10 @@
 //! to gray uses ITU-R BT.601 weights (0.299, 0.587, 0.114), as PIL's `convert("L")` does, so
 //! gray models see the values MVTec reference code sees; gray to colour repeats the channel.
 
-use super::resize::{resize_mask_nearest, resize_planar};
+use super::decode::{decode_bytes, decode_file, DecodeLimits};
+use super::resize::{resize_mask_nearest, RowResizer};
 use super::DataError;
-use image::{DynamicImage, ImageError, ImageReader};
+use image::DynamicImage;
 use ndarray::{Array2, Array3, ArrayView3};
 use std::path::{Path, PathBuf};
 
@@ -23,109 +24,131 @@ pub fn is_image_path(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Decodes a file, guessing the format from its bytes (a misnamed file still loads).
-pub(crate) fn decode(path: &Path) -> Result<DynamicImage, DataError> {
-    let reader = ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| DataError::io(path, e))?;
-    reader.decode().map_err(|e| match e {
-        ImageError::IoError(e) => DataError::io(path, e),
-        other => DataError::Decode {
-            path: path.to_path_buf(),
-            reason: other.to_string(),
-        },
-    })
+/// Decodes a file within `limits`, guessing the format from its bytes (a misnamed file still
+/// loads).
+pub(crate) fn decode(path: &Path, limits: &DecodeLimits) -> Result<DynamicImage, DataError> {
+    decode_file(path, limits)
 }
 
-/// Interleaved samples in [0, 1], channel count and whether the last channel is alpha.
-fn samples(img: &DynamicImage) -> (Vec<f32>, usize, bool) {
-    let u8s = |v: &[u8]| v.iter().map(|&x| x as f32 / 255.0).collect::<Vec<_>>();
-    let u16s = |v: &[u16]| v.iter().map(|&x| x as f32 / 65535.0).collect::<Vec<_>>();
+/// Interleaved samples in [0, 1] of one row, channel count and whether the last is alpha,
+/// handed to `row(y, samples)` for each row in turn. Row by row, so a large image is never
+/// converted to floats whole (16 bytes a pixel for RGBA: 256 MiB at 16 Mpx).
+fn for_each_row(img: &DynamicImage, mut row: impl FnMut(usize, &[f32], usize, bool)) {
+    fn rows<T: Copy>(raw: &[T], w: usize, n: usize, alpha: bool, conv: impl Fn(T) -> f32, row: &mut impl FnMut(usize, &[f32], usize, bool)) {
+        let mut buf = vec![0f32; w * n];
+        for (y, r) in raw.chunks_exact((w * n).max(1)).enumerate() {
+            for (d, &v) in buf.iter_mut().zip(r) {
+                *d = conv(v);
+            }
+            row(y, &buf, n, alpha);
+        }
+    }
+    let w = img.width() as usize;
+    if w == 0 || img.height() == 0 {
+        return;
+    }
+    let u8s = |x: u8| x as f32 / 255.0;
+    let u16s = |x: u16| x as f32 / 65535.0;
+    let f32s = |v: f32| v.clamp(0.0, 1.0);
     match img {
-        DynamicImage::ImageLuma8(b) => (u8s(b.as_raw()), 1, false),
-        DynamicImage::ImageLumaA8(b) => (u8s(b.as_raw()), 2, true),
-        DynamicImage::ImageRgb8(b) => (u8s(b.as_raw()), 3, false),
-        DynamicImage::ImageRgba8(b) => (u8s(b.as_raw()), 4, true),
-        DynamicImage::ImageLuma16(b) => (u16s(b.as_raw()), 1, false),
-        DynamicImage::ImageLumaA16(b) => (u16s(b.as_raw()), 2, true),
-        DynamicImage::ImageRgb16(b) => (u16s(b.as_raw()), 3, false),
-        DynamicImage::ImageRgba16(b) => (u16s(b.as_raw()), 4, true),
-        DynamicImage::ImageRgb32F(b) => (
-            b.as_raw().iter().map(|v| v.clamp(0.0, 1.0)).collect(),
-            3,
-            false,
-        ),
-        other => (
-            other
-                .to_rgba32f()
-                .as_raw()
-                .iter()
-                .map(|v| v.clamp(0.0, 1.0))
-                .collect(),
-            4,
-            true,
-        ),
+        DynamicImage::ImageLuma8(b) => rows(b.as_raw(), w, 1, false, u8s, &mut row),
+        DynamicImage::ImageLumaA8(b) => rows(b.as_raw(), w, 2, true, u8s, &mut row),
+        DynamicImage::ImageRgb8(b) => rows(b.as_raw(), w, 3, false, u8s, &mut row),
+        DynamicImage::ImageRgba8(b) => rows(b.as_raw(), w, 4, true, u8s, &mut row),
+        DynamicImage::ImageLuma16(b) => rows(b.as_raw(), w, 1, false, u16s, &mut row),
+        DynamicImage::ImageLumaA16(b) => rows(b.as_raw(), w, 2, true, u16s, &mut row),
+        DynamicImage::ImageRgb16(b) => rows(b.as_raw(), w, 3, false, u16s, &mut row),
+        DynamicImage::ImageRgba16(b) => rows(b.as_raw(), w, 4, true, u16s, &mut row),
+        DynamicImage::ImageRgb32F(b) => rows(b.as_raw(), w, 3, false, f32s, &mut row),
+        DynamicImage::ImageRgba32F(b) => rows(b.as_raw(), w, 4, true, f32s, &mut row),
+        other => rows(other.to_rgba32f().as_raw(), w, 4, true, f32s, &mut row),
     }
 }
 
 /// Converts an image to `[channels, size, size]` in [0, 1]: channel conversion as in the
 /// module notes, then area (shrink) / bilinear (enlarge) resampling. Non-square images are
 /// stretched. `channels` 1 or 3 are what the model takes; 2 and 4 keep alpha (1.0 when the
-/// image has none); any other value is treated as 3.
+/// image has none); any other value is treated as 3. Memory beside the image: `C × H × size`
+/// floats (the resize's first pass runs as rows are converted).
 pub fn image_to_array(img: &DynamicImage, channels: usize, size: usize) -> Array3<f32> {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let (s, n, alpha) = samples(img);
-    let colour = if alpha { n - 1 } else { n };
-    let out_c = if (1..=4).contains(&channels) {
-        channels
-    } else {
-        3
-    };
+    let out_c = if (1..=4).contains(&channels) { channels } else { 3 };
     let want_colour = if out_c >= 3 { 3 } else { 1 };
-    let mut a = Array3::<f32>::zeros((out_c, h, w));
-    for y in 0..h {
+    // One converted row, planar: [out_c][w].
+    let mut planar = vec![0f32; out_c * w];
+    let convert = |planar: &mut [f32], s: &[f32], n: usize, alpha: bool| {
+        let colour = if alpha { n - 1 } else { n };
         for x in 0..w {
-            let p = &s[(y * w + x) * n..(y * w + x + 1) * n];
+            let p = &s[x * n..(x + 1) * n];
             match (colour, want_colour) {
-                (1, 1) => a[[0, y, x]] = p[0],
-                (1, _) => (0..3).for_each(|c| a[[c, y, x]] = p[0]),
-                (_, 1) => a[[0, y, x]] = 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2],
-                _ => (0..3).for_each(|c| a[[c, y, x]] = p[c]),
+                (1, 1) => planar[x] = p[0],
+                (1, _) => (0..3).for_each(|c| planar[c * w + x] = p[0]),
+                (_, 1) => planar[x] = 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2],
+                _ => (0..3).for_each(|c| planar[c * w + x] = p[c]),
             }
             if out_c == 2 || out_c == 4 {
-                a[[out_c - 1, y, x]] = if alpha { p[n - 1] } else { 1.0 };
+                planar[(out_c - 1) * w + x] = if alpha { p[n - 1] } else { 1.0 };
             }
         }
+    };
+    if (h, w) == (size, size) {
+        let mut a = Array3::<f32>::zeros((out_c, h, w));
+        for_each_row(img, |y, s, n, alpha| {
+            convert(&mut planar, s, n, alpha);
+            for c in 0..out_c {
+                for x in 0..w {
+                    a[[c, y, x]] = planar[c * w + x];
+                }
+            }
+        });
+        return a;
     }
-    resize_planar(&a.view(), size, size)
+    let mut r = RowResizer::new(out_c, h, w, size, size);
+    for_each_row(img, |y, s, n, alpha| {
+        convert(&mut planar, s, n, alpha);
+        r.push_row(y, |c, x| planar[c * w + x]);
+    });
+    // Averages of values in [0, 1] are in [0, 1]; in f32 a wide shrink (hundreds of taps)
+    // can round past 1 (1.000003 for 16432 px → 64, found by tests/serve_fuzz.rs), which the
+    // server refuses in an FP32 input. Only those rounding errors are clamped.
+    let mut out = r.finish();
+    out.mapv_inplace(|v| v.clamp(0.0, 1.0));
+    out
 }
 
-/// Loads an image file as `[channels, size, size]` in [0, 1]; `channels` must be 1 or 3.
+/// Loads an image file as `[channels, size, size]` in [0, 1] within the default
+/// [`DecodeLimits`]; `channels` must be 1 or 3.
 pub fn load_image(path: &Path, channels: usize, size: usize) -> Result<Array3<f32>, DataError> {
+    load_image_within(path, channels, size, &DecodeLimits::default())
+}
+
+/// [`load_image`] within `limits`: an image over them is refused from its header.
+pub fn load_image_within(path: &Path, channels: usize, size: usize, limits: &DecodeLimits) -> Result<Array3<f32>, DataError> {
+    check_shape(channels, size)?;
+    Ok(image_to_array(&decode(path, limits)?, channels, size))
+}
+
+fn check_shape(channels: usize, size: usize) -> Result<(), DataError> {
     if channels != 1 && channels != 3 {
-        return Err(DataError::Invalid(format!(
-            "channels must be 1 or 3, got {channels}"
-        )));
+        return Err(DataError::Invalid(format!("channels must be 1 or 3, got {channels}")));
     }
     if size == 0 {
         return Err(DataError::Invalid("image size must be positive".into()));
     }
-    Ok(image_to_array(&decode(path)?, channels, size))
+    Ok(())
 }
 
 /// Decodes an encoded image held in memory (PNG, JPEG, BMP, TIFF; format guessed from the
 /// bytes) as `[channels, size, size]` in [0, 1], exactly as [`load_image`] does for a file, so
 /// a server answers what `vqad detect` answers. `what` names the input in errors.
 pub fn decode_image_bytes(bytes: &[u8], what: &str, channels: usize, size: usize) -> Result<Array3<f32>, DataError> {
-    let bad = |reason: String| DataError::Decode { path: PathBuf::from(what), reason };
-    let reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| bad(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(bad("not a PNG, JPEG, BMP or TIFF image".into()));
-    }
-    let img = reader.decode().map_err(|e| bad(e.to_string()))?;
-    if channels != 1 && channels != 3 {
-        return Err(DataError::Invalid(format!("channels must be 1 or 3, got {channels}")));
-    }
+    decode_image_bytes_within(bytes, what, channels, size, &DecodeLimits::default())
+}
+
+/// [`decode_image_bytes`] within `limits`.
+pub fn decode_image_bytes_within(bytes: &[u8], what: &str, channels: usize, size: usize, limits: &DecodeLimits) -> Result<Array3<f32>, DataError> {
+    check_shape(channels, size)?;
+    let img = decode_bytes(bytes, Path::new(what), limits)?;
     Ok(image_to_array(&img, channels, size))
 }
 
@@ -182,21 +205,24 @@ pub fn mask_to_image(m: &ndarray::ArrayView2<u8>) -> image::GrayImage {
 /// Loads a ground-truth mask as 0/1 at `size × size`: gray value above half scale (>127 of
 /// 255) is defect; colour masks go through luma first. Nearest-neighbour resize keeps it binary.
 pub fn load_mask(path: &Path, size: usize) -> Result<Array2<u8>, DataError> {
+    load_mask_within(path, size, &DecodeLimits::default())
+}
+
+/// [`load_mask`] within `limits`.
+pub fn load_mask_within(path: &Path, size: usize, limits: &DecodeLimits) -> Result<Array2<u8>, DataError> {
     if size == 0 {
         return Err(DataError::Invalid("mask size must be positive".into()));
     }
-    let img = decode(path)?;
+    let img = decode(path, limits)?;
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let (s, n, alpha) = samples(&img);
-    let colour = if alpha { n - 1 } else { n };
-    let m = Array2::from_shape_fn((h, w), |(y, x)| {
-        let p = &s[(y * w + x) * n..(y * w + x + 1) * n];
-        let v = if colour == 1 {
-            p[0]
-        } else {
-            0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
-        };
-        u8::from(v > 127.5 / 255.0)
+    let mut m = Array2::<u8>::zeros((h, w));
+    for_each_row(&img, |y, s, n, alpha| {
+        let colour = if alpha { n - 1 } else { n };
+        for x in 0..w {
+            let p = &s[x * n..(x + 1) * n];
+            let v = if colour == 1 { p[0] } else { 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2] };
+            m[[y, x]] = u8::from(v > 127.5 / 255.0);
+        }
     });
     Ok(resize_mask_nearest(&m.view(), size, size))
 }
@@ -245,7 +271,18 @@ pub fn load_many(
     channels: usize,
     size: usize,
 ) -> (Vec<(PathBuf, Array3<f32>)>, Vec<(PathBuf, DataError)>) {
-    let results = par_map_paths(paths, |p| load_image(p, channels, size));
+    load_many_within(paths, channels, size, &DecodeLimits::default())
+}
+
+/// [`load_many`] within `limits`.
+#[allow(clippy::type_complexity)]
+pub fn load_many_within(
+    paths: &[PathBuf],
+    channels: usize,
+    size: usize,
+    limits: &DecodeLimits,
+) -> (Vec<(PathBuf, Array3<f32>)>, Vec<(PathBuf, DataError)>) {
+    let results = par_map_paths(paths, |p| load_image_within(p, channels, size, limits));
     let (mut ok, mut bad) = (Vec::new(), Vec::new());
     for (p, r) in paths.iter().zip(results) {
         match r {

@@ -1,4 +1,4 @@
-//! The data layer: MVTec AD folders, image decoding and resizing, the §4.3.1 augmentation,
+//! The data layer: MVTec AD folders, bounded image decoding and resizing, the §4.3.1 augmentation,
 //! a synthetic category generator, a folder checker and a dataset digest for provenance.
 //!
 //! Everything here returns [`DataError`] rather than panicking, and every error names the
@@ -7,19 +7,22 @@
 mod augment;
 mod check;
 mod corrupt;
+mod decode;
 mod digest;
 mod image_io;
 mod mvtec;
 mod resize;
 mod synth;
+mod tiff_check;
 
 pub use augment::{AugmentPolicy, Augmenter, DIHEDRAL_OBJECTS};
 pub use corrupt::paste_blob;
-pub use check::{check_category, CheckReport, Problem, ProblemKind};
+pub use check::{check_category, check_category_within, CheckReport, Problem, ProblemKind};
+pub use decode::{probe_image_bytes, DecodeLimits, ImageInfo};
 pub use digest::{dataset_digest, dir_hash};
 pub use image_io::{
-    array_to_image, decode_image_bytes, image_to_array, is_image_path, list_images, load_image, load_many, load_mask,
-    mask_to_image, IMAGE_EXTENSIONS,
+    array_to_image, decode_image_bytes, decode_image_bytes_within, image_to_array, is_image_path, list_images, load_image,
+    load_image_within, load_many, load_many_within, load_mask, load_mask_within, mask_to_image, IMAGE_EXTENSIONS,
 };
 pub use mvtec::{
     kind_from_name, split_validation, Category, TestItem, MVTEC_OBJECTS, MVTEC_TEXTURES,
@@ -43,6 +46,12 @@ pub enum DataError {
     /// The bytes are not an image the decoders understand (reason from the decoder).
     #[error("{}: cannot decode image: {reason}", path.display())]
     Decode { path: PathBuf, reason: String },
+    /// The header declares more pixels than [`DecodeLimits::max_pixels`]; nothing was decoded.
+    #[error("{}: image is {width}×{height} ({} pixels), over the limit of {max_pixels} pixels (--max-image-pixels)", path.display(), *width as u64 * *height as u64)]
+    TooLarge { path: PathBuf, width: u32, height: u32, max_pixels: u64 },
+    /// The file is larger than any image within the limits needs; it was not read.
+    #[error("{}: file is {bytes} bytes, over the {max_bytes} bytes an image within the pixel limit can need (--max-image-pixels)", path.display())]
+    FileTooLarge { path: PathBuf, bytes: u64, max_bytes: u64 },
     /// An image could not be encoded or written.
     #[error("{}: cannot encode image: {reason}", path.display())]
     Encode { path: PathBuf, reason: String },

@@ -54,26 +54,53 @@ pub fn resize_planar(a: &ArrayView3<f32>, out_h: usize, out_w: usize) -> Array3<
     if (h, w) == (out_h, out_w) {
         return a.to_owned();
     }
-    let tx = axis_taps(w, out_w);
-    let ty = axis_taps(h, out_h);
-    // Horizontal pass into [C, H, out_w], then vertical into [C, out_h, out_w].
-    let mut mid = Array3::<f32>::zeros((c, h, out_w));
-    for ch in 0..c {
-        for y in 0..h {
-            for (x, taps) in tx.iter().enumerate() {
-                mid[[ch, y, x]] = taps.iter().map(|&(j, wt)| a[[ch, y, j]] * wt).sum();
+    let mut r = RowResizer::new(c, h, w, out_h, out_w);
+    for y in 0..h {
+        r.push_row(y, |ch, j| a[[ch, y, j]]);
+    }
+    r.finish()
+}
+
+/// [`resize_planar`] fed one source row at a time, with the same arithmetic in the same
+/// order (so the same floats). The horizontal pass runs as rows arrive, so a large decoded
+/// image is never held as a full-resolution float array: memory is `C × H × out_w` floats
+/// instead of `C × H × W` (what lets a 16-Mpx image be converted in a few MiB beside its
+/// pixel buffer; see `data::decode`).
+pub(crate) struct RowResizer {
+    c: usize,
+    out_h: usize,
+    out_w: usize,
+    tx: Vec<Vec<(usize, f32)>>,
+    ty: Vec<Vec<(usize, f32)>>,
+    mid: Array3<f32>,
+}
+
+impl RowResizer {
+    pub(crate) fn new(c: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Self {
+        RowResizer { c, out_h, out_w, tx: axis_taps(w, out_w), ty: axis_taps(h, out_h), mid: Array3::zeros((c, h, out_w)) }
+    }
+
+    /// Source row `y`; `px(channel, x)` gives its samples.
+    pub(crate) fn push_row(&mut self, y: usize, px: impl Fn(usize, usize) -> f32) {
+        for ch in 0..self.c {
+            for (x, taps) in self.tx.iter().enumerate() {
+                self.mid[[ch, y, x]] = taps.iter().map(|&(j, wt)| px(ch, j) * wt).sum();
             }
         }
     }
-    let mut out = Array3::<f32>::zeros((c, out_h, out_w));
-    for ch in 0..c {
-        for (y, taps) in ty.iter().enumerate() {
-            for x in 0..out_w {
-                out[[ch, y, x]] = taps.iter().map(|&(j, wt)| mid[[ch, j, x]] * wt).sum();
+
+    /// The vertical pass, once every row was pushed.
+    pub(crate) fn finish(self) -> Array3<f32> {
+        let mut out = Array3::<f32>::zeros((self.c, self.out_h, self.out_w));
+        for ch in 0..self.c {
+            for (y, taps) in self.ty.iter().enumerate() {
+                for x in 0..self.out_w {
+                    out[[ch, y, x]] = taps.iter().map(|&(j, wt)| self.mid[[ch, j, x]] * wt).sum();
+                }
             }
         }
+        out
     }
-    out
 }
 
 /// Nearest-neighbour resize of a mask: destination pixel centre → the source pixel that

@@ -270,6 +270,8 @@ pub struct EvalOptions<'a> {
     /// Validation split fraction used at training time (from the package's provenance).
     pub val_fraction: f64,
     pub progress: &'a dyn Fn(usize, usize),
+    /// Limits on every image read; one over them is skipped and listed in `failed`.
+    pub decode: data::DecodeLimits,
 }
 
 /// Evaluates one category with `det` and writes per-image results and panels under `out`.
@@ -291,7 +293,7 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
     let mut failed = vec![];
     let mut inputs: Vec<(usize, Array3<f32>, Array2<u8>)> = vec![];
     for (i, item) in cat.test.iter().enumerate() {
-        let img = match data::load_image(&item.path, c, s) {
+        let img = match data::load_image_within(&item.path, c, s, &o.decode) {
             Ok(a) => a,
             Err(e) => {
                 failed.push(format!("{}: {e}", item.path.display()));
@@ -299,7 +301,7 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
             }
         };
         let gt = match &item.mask {
-            Some(m) => match data::load_mask(m, s) {
+            Some(m) => match data::load_mask_within(m, s, &o.decode) {
                 Ok(g) => g,
                 Err(e) => {
                     failed.push(format!("{}: {e}", m.display()));
@@ -359,7 +361,7 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
         // Validation normals of the training split, for the variants' own thresholds (same
         // tolerant protocol as `tune`).
         let (_, val) = data::split_validation(&cat.train_good, o.val_fraction);
-        let (val_imgs, _) = data::load_many(&val, c, s);
+        let (val_imgs, _) = data::load_many_within(&val, c, s, &o.decode);
         let val_arrays: Vec<Array3<f32>> = val_imgs.into_iter().map(|(_, a)| a).collect();
         if val_arrays.is_empty() {
             return Err(ReportError::Invalid(format!("{}: no validation normals for the ablation thresholds", cat.root.display())));

@@ -489,7 +489,7 @@ fn check_evaluation(pkg: &VerifiedPackage, cat: &Category, fig: &EvaluationFigur
         cat,
         &pkg.path.display().to_string(),
         &pkg.manifest.version,
-        &EvalOptions { out: out.path(), ablation: false, variants: None, val_fraction: c.val_fraction, progress: &nothing },
+        &EvalOptions { out: out.path(), ablation: false, variants: None, val_fraction: c.val_fraction, progress: &nothing, decode: Default::default() },
     )
     .map_err(|e| e.to_string())?;
     let ours = figures_of(&r.rows);

@@ -3,6 +3,8 @@
 //! each method decodes with prost, calls the same [`App`] as REST, and maps [`ApiError`] to a
 //! gRPC status. Methods of the full Triton service that vqad lacks answer UNIMPLEMENTED.
 
+use super::budget::Reservation;
+use super::conn::{ActiveGuard, ConnHandle, Listener};
 use super::infer::{Elements, InputTensor};
 use super::proto::*;
 use super::{answer_parameters, ApiError, App, ErrorKind, InferCall, ParamValue};
@@ -24,6 +26,8 @@ impl From<ApiError> for Status {
             ErrorKind::BadRequest => tonic::Code::InvalidArgument,
             ErrorKind::NotFound => tonic::Code::NotFound,
             ErrorKind::TooLarge => tonic::Code::ResourceExhausted,
+            ErrorKind::Busy => tonic::Code::ResourceExhausted,
+            ErrorKind::Timeout => tonic::Code::DeadlineExceeded,
             ErrorKind::Unavailable => tonic::Code::Unavailable,
             ErrorKind::Internal => tonic::Code::Internal,
         };
@@ -77,7 +81,7 @@ pub fn parse_infer(r: ModelInferRequest) -> Result<InferCall, ApiError> {
     let mut inputs = vec![];
     for i in r.inputs {
         let data = if let Some(bytes) = raw.next() {
-            Elements::Raw(bytes)
+            Elements::Raw(bytes.into())
         } else {
             let c = i.contents.unwrap_or_default();
             match i.datatype.as_str() {
@@ -109,6 +113,9 @@ fn param(v: &ParamValue) -> InferParameter {
 }
 
 async fn model_infer(app: Arc<App>, r: Request<ModelInferRequest>) -> Reply<ModelInferResponse> {
+    // The message's bytes were charged as they arrived (`Metered`); an in-process call
+    // without one starts an empty reservation.
+    let res = r.extensions().get::<Arc<Reservation>>().cloned().unwrap_or_else(|| Arc::new(app.budget.reservation()));
     let r = r.into_inner();
     let name = r.model_name.clone();
     let call = match parse_infer(r) {
@@ -119,7 +126,7 @@ async fn model_infer(app: Arc<App>, r: Request<ModelInferRequest>) -> Reply<Mode
             return Err(e.into());
         }
     };
-    let a = app.infer(call, "grpc").await?;
+    let a = app.infer(call, "grpc", res).await?;
     let parameters: HashMap<String, InferParameter> = answer_parameters(&a).iter().map(|(k, v)| (k.clone(), param(v))).collect();
     let outputs = a
         .outputs
@@ -181,7 +188,31 @@ impl<E, D> Default for Codec<E, D> {
 struct Enc<E>(std::marker::PhantomData<E>);
 struct Dec<D>(std::marker::PhantomData<D>);
 
-impl<E: prost::Message + Send + 'static, D: prost::Message + Default + Send + 'static> tonic::codec::Codec for Codec<E, D> {
+/// A request message whose wire form is checked before prost decodes it (`serve::wire`).
+pub trait WireChecked {
+    fn check_wire(b: &[u8]) -> Result<(), String> {
+        if b.len() > super::wire::MAX_SMALL_MESSAGE {
+            return Err(format!("a {}-byte message where at most {} are expected", b.len(), super::wire::MAX_SMALL_MESSAGE));
+        }
+        Ok(())
+    }
+}
+
+impl WireChecked for ServerLiveRequest {}
+impl WireChecked for ServerReadyRequest {}
+impl WireChecked for ModelReadyRequest {}
+impl WireChecked for ServerMetadataRequest {}
+impl WireChecked for ModelMetadataRequest {}
+impl WireChecked for RepositoryIndexRequest {}
+impl WireChecked for RepositoryModelLoadRequest {}
+impl WireChecked for RepositoryModelUnloadRequest {}
+impl WireChecked for ModelInferRequest {
+    fn check_wire(b: &[u8]) -> Result<(), String> {
+        super::wire::check_infer_request(b)
+    }
+}
+
+impl<E: prost::Message + Send + 'static, D: prost::Message + Default + WireChecked + Send + 'static> tonic::codec::Codec for Codec<E, D> {
     type Encode = E;
     type Decode = D;
     type Encoder = Enc<E>;
@@ -202,11 +233,20 @@ impl<E: prost::Message> tonic::codec::Encoder for Enc<E> {
     }
 }
 
-impl<D: prost::Message + Default> tonic::codec::Decoder for Dec<D> {
+impl<D: prost::Message + Default + WireChecked> tonic::codec::Decoder for Dec<D> {
     type Item = D;
     type Error = Status;
     fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<D>, Status> {
-        D::decode(buf).map(Some).map_err(|e| Status::invalid_argument(format!("malformed protobuf message: {e}")))
+        use bytes::Buf;
+        let malformed = |e: String| Status::invalid_argument(format!("malformed protobuf message: {e}"));
+        // The message is one contiguous buffer in tonic; check it in place.
+        if buf.chunk().len() == buf.remaining() {
+            D::check_wire(buf.chunk()).map_err(malformed)?;
+        } else {
+            D::check_wire(&buf.copy_to_bytes(buf.remaining())).map_err(malformed)?;
+            return Err(malformed("not contiguous".into()));
+        }
+        D::decode(buf).map(Some).map_err(|e| malformed(e.to_string()))
     }
 }
 
@@ -253,13 +293,25 @@ where
     fn call(&mut self, req: http::Request<B>) -> BoxFut {
         let app = self.app.clone();
         let limit = app.max_body_bytes;
+        // In progress on its connection until the response has been sent; the message's
+        // bytes charged to the budget as they arrive, within the body timeout.
+        let guard = req.extensions().get::<ConnHandle>().map(|c| c.0.begin());
+        let res = Arc::new(app.budget.reservation());
+        let (mut parts, body) = req.into_parts();
+        parts.extensions.insert(res.clone());
+        let deadline = tokio::time::Instant::now() + app.body_timeout;
+        let req = http::Request::from_parts(parts, Metered { inner: Box::pin(body), res, seen: 0, prefix: Vec::with_capacity(5), base_charged: false, deadline: Box::pin(tokio::time::sleep_until(deadline)), timeout: app.body_timeout, done: false });
+        let track = move |r: http::Response<tonic::body::Body>| match guard {
+            Some(g) => r.map(|b| tonic::body::Body::new(Tracked { inner: b, _guard: g })),
+            None => r,
+        };
         macro_rules! unary {
             ($handler:ident) => {
                 Box::pin(async move {
                     let codec = Codec::default();
                     let mut grpc = tonic::server::Grpc::new(codec).max_decoding_message_size(limit).max_encoding_message_size(usize::MAX);
                     let svc = Unary(move |r| $handler(app.clone(), r));
-                    Ok(resource_exhausted(grpc.unary(svc, req).await))
+                    Ok(track(resource_exhausted(grpc.unary(svc, req).await)))
                 })
             };
         }
@@ -275,9 +327,101 @@ where
             Some("RepositoryModelUnload") => unary!(repository_unload),
             _ => Box::pin(async move {
                 let path = req.uri().path().to_string();
-                Ok(Status::unimplemented(format!("{path} is not implemented by vqad")).into_http())
+                Ok(track(Status::unimplemented(format!("{path} is not implemented by vqad")).into_http()))
             }),
         }
+    }
+}
+
+/// A request body whose bytes are charged to the request's reservation as they arrive, and
+/// which fails once the body timeout has passed without the message complete.
+struct Metered<B> {
+    inner: Pin<Box<B>>,
+    res: Arc<Reservation>,
+    /// Bytes received, the gRPC frame's 5-byte prefix (flag, message length), and whether
+    /// the request's base charge was made (once the whole message is here, before tonic
+    /// decodes it).
+    seen: u64,
+    prefix: Vec<u8>,
+    base_charged: bool,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: std::time::Duration,
+    done: bool,
+}
+
+impl<B> http_body::Body for Metered<B>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<B::Data>, Self::Error>>> {
+        use bytes::Buf;
+        let this = &mut *self;
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    // The message's bytes (and the gRPC frame's 5), charged as binary data.
+                    let n = d.remaining();
+                    let chunk = d.chunk();
+                    let take = (5 - this.prefix.len()).min(chunk.len());
+                    this.prefix.extend_from_slice(&chunk[..take]);
+                    this.seen += n as u64;
+                    let mut charge = n as u64 * super::infer::BINARY_FACTOR;
+                    if !this.base_charged && this.prefix.len() == 5 {
+                        let len = u32::from_be_bytes(this.prefix[1..5].try_into().expect("4 bytes")) as u64;
+                        if this.seen >= 5 + len {
+                            this.base_charged = true;
+                            charge += super::infer::REQUEST_BASE_BYTES;
+                        }
+                    }
+                    if let Err(e) = this.res.grow(charge) {
+                        return Poll::Ready(Some(Err(Box::new(Status::from(e)))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Pending => {
+                if !this.done && this.deadline.as_mut().poll(cx).is_ready() {
+                    let secs = this.timeout.as_secs_f64();
+                    return Poll::Ready(Some(Err(Box::new(Status::deadline_exceeded(format!(
+                        "the request message did not arrive within {secs} s (--body-timeout-secs)"
+                    ))))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+}
+
+/// A response body that keeps its call marked in progress on its connection until sent.
+struct Tracked {
+    inner: tonic::body::Body,
+    _guard: ActiveGuard,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = Status;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -294,10 +438,25 @@ fn resource_exhausted(mut r: http::Response<tonic::body::Body>) -> http::Respons
     r
 }
 
-/// Serves gRPC on `listener` until `stop` resolves, then lets open calls finish.
-pub async fn run(listener: tokio::net::TcpListener, app: Arc<App>, stop: impl Future<Output = ()> + Send + 'static) -> Result<(), super::ServeError> {
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+/// Most concurrent calls on one HTTP/2 connection.
+pub const MAX_STREAMS: u32 = 128;
+/// Largest header block of a call (gRPC metadata is a few hundred bytes; h2's default is
+/// 16 MiB).
+pub const MAX_HEADER_LIST: u32 = 64 << 10;
+
+/// Serves gRPC on `listener` until `stop` resolves, then lets open calls finish. Connections
+/// come from the port's [`Listener`] (cap, idle and write timeouts); HTTP/2 PINGs every
+/// `keepalive.0` find peers that went away, unanswered after `keepalive.1` they are dropped.
+pub async fn run(listener: Listener, app: Arc<App>, keepalive: (std::time::Duration, std::time::Duration), stop: impl Future<Output = ()> + Send + 'static) -> Result<(), super::ServeError> {
+    let incoming = futures_util::stream::unfold(listener, |l| async move {
+        let io = l.accept().await;
+        Some((Ok::<_, std::io::Error>(io), l))
+    });
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(keepalive.0))
+        .http2_keepalive_timeout(Some(keepalive.1))
+        .max_concurrent_streams(MAX_STREAMS)
+        .http2_max_header_list_size(MAX_HEADER_LIST)
         .add_service(InferenceService { app })
         .serve_with_incoming_shutdown(incoming, stop)
         .await

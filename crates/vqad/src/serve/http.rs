@@ -8,7 +8,10 @@
 //! Outputs asked for with `"binary_data": true` (or all, with the request parameter
 //! `binary_data_output`) come back the same way. This is what `tritonclient.http` sends.
 
-use super::infer::{Elements, InputTensor, OutData};
+use super::budget::Reservation;
+use super::conn::{ActiveGuard, Listener};
+use super::infer::{self, Elements, InputTensor, OutData};
+use super::rest_json;
 use super::{answer_parameters, ApiError, App, ErrorKind, InferCall, ParamValue};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -28,6 +31,8 @@ impl IntoResponse for ApiError {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::Busy => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -61,9 +66,79 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// Largest read buffer per connection (hyper's default is ~400 KiB): it bounds the request
+/// headers, and what a thousand slow connections can pin.
+pub const MAX_READ_BUFFER: usize = 64 << 10;
+
 /// Serves `router(app)` on `listener` until `stop` resolves, then lets open requests finish.
-pub async fn run(listener: tokio::net::TcpListener, app: Arc<App>, stop: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), super::ServeError> {
-    axum::serve(listener, router(app)).with_graceful_shutdown(stop).await.map_err(|e| super::ServeError::Server(format!("HTTP server: {e}")))
+/// Each connection is served by hyper's HTTP/1 with the port's timeouts (`serve::conn`); a
+/// request counts as in progress on its connection until its response body has been sent.
+pub async fn run(listener: Listener, app: Arc<App>, stop: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), super::ServeError> {
+    use hyper_util::rt::TokioIo;
+    use tower_service::Service;
+    let router = router(app);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let io = tokio::select! {
+            _ = &mut stop => break,
+            io = listener.accept() => io,
+        };
+        let state = io.state();
+        let router = router.clone();
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let guard = state.begin();
+                let mut router = router.clone();
+                async move {
+                    let resp = router.call(req).await.unwrap_or_else(|e| match e {});
+                    Ok::<_, std::convert::Infallible>(resp.map(|b| Body::new(Tracked { inner: b, _guard: guard })))
+                }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.max_buf_size(MAX_READ_BUFFER);
+            let conn = builder.serve_connection(TokioIo::new(io), svc);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "HTTP connection ended");
+                    }
+                }
+                _ = async { let _ = stop_rx.wait_for(|s| *s).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    // Stop accepting, let every connection finish its request, then return.
+    let drained = listener.drained();
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drained.await;
+    Ok(())
+}
+
+/// A response body that keeps its request marked in progress until it has been sent.
+struct Tracked {
+    inner: Body,
+    _guard: ActiveGuard,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+    fn poll_frame(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 fn status_only(ok: bool) -> StatusCode {
@@ -149,41 +224,78 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     r
 }
 
-/// Reads a body, refusing more than the limit with 413. An oversized body is read on and
-/// dropped (up to [`DRAIN_FACTOR`] times the limit, never kept) so the client, still sending,
-/// gets the 413 rather than a broken connection.
-async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+/// Reads a body within the limits, holding its bytes in a new reservation of the budget:
+///
+/// - more than `--max-body-mb`: 413 (from `Content-Length` before a byte is read);
+/// - over the in-flight budget (counted as bytes arrive): 429, or 413 when the body alone
+///   exceeds the whole budget;
+/// - not complete within `--body-timeout-secs` of the headers: 408, and the connection
+///   closes (a slow client holds nothing longer than that).
+///
+/// A refused body is read on and dropped (up to [`DRAIN_FACTOR`] times the limit, never kept,
+/// still within the timeout) so the client, still sending, gets the answer rather than a
+/// broken connection.
+async fn read_body(app: &App, headers: &HeaderMap, body: Body, limit: u64) -> Result<(Bytes, Arc<Reservation>), ApiError> {
     use http_body_util::BodyExt;
-    let limit = app.max_body_bytes;
-    let too_large = || ApiError::too_large(format!("request body is larger than the server's limit of {limit} bytes (--max-body-mb)"));
+    let res = Arc::new(app.budget.reservation());
+    let flag = if limit == MAX_SMALL_BODY { "for this endpoint" } else { "(--max-body-mb)" };
+    let too_large = || ApiError::too_large(format!("request body is larger than the server's limit of {limit} bytes {flag}"));
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let json_len = headers.get(HEADER_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    // Charged as bytes arrive, not by what Content-Length claims: a client that declares
+    // 64 MiB and sends one byte holds one byte's worth.
+    let mut refusal = declared.filter(|&n| n > limit).map(|_| too_large());
+    let deadline = tokio::time::Instant::now() + app.body_timeout;
     let mut body = body;
-    let mut buf = Vec::with_capacity(declared.filter(|&n| n <= limit as u64).unwrap_or(0) as usize);
+    let mut buf = Vec::new();
     let mut seen: u64 = 0;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::bad(format!("reading the request body: {e}")))?;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                let secs = app.body_timeout.as_secs_f64();
+                return Err(refusal.unwrap_or_else(|| ApiError::timeout(format!("the request body did not arrive within {secs} s (--body-timeout-secs); received {seen} bytes"))));
+            }
+            Ok(None) => break,
+            Ok(Some(f)) => f.map_err(|e| ApiError::bad(format!("reading the request body: {e}")))?,
+        };
         if let Ok(data) = frame.into_data() {
             seen += data.len() as u64;
-            if seen > (limit as u64).saturating_mul(DRAIN_FACTOR) {
+            if seen > limit.saturating_mul(DRAIN_FACTOR) {
                 break;
             }
-            if seen <= limit as u64 {
+            if refusal.is_none() && seen > limit {
+                refusal = Some(too_large());
+            }
+            if refusal.is_none() {
+                let more = infer::body_charge(seen, json_len) - infer::body_charge(seen - data.len() as u64, json_len);
+                refusal = res.grow(more).err();
+            }
+            if refusal.is_none() {
                 buf.extend_from_slice(&data);
+            } else {
+                buf = Vec::new();
             }
         }
     }
-    if seen > limit as u64 || declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+    // The whole body is here: what parsing it needs beyond its bytes.
+    if refusal.is_none() {
+        refusal = res.grow(infer::REQUEST_BASE_BYTES).err();
     }
-    Ok(Bytes::from(buf))
+    match refusal {
+        Some(e) => Err(e),
+        None => Ok((Bytes::from(buf), res)),
+    }
 }
+
+/// Largest body of the repository endpoints (a few parameters at most).
+pub const MAX_SMALL_BODY: u64 = 64 << 10;
 
 /// How far past the limit an oversized body is still read (and dropped) before the
 /// connection is cut.
 pub const DRAIN_FACTOR: u64 = 4;
 
 async fn repository_index(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let bytes = read_body(&app, &headers, body).await?;
+    let (bytes, _res) = read_body(&app, &headers, body, MAX_SMALL_BODY).await?;
     let ready_only = if bytes.iter().all(u8::is_ascii_whitespace) {
         false
     } else {
@@ -208,7 +320,7 @@ fn check_load_body(bytes: &[u8]) -> Result<(), ApiError> {
 }
 
 async fn load(State(app): State<Arc<App>>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    check_load_body(&read_body(&app, &headers, body).await?)?;
+    check_load_body(&read_body(&app, &headers, body, MAX_SMALL_BODY).await?.0)?;
     load_model(&app, &name).await?;
     Ok(StatusCode::OK.into_response())
 }
@@ -221,7 +333,7 @@ pub async fn load_model(app: &App, name: &str) -> Result<(), ApiError> {
 }
 
 async fn unload(State(app): State<Arc<App>>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    read_body(&app, &headers, body).await?;
+    read_body(&app, &headers, body, MAX_SMALL_BODY).await?;
     app.models.unload(&name)?;
     Ok(StatusCode::OK.into_response())
 }
@@ -236,17 +348,18 @@ async fn infer_v(State(app): State<Arc<App>>, Path((name, version)): Path<(Strin
 
 async fn infer_any(app: Arc<App>, name: String, version: String, headers: HeaderMap, body: Body) -> Response {
     let result = async {
-        let bytes = read_body(&app, &headers, body).await?;
-        let (call, binary) = parse_infer(&bytes, &headers, name.clone(), version.clone())?;
-        let answer = app.infer(call, "http").await?;
+        let (bytes, res) = read_body(&app, &headers, body, app.max_body_bytes as u64).await?;
+        let (call, binary) = parse_infer(bytes, &headers, name.clone(), version.clone())?;
+        let answer = app.infer(call, "http", res).await?;
         Ok::<_, ApiError>(encode_answer(&answer, &binary))
     }
     .await;
     match result {
         Ok(r) => r,
         Err(e) => {
-            // Failures before the model was found are counted by App::infer; parse failures here.
-            if e.kind == ErrorKind::BadRequest || e.kind == ErrorKind::TooLarge {
+            // Failures before the model was found are counted by App::infer; body and parse
+            // failures here.
+            if matches!(e.kind, ErrorKind::BadRequest | ErrorKind::TooLarge | ErrorKind::Busy | ErrorKind::Timeout) {
                 let label = if app.models.versions(&name).is_some() { name.as_str() } else { "<unknown>" };
                 app.metrics.failures.with_label_values(&[label, &version, e.reason()]).inc();
             }
@@ -267,15 +380,9 @@ impl BinaryChoice {
     }
 }
 
-fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
-    match v {
-        Value::Array(a) => a.iter().for_each(|x| flatten(x, out)),
-        other => out.push(other),
-    }
-}
-
-/// Parses a REST inference request (JSON, or JSON header + binary tensors).
-pub fn parse_infer(body: &[u8], headers: &HeaderMap, model: String, version: String) -> Result<(InferCall, BinaryChoice), ApiError> {
+/// Parses a REST inference request (JSON, or JSON header + binary tensors). Binary tensor
+/// data are slices of `body`, not copies.
+pub fn parse_infer(body: Bytes, headers: &HeaderMap, model: String, version: String) -> Result<(InferCall, BinaryChoice), ApiError> {
     let header_len = match headers.get(HEADER_LENGTH) {
         Some(v) => {
             let n: usize = v
@@ -290,72 +397,43 @@ pub fn parse_infer(body: &[u8], headers: &HeaderMap, model: String, version: Str
         }
         None => body.len(),
     };
-    let (head, mut binary) = body.split_at(header_len);
-    let req: Value = serde_json::from_slice(head).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))?;
-    let obj = req.as_object().ok_or_else(|| ApiError::bad("the request must be a JSON object"))?;
-    let id = match obj.get("id") {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(ApiError::bad("'id' must be a string")),
-    };
-    let params = obj.get("parameters").and_then(Value::as_object);
-    let all = params.and_then(|p| p.get("binary_data_output")).and_then(Value::as_bool).unwrap_or(false);
-    let inputs_json = obj.get("inputs").and_then(Value::as_array).ok_or_else(|| ApiError::bad("'inputs' must be an array"))?;
+    let req: rest_json::Request = serde_json::from_slice(&body[..header_len]).map_err(|e| ApiError::bad(format!("malformed request JSON: {e}")))?;
+    let mut binary = body.slice(header_len..);
+    drop(body);
+    let all = req.parameters.binary_data_output.unwrap_or(false);
     let mut inputs = vec![];
-    for (k, i) in inputs_json.iter().enumerate() {
-        let name = i.get("name").and_then(Value::as_str).ok_or_else(|| ApiError::bad(format!("inputs[{k}]: 'name' must be a string")))?;
-        let datatype = i.get("datatype").and_then(Value::as_str).ok_or_else(|| ApiError::bad(format!("input '{name}': 'datatype' must be a string")))?;
-        let shape: Vec<i64> = i
-            .get("shape")
-            .and_then(Value::as_array)
-            .and_then(|a| a.iter().map(Value::as_i64).collect::<Option<Vec<_>>>())
-            .ok_or_else(|| ApiError::bad(format!("input '{name}': 'shape' must be an array of integers")))?;
-        let size = i.get("parameters").and_then(|p| p.get("binary_data_size"));
-        let data = if let Some(size) = size {
-            let n = size.as_u64().ok_or_else(|| ApiError::bad(format!("input '{name}': binary_data_size must be a non-negative integer")))? as usize;
+    for i in req.inputs.0 {
+        let name = i.name;
+        let data = if let Some(n) = i.parameters.binary_data_size {
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
             if n > binary.len() {
                 return Err(ApiError::bad(format!("input '{name}': binary_data_size {n} but only {} binary bytes remain", binary.len())));
             }
-            let (chunk, rest) = binary.split_at(n);
-            binary = rest;
-            Elements::Raw(chunk.to_vec())
+            let chunk = binary.split_to(n);
+            Elements::Raw(chunk)
         } else {
-            let d = i.get("data").ok_or_else(|| ApiError::bad(format!("input '{name}': no 'data' and no binary_data_size")))?;
-            let mut flat = vec![];
-            flatten(d, &mut flat);
-            match datatype {
-                "BYTES" => Elements::Bytes(
-                    flat.iter()
-                        .map(|v| v.as_str().map(|s| s.as_bytes().to_vec()))
-                        .collect::<Option<_>>()
-                        .ok_or_else(|| ApiError::bad(format!("input '{name}': BYTES data must be strings")))?,
-                ),
-                "FP32" => Elements::F32(
-                    flat.iter()
-                        .map(|v| v.as_f64().map(|x| x as f32))
-                        .collect::<Option<_>>()
-                        .ok_or_else(|| ApiError::bad(format!("input '{name}': FP32 data must be numbers")))?,
-                ),
+            let d = i.data.ok_or_else(|| ApiError::bad(format!("input '{name}': no 'data' and no binary_data_size")))?;
+            match i.datatype.as_str() {
+                "BYTES" if d.numbers.is_empty() && d.others == 0 => Elements::Bytes(d.strings),
+                "BYTES" => return Err(ApiError::bad(format!("input '{name}': BYTES data must be strings"))),
+                "FP32" if d.strings.is_empty() && d.others == 0 => Elements::F32(d.numbers),
+                "FP32" => return Err(ApiError::bad(format!("input '{name}': FP32 data must be numbers"))),
                 _ => Elements::Other,
             }
         };
-        inputs.push(InputTensor { name: name.to_string(), datatype: datatype.to_string(), shape, data });
+        inputs.push(InputTensor { name, datatype: i.datatype, shape: i.shape.0, data });
     }
     if !binary.is_empty() {
         return Err(ApiError::bad(format!("{} binary bytes after the last input's binary_data_size", binary.len())));
     }
     let mut outputs = vec![];
     let mut named = vec![];
-    if let Some(o) = obj.get("outputs") {
-        let arr = o.as_array().ok_or_else(|| ApiError::bad("'outputs' must be an array"))?;
-        for (k, out) in arr.iter().enumerate() {
-            let n = out.get("name").and_then(Value::as_str).ok_or_else(|| ApiError::bad(format!("outputs[{k}]: 'name' must be a string")))?;
-            let b = out.get("parameters").and_then(|p| p.get("binary_data")).and_then(Value::as_bool).unwrap_or(all);
-            outputs.push(n.to_string());
-            named.push((n.to_string(), b));
-        }
+    for out in req.outputs.map(|o| o.0).unwrap_or_default() {
+        let b = out.parameters.binary_data.unwrap_or(all);
+        outputs.push(out.name.clone());
+        named.push((out.name, b));
     }
-    Ok((InferCall { model, version, id, inputs, outputs }, BinaryChoice { all, named }))
+    Ok((InferCall { model, version, id: req.id.unwrap_or_default(), inputs, outputs }, BinaryChoice { all, named }))
 }
 
 fn param_json(v: &ParamValue) -> Value {

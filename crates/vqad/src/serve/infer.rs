@@ -8,7 +8,10 @@
 //! `[B, C, H, W]`.
 
 use super::ApiError;
+use crate::data::{DecodeLimits, ImageInfo};
+use bytes::Bytes;
 use ndarray::{Array2, Array3};
+use std::path::Path;
 
 /// Name of the one input tensor.
 pub const INPUT: &str = "image";
@@ -17,14 +20,44 @@ pub const DEFAULT_OUTPUTS: [&str; 3] = ["score", "anomalous", "mask"];
 /// Every output a request may name.
 pub const ALL_OUTPUTS: [&str; 5] = ["score", "anomalous", "mask", "map", "restored"];
 
+/// Caps on a request's structure, enforced while it is parsed (JSON) or before it is decoded
+/// (protobuf, `serve::wire`): what parsing allocates then stays within a small multiple of
+/// the body, however the body is shaped (a JSON array of empty objects, a protobuf of empty
+/// repeated fields — each a few bytes on the wire and tens of bytes in memory).
+pub const MAX_TENSORS: usize = 16;
+/// Most dimensions in a tensor's shape.
+pub const MAX_DIMS: usize = 8;
+/// Most parameters in one parameters map (protobuf; JSON keeps only the ones it uses).
+pub const MAX_PARAMETERS: usize = 64;
+/// Most BYTES elements in one request (images in a batch).
+pub const MAX_ELEMENTS: usize = 4096;
+
+/// Charged to the budget for every request before its body: the parsed structure's fixed
+/// part (tensors, shapes, parameters and element lists, all capped above) and error text.
+pub const REQUEST_BASE_BYTES: u64 = 256 << 10;
+/// Charged per byte of binary tensor data (HTTP binary extension, gRPC message): the bytes
+/// themselves, a buffer's growth and one copy while decoding.
+pub const BINARY_FACTOR: u64 = 3;
+/// Charged per byte of a JSON header: tensor data in JSON becomes `f32`s (4 bytes for as few
+/// as 2 characters, in a vector that grows by doubling) or strings.
+pub const JSON_FACTOR: u64 = 6;
+
+/// What a body of `len` bytes, the first `json_len` of them JSON (all of it when `None`), is
+/// charged to the budget before it is parsed.
+pub fn body_charge(len: u64, json_len: Option<u64>) -> u64 {
+    let json = json_len.unwrap_or(len).min(len);
+    (len - json) * BINARY_FACTOR + json * JSON_FACTOR
+}
+
 /// Tensor elements as a front end received them.
 #[derive(Debug, Clone)]
 pub enum Elements {
     /// BYTES elements.
     Bytes(Vec<Vec<u8>>),
     F32(Vec<f32>),
-    /// Raw little-endian bytes still to be interpreted by datatype (binary extension, gRPC raw).
-    Raw(Vec<u8>),
+    /// Raw little-endian bytes still to be interpreted by datatype (binary extension, gRPC
+    /// raw contents); a slice of the request body, not a copy.
+    Raw(Bytes),
     /// Elements of a datatype vqad takes in no input (kept for the error message).
     Other,
 }
@@ -38,29 +71,48 @@ pub struct InputTensor {
     pub data: Elements,
 }
 
-/// What the model needs to know about its inputs.
+/// What the model needs to know about its inputs, and the limits on what a client sends.
 #[derive(Debug, Clone, Copy)]
 pub struct InputSpec {
     pub channels: usize,
     pub size: usize,
+    pub limits: DecodeLimits,
 }
 
-/// Splits BYTES serialised the protocol's way: each element a 4-byte little-endian length,
-/// then its bytes.
-pub fn split_bytes(raw: &[u8]) -> Result<Vec<Vec<u8>>, ApiError> {
-    let mut out = vec![];
-    let mut i = 0;
+impl InputSpec {
+    /// Bytes of one model-ready image `[C, H, W]` f32.
+    pub fn image_bytes(&self) -> u64 {
+        (self.channels * self.size * self.size * 4) as u64
+    }
+}
+
+/// Splits BYTES serialised the protocol's way (each element a 4-byte little-endian length,
+/// then its bytes) into slices of `raw`. Lengths are walked first, so a count over
+/// [`MAX_ELEMENTS`] or a length past the end is refused before anything is allocated.
+pub fn split_bytes(raw: &Bytes) -> Result<Vec<Bytes>, ApiError> {
+    let mut n = 0usize;
+    let mut i = 0usize;
     while i < raw.len() {
         if raw.len() - i < 4 {
             return Err(ApiError::bad(format!("input '{INPUT}': BYTES data ends inside an element's 4-byte length")));
         }
-        let n = u32::from_le_bytes(raw[i..i + 4].try_into().expect("4 bytes")) as usize;
+        let len = u32::from_le_bytes(raw[i..i + 4].try_into().expect("4 bytes")) as usize;
         i += 4;
-        if raw.len() - i < n {
-            return Err(ApiError::bad(format!("input '{INPUT}': BYTES element {} claims {n} bytes, {} remain", out.len(), raw.len() - i)));
+        if raw.len() - i < len {
+            return Err(ApiError::bad(format!("input '{INPUT}': BYTES element {n} claims {len} bytes, {} remain", raw.len() - i)));
         }
-        out.push(raw[i..i + n].to_vec());
-        i += n;
+        i += len;
+        n += 1;
+        if n > MAX_ELEMENTS {
+            return Err(ApiError::bad(format!("input '{INPUT}': more than {MAX_ELEMENTS} BYTES elements")));
+        }
+    }
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0usize;
+    while i < raw.len() {
+        let len = u32::from_le_bytes(raw[i..i + 4].try_into().expect("walked above")) as usize;
+        out.push(raw.slice(i + 4..i + 4 + len));
+        i += 4 + len;
     }
     Ok(out)
 }
@@ -75,8 +127,83 @@ pub fn join_bytes(elements: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
-/// Checks a request's inputs and turns them into model-ready arrays `[C, H, W]` in [0, 1].
+/// A request's input, checked in everything that can be checked without decoding pixels:
+/// name, datatype, shape against the data, value range, and each image's header against the
+/// decode limits. What decoding will cost is known from it ([`Plan::decode_bytes`]), so a
+/// server admits the request against its memory budget before any pixel is decoded.
+pub struct Plan {
+    spec: InputSpec,
+    data: PlanData,
+}
+
+enum PlanData {
+    /// Encoded images and their headers.
+    Images(Vec<(Bytes, ImageInfo)>),
+    /// `[B, C, H, W]` values in [0, 1], checked.
+    Floats(Floats),
+}
+
+enum Floats {
+    Values(Vec<f32>),
+    /// Little-endian f32 bytes, a whole number of images.
+    Raw(Bytes),
+}
+
+impl Plan {
+    /// Images in the request.
+    pub fn images(&self) -> usize {
+        match &self.data {
+            PlanData::Images(v) => v.len(),
+            PlanData::Floats(Floats::Values(v)) => v.len() / (self.spec.image_bytes() as usize / 4),
+            PlanData::Floats(Floats::Raw(r)) => r.len() / self.spec.image_bytes() as usize,
+        }
+    }
+
+    /// An upper bound on what [`Plan::decode`] allocates at its peak: the model-ready
+    /// arrays of every image plus, for encoded images (decoded one after another), the
+    /// costliest one's decode.
+    pub fn decode_bytes(&self) -> u64 {
+        let (c, s) = (self.spec.channels, self.spec.size);
+        let arrays = self.images() as u64 * self.spec.image_bytes();
+        let decode = match &self.data {
+            PlanData::Images(v) => v.iter().map(|(b, info)| info.decode_bytes(b.len() as u64, c, s)).max().unwrap_or(0),
+            PlanData::Floats(_) => 0,
+        };
+        arrays + decode
+    }
+
+    /// Decodes the images (or slices the values) into model-ready `[C, H, W]` arrays.
+    pub fn decode(self) -> Result<Vec<Array3<f32>>, ApiError> {
+        let (c, s) = (self.spec.channels, self.spec.size);
+        let per = c * s * s;
+        match self.data {
+            PlanData::Images(v) => v
+                .into_iter()
+                .enumerate()
+                .map(|(i, (b, _))| {
+                    crate::data::decode_image_bytes_within(&b, &format!("input '{INPUT}' element {i}"), c, s, &self.spec.limits)
+                        .map_err(|e| ApiError::bad(e.to_string()))
+                })
+                .collect(),
+            PlanData::Floats(Floats::Values(v)) => {
+                Ok(v.chunks_exact(per).map(|v| Array3::from_shape_vec((c, s, s), v.to_vec()).expect("sized")).collect())
+            }
+            PlanData::Floats(Floats::Raw(raw)) => Ok(raw
+                .chunks_exact(per * 4)
+                .map(|img| Array3::from_shape_vec((c, s, s), img.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect()).expect("sized"))
+                .collect()),
+        }
+    }
+}
+
+/// Checks a request's inputs and turns them into model-ready arrays `[C, H, W]` in [0, 1]
+/// ([`plan_inputs`], then [`Plan::decode`]).
 pub fn prepare_inputs(inputs: Vec<InputTensor>, spec: InputSpec) -> Result<Vec<Array3<f32>>, ApiError> {
+    plan_inputs(inputs, spec)?.decode()
+}
+
+/// Checks a request's inputs without decoding pixels; see [`Plan`].
+pub fn plan_inputs(inputs: Vec<InputTensor>, spec: InputSpec) -> Result<Plan, ApiError> {
     let input = match <[InputTensor; 1]>::try_from(inputs) {
         Ok([i]) => i,
         Err(v) if v.is_empty() => return Err(ApiError::bad(format!("the request has no input; expected '{INPUT}'"))),
@@ -94,60 +221,75 @@ pub fn prepare_inputs(inputs: Vec<InputTensor>, spec: InputSpec) -> Result<Vec<A
     if input.shape.iter().any(|&d| d < 0) {
         return Err(ApiError::bad(format!("input '{INPUT}': negative dimension in shape {:?}", input.shape)));
     }
-    let count: usize = input.shape.iter().map(|&d| d as usize).product();
     let (c, s) = (spec.channels, spec.size);
     match input.datatype.as_str() {
         "BYTES" => {
             let b = match input.shape.as_slice() {
-                [b] | [b, 1] => *b as usize,
+                [b] | [b, 1] => *b as u64,
                 other => return Err(ApiError::bad(format!("input '{INPUT}': BYTES shape must be [B] (one encoded image per element), got {other:?}"))),
             };
-            let elements = match input.data {
-                Elements::Bytes(e) => e,
+            let elements: Vec<Bytes> = match input.data {
+                Elements::Bytes(e) => e.into_iter().map(Bytes::from).collect(),
                 Elements::Raw(raw) => split_bytes(&raw)?,
                 _ => return Err(ApiError::bad(format!("input '{INPUT}': BYTES data expected"))),
             };
-            if elements.len() != b {
+            if elements.len() as u64 != b {
                 return Err(ApiError::bad(format!("input '{INPUT}': shape {:?} says {b} elements, the data has {}", input.shape, elements.len())));
             }
             if b == 0 {
                 return Err(ApiError::bad(format!("input '{INPUT}': empty batch")));
             }
-            elements
-                .iter()
-                .enumerate()
-                .map(|(i, e)| {
-                    crate::data::decode_image_bytes(e, &format!("input '{INPUT}' element {i}"), c, s)
-                        .map_err(|e| ApiError::bad(e.to_string()))
-                })
-                .collect()
+            let mut images = Vec::with_capacity(elements.len());
+            for (i, e) in elements.into_iter().enumerate() {
+                let what = format!("input '{INPUT}' element {i}");
+                let info = crate::data::probe_image_bytes(&e, Path::new(&what), &spec.limits).map_err(|e| ApiError::bad(e.to_string()))?;
+                images.push((e, info));
+            }
+            Ok(Plan { spec, data: PlanData::Images(images) })
         }
         "FP32" => {
             let want = [-1, c as i64, s as i64, s as i64];
             if input.shape.len() != 4 || input.shape[1..] != want[1..] {
                 return Err(ApiError::bad(format!("input '{INPUT}': FP32 shape must be [B, {c}, {s}, {s}], got {:?}", input.shape)));
             }
-            let values = match input.data {
-                Elements::F32(v) => v,
+            let count = (input.shape[0] as u64).checked_mul((c * s * s) as u64).filter(|&n| n <= usize::MAX as u64 / 4);
+            let Some(count) = count else {
+                return Err(ApiError::bad(format!("input '{INPUT}': shape {:?} is larger than any request can be", input.shape)));
+            };
+            let count = count as usize;
+            let (len, values) = match input.data {
+                Elements::F32(v) => (v.len(), Floats::Values(v)),
                 Elements::Raw(raw) => {
                     if raw.len() % 4 != 0 {
                         return Err(ApiError::bad(format!("input '{INPUT}': {} raw bytes is not a whole number of FP32 values", raw.len())));
                     }
-                    raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect()
+                    (raw.len() / 4, Floats::Raw(raw))
                 }
                 _ => return Err(ApiError::bad(format!("input '{INPUT}': FP32 data expected"))),
             };
-            if values.len() != count {
-                return Err(ApiError::bad(format!("input '{INPUT}': shape {:?} needs {count} values, the data has {}", input.shape, values.len())));
+            if len != count {
+                return Err(ApiError::bad(format!("input '{INPUT}': shape {:?} needs {count} values, the data has {len}", input.shape)));
             }
             if count == 0 {
                 return Err(ApiError::bad(format!("input '{INPUT}': empty batch")));
             }
-            if let Some(i) = values.iter().position(|v| !(0.0..=1.0).contains(v)) {
-                return Err(ApiError::bad(format!("input '{INPUT}': value {} at flat index {i} is outside [0, 1]", values[i])));
+            let outside = |i: usize, v: f32| ApiError::bad(format!("input '{INPUT}': value {v} at flat index {i} is outside [0, 1]"));
+            match &values {
+                Floats::Values(v) => {
+                    if let Some(i) = v.iter().position(|v| !(0.0..=1.0).contains(v)) {
+                        return Err(outside(i, v[i]));
+                    }
+                }
+                Floats::Raw(raw) => {
+                    for (i, b) in raw.chunks_exact(4).enumerate() {
+                        let v = f32::from_le_bytes(b.try_into().expect("4 bytes"));
+                        if !(0.0..=1.0).contains(&v) {
+                            return Err(outside(i, v));
+                        }
+                    }
+                }
             }
-            let per = c * s * s;
-            Ok(values.chunks_exact(per).map(|v| Array3::from_shape_vec((c, s, s), v.to_vec()).expect("sized")).collect())
+            Ok(Plan { spec, data: PlanData::Floats(values) })
         }
         other => Err(ApiError::bad(format!("input '{INPUT}': datatype {other} is not accepted; send BYTES (encoded images) or FP32 [B, {c}, {s}, {s}]"))),
     }

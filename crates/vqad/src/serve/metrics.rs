@@ -4,7 +4,7 @@
 //! `model="<unknown>"`, so a client cannot grow the label set without bound).
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// All of the server's metrics.
@@ -35,6 +35,16 @@ pub struct Metrics {
     pub inflight: IntGaugeVec,
     /// Worker instances of a model version (what `--instances` chose; see `serve::worker`).
     pub instances: IntGaugeVec,
+    /// Bytes held by requests in flight, and the budget they are admitted against
+    /// (`serve::budget`).
+    pub inflight_bytes: IntGauge,
+    pub inflight_budget: IntGauge,
+    /// Requests refused by the budget (429 and its 413), whatever stage they were in.
+    pub inflight_refusals: IntCounter,
+    /// Open connections per protocol, and connections closed by a timeout (per protocol and
+    /// reason: idle, header, write).
+    pub open_connections: IntGaugeVec,
+    pub connection_timeouts: IntCounterVec,
 }
 
 impl Metrics {
@@ -78,6 +88,18 @@ impl Metrics {
         registry.register(Box::new(inflight.clone())).expect("unique metric");
         let instances = IntGaugeVec::new(Opts::new("vqad_model_instances", "Worker instances of the model version."), mv).expect("valid metric");
         registry.register(Box::new(instances.clone())).expect("unique metric");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let inflight_bytes = gauge("vqad_inflight_bytes", "Bytes held by inference requests in flight (body, decoding, queue, compute).");
+        let inflight_budget = gauge("vqad_inflight_budget_bytes", "The in-flight memory budget (--max-inflight-mb).");
+        let inflight_refusals = IntCounter::new("vqad_inflight_refusals_total", "Requests refused by the in-flight memory budget, at any stage.").expect("valid metric");
+        registry.register(Box::new(inflight_refusals.clone())).expect("unique metric");
+        let open_connections = IntGaugeVec::new(Opts::new("vqad_open_connections", "Open client connections."), &["protocol"]).expect("valid metric");
+        registry.register(Box::new(open_connections.clone())).expect("unique metric");
+        let connection_timeouts = counter("vqad_connection_timeouts_total", "Connections closed by a timeout (idle, header, write).", &["protocol", "reason"]);
         Metrics {
             registry,
             requests,
@@ -93,6 +115,11 @@ impl Metrics {
             instance_batches,
             inflight,
             instances,
+            inflight_bytes,
+            inflight_budget,
+            inflight_refusals,
+            open_connections,
+            connection_timeouts,
         }
     }
 

@@ -7,21 +7,33 @@
 //! gRPC (tonic)     ─┘                                   └─ models: registry poll, verify, hot swap
 //! ```
 //!
-//! Both front ends share [`App`]: the [`models::ModelStore`], the batching policy and the
-//! [`metrics::Metrics`]. Nothing here reimplements detection: workers call
-//! [`crate::runtime::Detector`].
+//! Both front ends share [`App`]: the [`models::ModelStore`], the batching policy, the
+//! [`metrics::Metrics`] and the in-flight memory [`budget::Budget`]. Nothing here
+//! reimplements detection: workers call [`crate::runtime::Detector`].
+//!
+//! What a client controls is bounded before it costs memory: connections and their timeouts
+//! ([`conn`]), body size and time, the structure of a request ([`rest_json`], [`wire`]),
+//! image headers ([`crate::data::DecodeLimits`]), and every request's bytes in memory
+//! ([`budget`]). `tests/serve_fuzz.rs` fuzzes that path.
 
+pub mod budget;
+pub mod conn;
 pub mod grpc;
 pub mod http;
 pub mod infer;
 pub mod metrics;
 pub mod models;
 pub mod proto;
+pub mod rest_json;
+pub mod wire;
 pub mod worker;
 
+use crate::data::DecodeLimits;
 use crate::package::TrustedKey;
 use crate::runtime::session::Provider;
 use crate::runtime::DetectorOptions;
+use budget::{Budget, Reservation};
+use conn::ConnLimits;
 use infer::{InputSpec, InputTensor, OutputTensor};
 use metrics::Metrics;
 use models::ModelStore;
@@ -43,6 +55,10 @@ pub enum ErrorKind {
     BadRequest,
     NotFound,
     TooLarge,
+    /// Over the in-flight memory budget now; the same request may succeed later.
+    Busy,
+    /// The request's body did not arrive in time.
+    Timeout,
     Unavailable,
     Internal,
 }
@@ -65,6 +81,12 @@ impl ApiError {
     pub fn too_large(m: impl Into<String>) -> Self {
         ApiError { kind: ErrorKind::TooLarge, message: m.into() }
     }
+    pub fn busy(m: impl Into<String>) -> Self {
+        ApiError { kind: ErrorKind::Busy, message: m.into() }
+    }
+    pub fn timeout(m: impl Into<String>) -> Self {
+        ApiError { kind: ErrorKind::Timeout, message: m.into() }
+    }
     pub fn unavailable(m: impl Into<String>) -> Self {
         ApiError { kind: ErrorKind::Unavailable, message: m.into() }
     }
@@ -77,6 +99,8 @@ impl ApiError {
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::NotFound => "not_found",
             ErrorKind::TooLarge => "too_large",
+            ErrorKind::Busy => "over_budget",
+            ErrorKind::Timeout => "timeout",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
         }
@@ -116,6 +140,17 @@ pub struct ServeConfig {
     pub model_providers: BTreeMap<String, Vec<Provider>>,
     /// How many of each model's newest versions serve side by side (without a channel).
     pub versions: usize,
+    /// Limits on each image a request carries (checked from its header).
+    pub decode: DecodeLimits,
+    /// Bytes all requests in flight may hold together (body, decoding, queue, compute).
+    pub max_inflight_bytes: u64,
+    /// Connections per port and their idle, header and write timeouts.
+    pub conn: ConnLimits,
+    /// How long a request's body (HTTP) or message (gRPC) may take to arrive in full.
+    pub body_timeout: Duration,
+    /// HTTP/2 PING interval on gRPC connections, and how long an answer may take.
+    pub grpc_keepalive: Duration,
+    pub grpc_keepalive_timeout: Duration,
 }
 
 /// A parsed inference request, whichever protocol it came by.
@@ -143,6 +178,9 @@ pub struct App {
     pub models: Arc<ModelStore>,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
+    pub budget: Arc<Budget>,
+    pub decode: DecodeLimits,
+    pub body_timeout: Duration,
     /// Set once the first registry pass has finished.
     started: AtomicBool,
     /// Set when shutdown begins: readiness goes false while requests drain.
@@ -169,14 +207,16 @@ impl App {
         }
     }
 
-    /// Runs one inference request through the model's queue, recording metrics.
-    pub async fn infer(&self, call: InferCall, protocol: &'static str) -> Result<InferAnswer, ApiError> {
+    /// Runs one inference request through the model's queue, recording metrics. `res` holds
+    /// what the request has in memory (its body, so far); it grows by what decoding needs
+    /// before anything is decoded and shrinks to the model-ready images afterwards.
+    pub async fn infer(&self, call: InferCall, protocol: &'static str, res: Arc<Reservation>) -> Result<InferAnswer, ApiError> {
         let rid = self.request_id(&call.id);
         let span = tracing::info_span!("infer", request_id = %rid, model = %call.model, version = %call.version, protocol);
-        self.infer_inner(call, protocol).instrument(span).await
+        self.infer_inner(call, protocol, res).instrument(span).await
     }
 
-    async fn infer_inner(&self, call: InferCall, protocol: &'static str) -> Result<InferAnswer, ApiError> {
+    async fn infer_inner(&self, call: InferCall, protocol: &'static str, res: Arc<Reservation>) -> Result<InferAnswer, ApiError> {
         let start = Instant::now();
         let handle = match self.models.get(&call.model, &call.version) {
             Ok(h) => h,
@@ -199,11 +239,20 @@ impl App {
         let _inflight = GaugeGuard(inflight);
         let result = async {
             let wanted = infer::requested_outputs(&call.outputs)?;
-            let spec = InputSpec { channels: info.channels, size: info.image_size };
+            let spec = InputSpec { channels: info.channels, size: info.image_size, limits: self.decode };
             let inputs = call.inputs;
-            let images = tokio::task::spawn_blocking(move || infer::prepare_inputs(inputs, spec))
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))??;
+            let per_image = info.inflight_bytes_per_image;
+            let held = res.clone();
+            // Headers first: admitted against the budget before a pixel is decoded.
+            let images = tokio::task::spawn_blocking(move || {
+                let plan = infer::plan_inputs(inputs, spec)?;
+                held.grow(plan.decode_bytes() + plan.images() as u64 * per_image)?;
+                plan.decode()
+            })
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
+            // The body and the decoders' buffers are gone; the images wait and compute.
+            res.set(images.len() as u64 * (spec.image_bytes() + per_image))?;
             let (tx, rx) = tokio::sync::oneshot::channel();
             handle
                 .submit(Job {
@@ -212,6 +261,7 @@ impl App {
                     want_restored: wanted.contains(&"restored"),
                     enqueued: Instant::now(),
                     reply: tx,
+                    reservation: res.clone(),
                 })
                 .map_err(ApiError::unavailable)?;
             drop(handle);
@@ -293,10 +343,14 @@ pub async fn serve(cfg: ServeConfig, on_bound: impl FnOnce(Bound)) -> Result<(),
     let metrics = Arc::new(Metrics::new());
     let policy = BatchPolicy { max_batch: cfg.max_batch.max(1), max_queue_delay: cfg.max_queue_delay, instances: cfg.instances };
     let models = Arc::new(ModelStore::new(&cfg, policy, metrics.clone()));
+    metrics.inflight_budget.set(cfg.max_inflight_bytes as i64);
     let app = Arc::new(App {
         models: models.clone(),
+        budget: Budget::new(cfg.max_inflight_bytes, metrics.inflight_bytes.clone(), metrics.inflight_refusals.clone()),
         metrics,
         max_body_bytes: cfg.max_body_bytes,
+        decode: cfg.decode,
+        body_timeout: cfg.body_timeout,
         started: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         next_id: AtomicU64::new(1),
@@ -312,8 +366,16 @@ pub async fn serve(cfg: ServeConfig, on_bound: impl FnOnce(Bound)) -> Result<(),
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let conn_metrics = |protocol| conn::ConnMetrics {
+        open: app.metrics.open_connections.with_label_values(&[protocol]),
+        timeouts: app.metrics.connection_timeouts.clone(),
+        protocol,
+    };
+    let http_l = conn::Listener::new(http_l, cfg.conn, true, conn_metrics("http"));
+    let grpc_l = conn::Listener::new(grpc_l, cfg.conn, false, conn_metrics("grpc"));
+    let keepalive = (cfg.grpc_keepalive, cfg.grpc_keepalive_timeout);
     let http_task = tokio::spawn(http::run(http_l, app.clone(), stopped(stop_rx.clone())));
-    let grpc_task = tokio::spawn(grpc::run(grpc_l, app.clone(), stopped(stop_rx.clone())));
+    let grpc_task = tokio::spawn(grpc::run(grpc_l, app.clone(), keepalive, stopped(stop_rx.clone())));
     on_bound(bound);
     tracing::info!(http = %bound.http, grpc = %bound.grpc, "listening");
 

@@ -55,6 +55,21 @@ pub struct ModelInfo {
     /// Runtime's default).
     pub instances: usize,
     pub threads: usize,
+    /// What one image holds in memory while it waits and is computed, an estimate charged
+    /// against the in-flight budget ([`inflight_bytes_per_image`]).
+    pub inflight_bytes_per_image: u64,
+}
+
+/// An upper estimate of the memory one image of a batch takes from the queue to its answer:
+/// its input, the two decodings and the restored image (`C × S²` floats each), the maps and
+/// mask, the prior's log-probabilities (`K × M × N` floats, the pass running and the one
+/// kept), and the convolutions' activations (counted as 32 full-size planes: 128 channels at
+/// half resolution, what the paper's encoder keeps at its widest).
+pub fn inflight_bytes_per_image(shape: &crate::package::ModelShape) -> u64 {
+    let d = |v: i64| v.max(0) as u64;
+    let (c, s, m, n, k) = (d(shape.channels), d(shape.image_size), d(shape.grid_m), d(shape.grid_n), d(shape.num_codes));
+    let plane = s * s * 4;
+    (4 * c + 8 + 32) * plane + 3 * k * m * n * 4 + (64 << 10)
 }
 
 /// One request's images, waiting in a model's queue.
@@ -64,6 +79,9 @@ pub struct Job {
     pub want_restored: bool,
     pub enqueued: Instant,
     pub reply: oneshot::Sender<Result<BatchReply, String>>,
+    /// The request's share of the in-flight budget, held until the job has run (or is
+    /// dropped), so a client that goes away does not free budget its images still take.
+    pub reservation: Arc<super::budget::Reservation>,
 }
 
 /// A request's results and the size of the batch it ran in.
@@ -190,6 +208,7 @@ fn model_info(pkg: &VerifiedPackage, det: &Detector) -> ModelInfo {
         providers: det.providers(),
         instances: 1,
         threads: 0,
+        inflight_bytes_per_image: inflight_bytes_per_image(&det.shape),
     }
 }
 
@@ -201,16 +220,22 @@ fn model_info(pkg: &VerifiedPackage, det: &Detector) -> ModelInfo {
 /// to its images, so two half batches on two instances finish in half the time.
 fn gather(shared: &Shared, policy: BatchPolicy) -> Option<(Vec<Job>, usize)> {
     let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-    let first = match q.pending.pop_front() {
-        Some(j) => j,
-        None => match q.rx.recv() {
-            Ok(j) => j,
-            Err(_) => {
-                // Every handle dropped and nothing is pending: drained.
-                shared.alive.fetch_sub(1, Ordering::SeqCst);
-                return None;
-            }
-        },
+    let first = loop {
+        let j = match q.pending.pop_front() {
+            Some(j) => j,
+            None => match q.rx.recv() {
+                Ok(j) => j,
+                Err(_) => {
+                    // Every handle dropped and nothing is pending: drained.
+                    shared.alive.fetch_sub(1, Ordering::SeqCst);
+                    return None;
+                }
+            },
+        };
+        // Nobody waits for it any more (the client went away): not worth computing.
+        if !j.reply.is_closed() {
+            break j;
+        }
     };
     let deadline = first.enqueued + policy.max_queue_delay;
     let mut n = first.images.len();
@@ -227,6 +252,7 @@ fn gather(shared: &Shared, policy: BatchPolicy) -> Option<(Vec<Job>, usize)> {
             },
         };
         match next {
+            Ok(j) if j.reply.is_closed() => {}
             Ok(j) if n + j.images.len() <= policy.max_batch => {
                 n += j.images.len();
                 jobs.push(j);
