@@ -7,7 +7,7 @@
 # nothing else meanwhile: two libtorch processes on 2 cores slow each other down many times);
 # finished steps are skipped on a rerun.
 #
-#   bash tools/devset-eval.sh [OUT_DIR] [CATEGORIES]      (default: devset-eval ihc,moon,aero,coins)
+#   bash tools/devset-eval.sh [OUT_DIR] [CATEGORIES]      (default: devset-eval ihc,moon,aero,coins,hubble,fur)
 #
 # Environment:
 #   PRESET=small             training preset
@@ -22,12 +22,13 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="${1:-devset-eval}"
-cats="${2:-ihc,moon,aero,coins}"
+cats="${2:-ihc,moon,aero,coins,hubble,fur}"
 preset="${PRESET:-small}"
 suffix="${VARIANT:+-$VARIANT}"
 vqad="${VQAD:-$here/../target/release/vqad}"
 [ -x "$vqad" ] || { echo "devset-eval: build first (make build) or set VQAD=/path/to/vqad" >&2; exit 1; }
 py="$(bash "$here/setup-devset.sh")"
+export VQAD_DEVSET_FACE="$(bash "$here/setup-devset.sh" --face)"
 mkdir -p "$out/keys" "$out/times"
 "$py" "$here/make-devset.py" "$out/data" --categories "$cats" ${ALLOW_HELD_OUT:+--allow-held-out}
 [ -f "$out/keys/dev.key" ] || "$vqad" keygen --out "$out/keys/dev"

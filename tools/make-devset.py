@@ -14,11 +14,16 @@ training crop touches):
 Object:
   coins  the 24 coins of scikit-image's coins, each centred in its own image; 18 coins make the
          training images (small shifts, rotations, brightness changes), the other 6 the test.
+Stochastic and fibrous textures (in the default set since issue 21):
+  hubble  scikit-image hubble_deep_field (RGB, stochastic: galaxies on a dark sky)
+  fur     the raccoon's body fur of SciPy's `face` photograph (grayscale, stored as RGB;
+          fibrous: long thin strands, like grass); SciPy stopped shipping the photograph in its
+          wheel after 1.11, so tools/setup-devset.sh takes face.dat out of the scipy 1.11.4
+          wheel from PyPI (pinned by sha256) and passes its path in VQAD_DEVSET_FACE
 Extra textures (not in the default set; a check that the defaults carry over to textures they
 were not chosen on):
-  hubble  scikit-image hubble_deep_field (RGB, stochastic: galaxies on a dark sky)
   retina  the central 800² of scikit-image retina (RGB fundus photograph: fibrous vessels)
-  hubble_gray, retina_gray   the same in grayscale (stored as RGB, like moon and aero)
+  hubble_gray, retina_gray   hubble and retina in grayscale (stored as RGB, like moon and aero)
 
 scikit-image's brick, gravel and grass are held out for acceptance: refused unless
 --allow-held-out is given, which is for that acceptance check alone (the development sessions
@@ -28,12 +33,18 @@ foreign (a blob of another photograph's texture). Deterministic for a given seed
 """
 import argparse
 import os
+import shutil
 import sys
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 HELD_OUT = {"brick", "gravel", "grass"}
+
+# Each category's random stream is seeded by a fixed number, so a category's images do not
+# depend on which others are generated with it (these reproduce the earlier runs' data).
+SEED_INDEX = {"ihc": 0, "moon": 1, "aero": 2, "coins": 3, "hubble": 0, "retina": 1, "hubble_gray": 2, "retina_gray": 3,
+              "fur": 4}
 
 
 def rgb(a):
@@ -57,6 +68,17 @@ def texture_loaders():
         g = np.asarray(a, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
         return rgb(np.clip(np.round(g), 0, 255).astype(np.uint8))
 
+    def fur():
+        # SciPy's raccoon (768×1024 RGB, bz2-compressed raw bytes). Its body fur fills the top
+        # left 290×430 (a leaf starts below row 280); mirrored, so the lighter fur by the head
+        # falls in the training region and the test crops (right-hand part) are body fur.
+        import bz2
+        path = os.environ.get("VQAD_DEVSET_FACE")
+        if not path:
+            sys.exit("make-devset: 'fur' needs SciPy's face.dat; run it through tools/devset-eval.sh, or set VQAD_DEVSET_FACE to the path tools/setup-devset.sh --face prints")
+        a = np.frombuffer(bz2.decompress(open(path, "rb").read()), np.uint8).reshape(768, 1024, 3)
+        return gray(a[0:280, 0:430][:, ::-1])
+
     return {
         "ihc": lambda: rgb(d.immunohistochemistry()),
         "moon": lambda: rgb(d.moon()),
@@ -65,6 +87,7 @@ def texture_loaders():
         "retina": retina,
         "hubble_gray": lambda: gray(d.hubble_deep_field()),
         "retina_gray": lambda: gray(retina()),
+        "fur": fur,
         "brick": lambda: rgb(d.brick()),
         "gravel": lambda: rgb(d.gravel()),
         "grass": lambda: rgb(d.grass()),
@@ -251,7 +274,7 @@ def main():
     ap.add_argument("--test-good", type=int, default=64, help="good test images")
     ap.add_argument("--test-bad", type=int, default=128, help="defective test images, split over the four defect types")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--categories", default="ihc,moon,aero,coins")
+    ap.add_argument("--categories", default="ihc,moon,aero,coins,hubble,fur")
     ap.add_argument("--allow-held-out", action="store_true", help="allow brick, gravel, grass (the acceptance check only)")
     a = ap.parse_args()
     cats = a.categories.split(",")
@@ -265,16 +288,23 @@ def main():
     # ihc and aero give the foreign patches, so they are always loaded.
     src = {n: load() for n, load in loaders.items() if n in cats or n in ("ihc", "aero")}
     for ci, c in enumerate(cats):
-        rng = np.random.default_rng(a.seed * 1000 + ci)
+        rng = np.random.default_rng(a.seed * 1000 + SEED_INDEX.get(c, 100 + ci))
         if os.path.exists(os.path.join(a.out, c)):
             print(f"make-devset: {a.out}/{c} exists, keeping it", file=sys.stderr)
             continue
         # Foreign patches come from a different photograph than the category's own.
         foreign = src["ihc" if c != "ihc" else "aero"]
+        # Written under a temporary name and renamed when complete, so an interrupted run never
+        # leaves a half category that the next run would keep.
+        tmp = os.path.join(a.out, f".{c}.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
         if c == "coins":
-            coins(a.out, a.size, a.train, rng, foreign, a.test_good, a.test_bad)
+            coins(tmp, a.size, a.train, rng, foreign, a.test_good, a.test_bad)
+            os.rename(os.path.join(tmp, "coins"), os.path.join(a.out, c))
         else:
-            texture(a.out, c, src[c], foreign, a.size, a.train, a.test_good, a.test_bad, rng)
+            texture(tmp, c, src[c], foreign, a.size, a.train, a.test_good, a.test_bad, rng)
+            os.rename(os.path.join(tmp, c), os.path.join(a.out, c))
+        shutil.rmtree(tmp, ignore_errors=True)
         print(f"make-devset: wrote {a.out}/{c}", file=sys.stderr)
 
 
