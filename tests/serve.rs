@@ -246,8 +246,9 @@ fn bytes_and_fp32_inference_over_http_and_grpc_equals_vqad_detect() {
             let want_mask: Vec<u8> = rec["mask_bits"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u8).collect();
             let same = mask.iter().zip(&want_mask).filter(|(a, b)| a == b).count();
             assert!(same as f64 >= 0.999 * want_mask.len() as f64, "{way} image {i}: mask agrees on {same}/{}", want_mask.len());
-            // The filtered map is what the score is the maximum of.
-            assert!((o["map_max"][i].as_f64().unwrap() - got[i]).abs() <= 1e-6 + 1e-5 * got[i].abs(), "{way} image {i}");
+            // The score is where the filtered map first holds a component of the minimum
+            // area: never above the map's maximum.
+            assert!(got[i] <= o["map_max"][i].as_f64().unwrap() + 1e-6, "{way} image {i}: score {} above the map's maximum {}", got[i], o["map_max"][i]);
         }
         assert_eq!(o["mask_shape"], serde_json::json!([3, 64, 64]), "{way}");
         let p = &o["params"];
@@ -373,9 +374,18 @@ fn a_version_published_under_load_takes_over_without_losing_a_request_and_sigter
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
+    // The gauge appears with the model's first request; on a loaded machine the clients may
+    // take a while to start.
     let inflight = |http: &str| -> u64 {
-        let (_, m) = get(http, "/metrics");
-        metric_value(&m, r#"vqad_inflight_requests{model="synth_texture"}"#).unwrap_or_else(|| panic!("no in-flight gauge: {m}"))
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, m) = get(http, "/metrics");
+            match metric_value(&m, r#"vqad_inflight_requests{model="synth_texture"}"#) {
+                Some(v) => return v,
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                None => panic!("no in-flight gauge after 20 s of load: {m}"),
+            }
+        }
     };
     // Eight clients wait on the server nearly all the time.
     let busy = (0..20).map(|_| inflight(&s.http)).max().unwrap();

@@ -31,7 +31,7 @@ fn small_preset_learns_a_real_texture_briefly() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/make-devset.py");
     run_ok(Command::new(devset_python()).arg(&script).arg(&data).args(["--categories", "ihc", "--train", "60", "--test-good", "2", "--test-bad", "4"]));
     let cfg = tmp.path().join("brief.toml");
-    std::fs::write(&cfg, "[train]\nvqvae_epochs = 8\nprior_epochs = 4\nprior_augment_copies = 0\n").unwrap();
+    std::fs::write(&cfg, "[train]\nvqvae_epochs = 8\nprior_epochs = 12\nprior_augment_copies = 0\n").unwrap();
     let run = tmp.path().join("run");
     run_ok(vqad().arg("train").arg(data.join("ihc")).arg("--out").arg(&run).args(["--preset", "small", "--kind", "texture", "--device", "cpu", "--config"]).arg(&cfg));
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
@@ -71,6 +71,25 @@ fn small_preset_learns_a_real_texture_briefly() {
     eprintln!("border profile {profile:.3?}");
     assert!(profile.iter().all(|&f| f >= 1.0) && profile[0] > 1.2, "the zero-padded reconstruction is worst on the outermost ring: {profile:?}");
     assert!(paper["detect"].get("residual_metric").is_none() && paper["detect"].get("border_profile").is_none());
+    // Issue 21: the texture-statistics half of the map, fitted on training normals, its weight
+    // chosen on synthetic blobs over the validation normals; absent under the paper's rule.
+    let texture = &tuned["detect"]["texture_map"];
+    let search: Vec<f64> = tuned["texture_search"].as_array().expect("tune records the weight search").iter().map(|p| p["weight"].as_f64().unwrap()).collect();
+    assert_eq!(search, [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]);
+    assert!(search.contains(&texture["weight"].as_f64().unwrap()), "chosen weight {} is not one of the search's", texture["weight"]);
+    // Colour: grey mean, log sd, log gradient energy and three channel means, over 9×9 windows at 128².
+    assert_eq!((texture["window"].as_u64(), texture["mean"].as_array().map(Vec::len)), (Some(9), Some(6)));
+    assert!(texture["residual_scale"].as_f64().unwrap() > 0.0 && texture["texture_scale"].as_f64().unwrap() > 0.0);
+    assert!(paper["detect"].get("texture_map").is_none(), "--paper-rule must be the paper's map alone");
+    run_ok(vqad().arg("tune").arg(&run).args(["--texture-weight", "3"]));
+    let fixed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("tune.json")).unwrap()).unwrap();
+    assert_eq!(fixed["detect"]["texture_map"]["weight"].as_f64(), Some(3.0));
+    assert!(fixed["texture_search"].as_array().is_none_or(|a| a.is_empty()), "a configured weight needs no search");
+    run_ok(vqad().arg("tune").arg(&run).args(["--texture", "off"]));
+    let off: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("tune.json")).unwrap()).unwrap();
+    assert!(off["detect"].get("texture_map").is_none());
+    let o = vqad().arg("tune").arg(&run).args(["--texture-weight=-1"]).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("texture weight"), "{}", String::from_utf8_lossy(&o.stderr));
     let o = vqad().arg("tune").arg(&run).args(["--paper-rule", "--score", "surprise"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "--paper-rule with --score is a usage error");
     // The preset's minimum area is two latent cells; --min-area overrides it, and a smaller
@@ -99,11 +118,18 @@ fn small_preset_learns_a_real_texture_briefly() {
     let pkgs = tmp.path().join("pkgs");
     run_ok(vqad().arg("package").arg(&run).args(["--name", "ihc", "--version", "1.0.0", "--key"]).arg(key.with_extension("key")).arg("--out").arg(&pkgs));
     let ev = tmp.path().join("eval");
-    run_ok(vqad().arg("eval").arg(&pkgs).arg("--pubkey").arg(key.with_extension("pub")).arg(&data).arg("--out").arg(&ev).args(["--ablation", "--ep", "cpu", "--variants", "whiten_per_pixel,l2_whitened"]));
+    let inspect = run_ok(vqad().arg("inspect").arg(pkgs.join("ihc-1.0.0.vqad")));
+    assert!(inspect.contains("plus texture statistics (6 features, 9×9 windows"), "inspect must show the texture map: {inspect}");
+    run_ok(vqad().arg("eval").arg(&pkgs).arg("--pubkey").arg(key.with_extension("pub")).arg(&data).arg("--out").arg(&ev).args(["--ablation", "--ep", "cpu", "--variants", "whiten_per_pixel,l2_whitened,texture_stats,no_texture"]));
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ev.join("report.json")).unwrap()).unwrap();
     let rows = report["categories"][0]["ablation"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["variant"].as_str().unwrap()).collect();
-    assert_eq!(names, ["full", "l2_whitened", "whiten_per_pixel"]);
+    assert_eq!(names, ["full", "no_texture", "texture_stats", "l2_whitened", "whiten_per_pixel"]);
+    // The baseline and the map without its texture half are maps of their own.
+    let auroc = |i: usize| rows[i]["pixel_auroc"].as_f64().unwrap();
+    assert!(auroc(1) != auroc(0) && auroc(2) != auroc(0), "{rows:?}");
+    let recon = report["categories"][0]["diagnostics"]["recon_ratio_good"].as_f64().expect("the report states the reconstruction error");
+    assert!(recon > 0.0 && recon < 1.0, "recon mse / variance {recon}");
     let thr_of = |i: usize| rows[i]["pixel_threshold"].as_f64().unwrap();
     assert!(thr_of(2).is_finite() && thr_of(2) > 0.0 && thr_of(2) != thr_of(0), "per-pixel map must be its own map: {} vs {}", thr_of(2), thr_of(0));
 }

@@ -200,9 +200,18 @@ pub struct TuneArgs {
     /// not (off). Default: the run's config (on for the small preset).
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     pub border: Option<bool>,
-    /// The paper's rule exactly: eq. 6 map, argmax restoration, plain ℓ2 and no border
-    /// profile: score paper, restore argmax, whiten off, border off.
-    #[arg(long, conflicts_with_all = ["score", "restore", "whiten", "residual_patch", "border"])]
+    /// Add the texture-statistics map (local mean, contrast and gradient energy against the
+    /// normals', in either direction) to the package's map (on), or not (off). Default: the
+    /// run's config (on for the small preset).
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub texture: Option<bool>,
+    /// Weight of the texture map against the residual map, both in units of their 99th
+    /// percentile on the validation normals. Default: the run's config (1).
+    #[arg(long, value_name = "W")]
+    pub texture_weight: Option<f64>,
+    /// The paper's rule exactly: eq. 6 map, argmax restoration, plain ℓ2, no border profile
+    /// and no texture map: score paper, restore argmax, whiten off, border off, texture off.
+    #[arg(long, conflicts_with_all = ["score", "restore", "whiten", "residual_patch", "border", "texture", "texture_weight"])]
     pub paper_rule: bool,
     /// Path to libonnxruntime.
     #[arg(long, env = "VQAD_ORT_LIB")]

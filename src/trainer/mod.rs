@@ -95,6 +95,8 @@ fn tune(a: TuneArgs) -> anyhow::Result<i32> {
         whiten: if a.paper_rule { Some(false) } else { a.whiten },
         residual_patch: a.residual_patch,
         border: if a.paper_rule { Some(false) } else { a.border },
+        texture: if a.paper_rule { Some(false) } else { a.texture },
+        texture_weight: a.texture_weight,
     };
     let r = vqad_train::pipeline::tune_run(&a.run_dir, a.ort_lib.as_deref(), &opts, &|s| eprintln!("{s}"))?;
     println!(

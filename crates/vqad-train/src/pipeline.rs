@@ -68,7 +68,7 @@ pub fn tune_exported(
         ..Default::default()
     };
     let mut det = Detector::from_graphs(files, ModelShape::from_config(&cfg.model, vqad::onnx::OPSET), cfg.detect.clone(), det_opts)?;
-    let result = tune(&mut det, &normals, opts, info.seed, progress)?;
+    let result = tune(&mut det, &normals, &ds.train, opts, info.seed, progress)?;
     let mut bytes = serde_json::to_vec_pretty(&result).expect("serialisable");
     bytes.push(b'\n');
     let p = tune_path(run);

@@ -124,6 +124,13 @@ pub struct TrainConfig {
     /// paper's plain reconstruction (and the field is left out of saved configs).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub denoise_fraction: f64,
+    /// Bound on the VQ-VAE decoder's pre-sigmoid output: training adds
+    /// 0.01 · mean(max(0, |logit| − bound)²) to eq. 3 (0 = off, the paper's loss). Why: on a dark
+    /// texture (the Hubble field) a wider decoder drove its logits far below 0 in the first
+    /// epoch, where the sigmoid's gradient vanishes, and stayed black for good (validation MSE
+    /// 1.48× the images' variance); gradient clipping and other codebook starts did not help.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub vqvae_logit_bound: f64,
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -284,6 +291,96 @@ pub struct DetectConfig {
     /// edge is divided by; absent = no correction (the paper).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub border_profile: Option<Vec<f64>>,
+    /// Whether `tune` adds the texture-statistics map (see `runtime::texture`) to the
+    /// package's map: the departure of each neighbourhood's local statistics from the normals'
+    /// in either direction (too dark, too smooth), which a residual map cannot see where the
+    /// VQ-VAE blurs the surface.
+    #[serde(default)]
+    pub texture: bool,
+    /// Weight of the texture map against the residual map, each divided by its scale on the
+    /// validation normals (see [`TextureMap`]); absent = chosen by `tune` on synthetic defects
+    /// pasted into the validation normals (see `eval::tune`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub texture_weight: Option<f64>,
+    /// The texture map, once `tune` has fitted it; absent = the residual map alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub texture_map: Option<TextureMap>,
+}
+
+/// The texture-statistics half of the anomaly map, as `tune` fitted it and a package carries
+/// it: the map is `residual / residual_scale + weight · texture / texture_scale`, where
+/// `residual` is the smoothed residual map and `texture` the Gaussian-smoothed Mahalanobis
+/// distance of each pixel's local statistics (`runtime::texture`) to the normals'.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextureMap {
+    /// Each colour channel's local mean beside the grey level's statistics (colour images).
+    pub colour: bool,
+    /// Side of the box window of the statistics, pixels at the model's input size.
+    pub window: usize,
+    /// σ of the Gaussian smoothing of the distance, pixels.
+    pub sigma: f64,
+    /// Mean of the normals' features.
+    pub mean: Vec<f64>,
+    /// Inverse covariance of the normals' features, rows first.
+    pub precision: Vec<Vec<f64>>,
+    /// 99th percentile of the validation normals' residual and texture maps: both halves
+    /// then count in units of what normal images reach.
+    pub residual_scale: f64,
+    pub texture_scale: f64,
+    /// Weight of the texture half.
+    pub weight: f64,
+}
+
+impl TextureMap {
+    /// Largest box window a config or manifest may carry.
+    pub const MAX_WINDOW: usize = 63;
+    /// Largest smoothing σ (pixels) a manifest may carry: the kernel's radius, 3σ, is
+    /// allocated per map, so a file must not choose it freely.
+    pub const MAX_SIGMA: f64 = 32.0;
+
+    /// Checks what a manifest may carry: an odd window of 3 to [`Self::MAX_WINDOW`] pixels,
+    /// 3 grey features plus one per channel with `colour`, a finite symmetric precision with
+    /// a positive diagonal, positive finite scales, σ in (0, [`Self::MAX_SIGMA`]], a finite
+    /// weight ≥ 0.
+    pub fn check(&self, channels: usize) -> Result<(), String> {
+        if self.window % 2 == 0 || !(3..=Self::MAX_WINDOW).contains(&self.window) {
+            return Err(format!("texture_map.window must be odd and 3 to {}, got {}", Self::MAX_WINDOW, self.window));
+        }
+        let want = 3 + if self.colour && channels > 1 { channels } else { 0 };
+        if self.mean.len() != want {
+            return Err(format!("texture_map.mean must hold {want} features ({channels} channels, colour {}), got {}", self.colour, self.mean.len()));
+        }
+        if self.precision.len() != want || self.precision.iter().any(|r| r.len() != want) {
+            return Err(format!("texture_map.precision must be {want}×{want}"));
+        }
+        if self.mean.iter().chain(self.precision.iter().flatten()).any(|v| !v.is_finite()) {
+            return Err("texture_map.mean and precision must be finite".into());
+        }
+        for i in 0..want {
+            if self.precision[i][i] <= 0.0 {
+                return Err(format!("texture_map.precision diagonal entry {i} must be positive"));
+            }
+            for j in 0..i {
+                let (a, b) = (self.precision[i][j], self.precision[j][i]);
+                if (a - b).abs() > 1e-9 * a.abs().max(b.abs()).max(1.0) {
+                    return Err(format!("texture_map.precision is not symmetric at ({i}, {j})"));
+                }
+            }
+        }
+        for (name, v) in [("sigma", self.sigma), ("residual_scale", self.residual_scale), ("texture_scale", self.texture_scale)] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(format!("texture_map.{name} must be positive and finite, got {v}"));
+            }
+        }
+        if self.sigma > Self::MAX_SIGMA {
+            return Err(format!("texture_map.sigma must be at most {} px, got {}", Self::MAX_SIGMA, self.sigma));
+        }
+        if !(self.weight >= 0.0 && self.weight.is_finite()) {
+            return Err(format!("texture_map.weight must be finite and ≥ 0, got {}", self.weight));
+        }
+        Ok(())
+    }
 }
 
 impl DetectConfig {
@@ -355,6 +452,7 @@ impl DetectConfig {
     pub fn default_surprise_weight() -> f64 {
         0.05
     }
+
 }
 
 /// Everything a training run needs.
@@ -410,6 +508,7 @@ impl Config {
                 prior_fresh_augment: false,
                 lr_schedule: LrSchedule::Constant,
                 denoise_fraction: 0.0,
+                vqvae_logit_bound: 0.0,
             },
             detect: DetectConfig {
                 eta: 0.0005,
@@ -428,6 +527,9 @@ impl Config {
                 fire_fraction: DetectConfig::default_fire_fraction(),
                 border: false,
                 border_profile: None,
+                texture: false,
+                texture_weight: None,
+                texture_map: None,
             },
             kind: None,
         }
@@ -502,7 +604,21 @@ impl Config {
         let mut c = Self::tiny();
         c.preset = "small".into();
         c.model.image_size = 128;
-        c.model.res_blocks = 1;
+        // Issue 21: stochastic and fibrous surfaces need a VQ-VAE that reconstructs them (a
+        // blurred texture keeps its variance in the residual, where a defect hides). Against
+        // the earlier hidden 64, one residual block and K = 128 (validation MSE 0.23 of the
+        // image variance on the dev set's fur, 0.21 on the Hubble field, 30 epochs): hidden 128
+        // gave 0.17 on fur but collapsed on the Hubble field (1.5× the variance, sigmoid
+        // saturated at black); hidden 96 trains on both (Hubble 0.21). A 64×64 latent grid gave
+        // fur 0.14 but makes every prior pass 4× dearer.
+        c.model.hidden = 96;
+        // Without it the wider decoder went black on the Hubble field for good (see the field);
+        // with it, the same 8 epochs reached 0.56 of the variance instead of staying at 1.48.
+        c.train.vqvae_logit_bound = 5.0;
+        c.model.res_blocks = 2;
+        c.model.num_codes = 512;
+        // At most half a code's uniform share (1/512), see `validate`.
+        c.train.dead_code_fraction = 0.0008;
         c.prior.attn_dim = 32;
         c.prior.embed_dim = 32;
         // Measured on 2 cores: a VQ-VAE epoch of 180 images ≈ 2 s, a prior epoch of 360 tables
@@ -524,6 +640,9 @@ impl Config {
         // threshold 0.673 → 0.796 (`eval --ablation`'s `whiten_per_pixel` against the default);
         // 3×3 and 7×7 gave 0.90 and 0.92 (measured offline on the same runs' saved arrays).
         c.detect.residual_patch = 5;
+        // Issue 21: the texture-statistics map beside the residual map (see
+        // `runtime::texture`), its weight chosen by `tune` on synthetic blobs.
+        c.detect.texture = true;
         // Restoration rule, map, border profile and fire fraction come from tiny.
         c
     }
@@ -673,7 +792,7 @@ mod tests {
         Config::tiny().validate().unwrap();
         let s = Config::small();
         s.validate().unwrap();
-        assert_eq!((s.model.image_size, s.model.grid(), s.model.num_codes, s.model.res_blocks), (128, 32, 128, 1));
+        assert_eq!((s.model.image_size, s.model.grid(), s.model.num_codes, s.model.res_blocks, s.model.hidden), (128, 32, 512, 2, 96));
         assert_eq!((s.prior.channels, s.prior.blocks, s.prior.attn_dim, s.prior.embed_dim), (64, 2, 32, 32));
         assert_eq!((s.train.vqvae_epochs, s.train.prior_epochs, s.train.vqvae_batch, s.train.prior_batch), (30, 24, 16, 16));
         assert_eq!((s.detect.bilateral_d, s.detect.sigma_space, s.detect.min_area), (10, 37.5, 32));
@@ -715,11 +834,45 @@ mod tests {
     }
 
     #[test]
+    fn a_texture_map_is_checked_before_use() {
+        let good = TextureMap {
+            colour: true,
+            window: 9,
+            sigma: 2.0,
+            mean: vec![0.5, -3.0, -6.0, 0.4, 0.5, 0.6],
+            precision: (0..6).map(|i| (0..6).map(|j| if i == j { 2.0 } else { 0.1 }).collect()).collect(),
+            residual_scale: 0.01,
+            texture_scale: 5.0,
+            weight: 1.0,
+        };
+        good.check(3).unwrap();
+        // Grey only for one channel: three features, so the colour map does not fit it.
+        assert!(good.check(1).unwrap_err().contains("3 features"));
+        let bad = |f: &dyn Fn(&mut TextureMap), want: &str| {
+            let mut t = good.clone();
+            f(&mut t);
+            let e = t.check(3).unwrap_err();
+            assert!(e.contains(want), "{e} (wanted {want})");
+        };
+        bad(&|t| t.window = 8, "window");
+        bad(&|t| t.window = 65, "window");
+        bad(&|t| t.mean.pop().map(|_| ()).unwrap(), "6 features");
+        bad(&|t| t.precision[2].pop().map(|_| ()).unwrap(), "6×6");
+        bad(&|t| t.mean[1] = f64::NAN, "finite");
+        bad(&|t| t.precision[0][1] = 0.3, "symmetric");
+        bad(&|t| t.precision[4][4] = 0.0, "diagonal");
+        bad(&|t| t.sigma = 1e300, "sigma");
+        bad(&|t| t.texture_scale = 0.0, "texture_scale");
+        bad(&|t| t.weight = -1.0, "weight");
+        bad(&|t| t.weight = f64::INFINITY, "weight");
+    }
+
+    #[test]
     fn a_dead_code_threshold_above_a_codes_share_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        // small's 0.002 suits K = 128 (share 0.0078) but not K = 512 (share 0.00195).
-        std::fs::write(&f, "[model]\nnum_codes = 512\n").unwrap();
+        // 0.002 suits K = 128 (share 0.0078) but not small's K = 512 (share 0.00195).
+        std::fs::write(&f, "[train]\ndead_code_fraction = 0.002\n").unwrap();
         let e = Config::load("small", Some(&f)).unwrap_err().to_string();
         assert!(e.contains("dead_code_fraction") && e.contains("1/512"), "{e}");
         std::fs::write(&f, "[model]\nnum_codes = 512\n[train]\ndead_code_fraction = 0.0004\n").unwrap();

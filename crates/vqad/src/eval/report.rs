@@ -16,6 +16,8 @@ use crate::runtime::detector::l2_input_output_map;
 use crate::runtime::output::{map_image, stem_for, write_detection, RecordContext};
 use crate::runtime::border;
 use crate::runtime::detector::normal_residual_metric;
+use crate::config::TextureMap;
+use crate::runtime::texture::{fused, percentile, TextureDetector};
 use crate::runtime::whiten::to_array;
 use crate::runtime::{DetectError, Detection, Detector, ScoreError};
 use ndarray::{Array2, Array3};
@@ -55,8 +57,14 @@ pub struct MetricRow {
     /// Table 4.
     pub image_f1: Option<f64>,
     pub pixel_f1: Option<f64>,
-    /// MVTec's current protocol.
+    /// Images ranked by the decision rule's score (the package's `image_score`: the highest
+    /// threshold at which a component of the minimum area stays above it).
     pub image_auroc: Option<f64>,
+    /// Images ranked by the map's maximum, MVTec's convention (kept for comparison with
+    /// published figures).
+    #[serde(default)]
+    pub image_auroc_max: Option<f64>,
+    /// MVTec's AU-PRO up to a false-positive rate of 0.3.
     pub aupro_30: Option<f64>,
 }
 
@@ -114,6 +122,11 @@ pub struct Diagnostics {
     pub oracle_image_accuracy: Option<f64>,
     #[serde(default)]
     pub oracle_threshold: Option<f64>,
+    /// Mean over good test images of the direct reconstruction's MSE as a share of the image's
+    /// own variance: a detector for a surface must first reconstruct it (a blurred texture
+    /// keeps most of its variance in the residual, where a defect can hide).
+    #[serde(default)]
+    pub recon_ratio_good: Option<f64>,
 }
 
 /// `report.json`.
@@ -127,11 +140,14 @@ pub struct EvalReport {
     pub ablation_mean: Vec<VariantRow>,
 }
 
-/// Computes every metric for maps, ground truths and image decisions.
-pub fn metric_row(subset: &str, maps: &[Array2<f32>], gts: &[Array2<u8>], decisions: &[bool], threshold: f32) -> Result<MetricRow, EvalError> {
+/// Computes every metric for maps, ground truths and image decisions; image AUROC ranks images
+/// by the decision rule's score with `min_area` ([`crate::runtime::score::image_score`]), and
+/// `image_auroc_max` by the map's maximum, as MVTec does.
+pub fn metric_row(subset: &str, maps: &[Array2<f32>], gts: &[Array2<u8>], decisions: &[bool], threshold: f32, min_area: usize) -> Result<MetricRow, EvalError> {
     let labels: Vec<bool> = gts.iter().map(|g| g.iter().any(|&v| v > 0)).collect();
     let acc = image_accuracy(decisions, &labels)?;
-    let scores: Vec<f64> = maps.iter().map(|m| m.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64).collect();
+    let scores: Vec<f64> = maps.iter().map(|m| crate::runtime::score::image_score(m, min_area).unwrap_or(f32::NEG_INFINITY) as f64).collect();
+    let max_scores: Vec<f64> = maps.iter().map(|m| m.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64).collect();
     Ok(MetricRow {
         subset: subset.into(),
         images: maps.len(),
@@ -143,6 +159,7 @@ pub fn metric_row(subset: &str, maps: &[Array2<f32>], gts: &[Array2<u8>], decisi
         image_f1: image_f1(decisions, &labels)?,
         pixel_f1: pixel_f1(maps, gts, threshold)?,
         image_auroc: auroc(&scores, &labels)?,
+        image_auroc_max: auroc(&max_scores, &labels)?,
         aupro_30: aupro(maps, gts, 0.3)?,
     })
 }
@@ -164,6 +181,7 @@ pub fn mean_row(subset: &str, rows: &[&MetricRow]) -> MetricRow {
         image_f1: avg(&|r| r.image_f1),
         pixel_f1: avg(&|r| r.pixel_f1),
         image_auroc: avg(&|r| r.image_auroc),
+        image_auroc_max: avg(&|r| r.image_auroc_max),
         aupro_30: avg(&|r| r.aupro_30),
     }
 }
@@ -240,13 +258,20 @@ fn save_png(path: &Path, img: &image::RgbImage) -> Result<(), ReportError> {
     crate::fsutil::write_atomic(path, &buf.into_inner()).map_err(|e| ReportError::Io(path.display().to_string(), e))
 }
 
-/// Names of the ablation variants beside `full`, in report order.
+/// Names of the ablation variants beside `full`.
+/// `texture_stats` is the model-free baseline of [`crate::runtime::texture`] (grey local mean,
+/// log standard deviation and log gradient energy, Mahalanobis distance to the same features
+/// of [`TEXTURE_NORMALS`] normal training images): a learned method that loses to it has not
+/// earned its compute.
 /// `l2_input_output` is the paper's ablation exactly (plain ℓ2, bilateral filter alone);
-/// `l2_whitened` is ℓ2 with the package's metric and border profile, i.e. everything but the
-/// resampling. `l2_whitened` and `no_whitening` exist only for packages with a residual
-/// metric, `whiten_per_pixel` (the metric re-estimated per pixel, as `tune --residual-patch 1`
+/// `l2_whitened` is ℓ2 with the package's metric, border profile and texture half, i.e.
+/// everything but the resampling; `no_texture` the package's map without its texture half
+/// (only for packages with one). `l2_whitened` and `no_whitening` exist only for packages with
+/// a residual metric, `whiten_per_pixel` (the metric re-estimated per pixel, as `tune --residual-patch 1`
 /// would) only for one over patches, `no_border` only for packages with a border profile.
-pub const VARIANTS: [&str; 11] = [
+pub const VARIANTS: [&str; 13] = [
+    "texture_stats",
+    "no_texture",
     "score_paper",
     "score_surprise",
     "score_restored_input",
@@ -259,6 +284,10 @@ pub const VARIANTS: [&str; 11] = [
     "no_border",
     "no_local_constraint",
 ];
+
+/// Normal training images the `texture_stats` baseline is fitted on (the first ones of the
+/// training split, validation images excluded).
+pub const TEXTURE_NORMALS: usize = 40;
 
 /// Options of one category's evaluation.
 pub struct EvalOptions<'a> {
@@ -350,9 +379,9 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
         let sel = |v: &[Array2<f32>]| idx.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
         let g: Vec<Array2<u8>> = idx.iter().map(|&i| gts[i].clone()).collect();
         let dsel: Vec<bool> = idx.iter().map(|&i| decisions[i]).collect();
-        rows.push(metric_row(k, &sel(&maps), &g, &dsel, threshold)?);
+        rows.push(metric_row(k, &sel(&maps), &g, &dsel, threshold, min_area)?);
     }
-    let overall = metric_row("overall", &maps, &gts, &decisions, threshold)?;
+    let overall = metric_row("overall", &maps, &gts, &decisions, threshold, min_area)?;
     rows.push(overall.clone());
 
     let mut ablation = vec![];
@@ -369,16 +398,37 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
         let val_dets = det.detect_arrays(&val_arrays)?;
         let variant = |name: &str, test: &[Array2<f32>], val: &[Array2<f32>]| -> Result<VariantRow, ReportError> {
             let t = select_threshold_tolerant(val, min_area, FALSE_ALARM)?.threshold;
-            Ok(VariantRow { variant: name.into(), pixel_threshold: t as f64, row: metric_row("overall", test, &gts, &decide(test, t, min_area), t)? })
+            Ok(VariantRow { variant: name.into(), pixel_threshold: t as f64, row: metric_row("overall", test, &gts, &decide(test, t, min_area), t, min_area)? })
         };
         // The other score kinds, from the same detections (same η, same restored images).
         let weight = if det.settings.surprise_weight > 0.0 { det.settings.surprise_weight } else { DetectConfig::default_surprise_weight() };
         let want = |name: &str| o.variants.is_none_or(|v| v.iter().any(|x| x == name));
         let metric = det.metric()?;
-        let rescored = |f: &dyn Fn(&Detection) -> Result<Array2<f32>, ScoreError>| -> Result<(Vec<Array2<f32>>, Vec<Array2<f32>>), ReportError> {
+        // The package's texture half (if any) over a variant's own smoothed residual maps, its
+        // residual scale measured on the variant's validation maps as `tune` measures the
+        // package's.
+        let add_texture = |test: Vec<Array2<f32>>, val: Vec<Array2<f32>>| -> Result<(Vec<Array2<f32>>, Vec<Array2<f32>>), ReportError> {
+            let Some(t) = &det.settings.texture_map else { return Ok((test, val)) };
+            let t = TextureMap { residual_scale: percentile(&val, 0.99).max(f64::MIN_POSITIVE), ..t.clone() };
+            let fuse = |maps: Vec<Array2<f32>>, dets: &[Detection]| -> Result<Vec<Array2<f32>>, ReportError> {
+                maps.iter().zip(dets).map(|(m, d)| fused(m, d.input.view(), &t).map_err(|e| ReportError::Invalid(format!("texture map: {e}")))).collect()
+            };
+            Ok((fuse(test, &test_dets)?, fuse(val, &val_dets)?))
+        };
+        let smoothed_only = |f: &dyn Fn(&Detection) -> Result<Array2<f32>, ScoreError>| -> Result<(Vec<Array2<f32>>, Vec<Array2<f32>>), ReportError> {
             let apply = |d: &Detection| -> Result<Array2<f32>, ReportError> { Ok(det.smooth(&f(d)?)?) };
             Ok((test_dets.iter().map(apply).collect::<Result<_, _>>()?, val_dets.iter().map(apply).collect::<Result<_, _>>()?))
         };
+        let rescored = |f: &dyn Fn(&Detection) -> Result<Array2<f32>, ScoreError>| -> Result<(Vec<Array2<f32>>, Vec<Array2<f32>>), ReportError> {
+            let (test, val) = smoothed_only(f)?;
+            add_texture(test, val)
+        };
+        if det.settings.texture_map.is_some() && want("no_texture") {
+            // The package's residual map alone: what the texture half adds.
+            let (kind, w) = (det.settings.score, det.settings.surprise_weight);
+            let (test, val) = smoothed_only(&|d| detection_map(d, kind, w, metric.as_ref()))?;
+            ablation.push(variant("no_texture", &test, &val)?);
+        }
         for kind in ScoreKind::ALL.into_iter().filter(|&k| k != det.settings.score && want(&format!("score_{}", k.name()))) {
             let (test, val) = rescored(&|d| detection_map(d, kind, weight, metric.as_ref()))?;
             ablation.push(variant(&format!("score_{}", kind.name()), &test, &val)?);
@@ -386,6 +436,19 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
         if want("l2_input_output") {
             let val_l2: Vec<Array2<f32>> = val_dets.iter().map(|d| det.filter(&l2_input_output_map(d, None)?)).collect::<Result<_, _>>()?;
             ablation.push(variant("l2_input_output", &l2_maps, &val_l2)?);
+        }
+        if want("texture_stats") {
+            // The model-free baseline: grey local statistics of normals from the training split,
+            // scored by Mahalanobis distance (`runtime::texture`); no package involved.
+            let (train, _) = data::split_validation(&cat.train_good, o.val_fraction);
+            let picked: Vec<PathBuf> = train.into_iter().take(TEXTURE_NORMALS).collect();
+            let (normals, _) = data::load_many_within(&picked, c, s, &o.decode);
+            let why = |e: crate::runtime::texture::TextureError| ReportError::Invalid(format!("texture_stats: {e}"));
+            let views: Vec<_> = normals.iter().map(|(_, a)| a.view()).collect();
+            let td = TextureDetector::fit(&views, false).map_err(why)?;
+            let test: Vec<Array2<f32>> = inputs.iter().map(|(_, a, _)| td.map(a.view())).collect::<Result<_, _>>().map_err(why)?;
+            let val: Vec<Array2<f32>> = val_arrays.iter().map(|a| td.map(a.view())).collect::<Result<_, _>>().map_err(why)?;
+            ablation.push(variant("texture_stats", &test, &val)?);
         }
         if let Some(m) = metric.as_ref() {
             // What the metric alone does (ℓ2's residual, whitened) and what the package's map
@@ -413,14 +476,16 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
                     None => None,
                 };
                 let post = |maps: &[Array2<f32>]| maps.iter().map(|r| det.smooth_with(r, profile.as_deref())).collect::<Result<Vec<_>, _>>();
-                ablation.push(variant("whiten_per_pixel", &post(&raw_test)?, &post(&raw_val)?)?);
+                let (test, val) = add_texture(post(&raw_test)?, post(&raw_val)?)?;
+                ablation.push(variant("whiten_per_pixel", &test, &val)?);
             }
         }
         if det.settings.border_profile.is_some() && want("no_border") {
             // The package's map with the bilateral filter alone.
             let (kind, w) = (det.settings.score, det.settings.surprise_weight);
             let plain = |ds: &[Detection]| ds.iter().map(|d| Ok(det.filter(&detection_map(d, kind, w, metric.as_ref())?)?)).collect::<Result<Vec<_>, ReportError>>();
-            ablation.push(variant("no_border", &plain(&test_dets)?, &plain(&val_dets)?)?);
+            let (test, val) = add_texture(plain(&test_dets)?, plain(&val_dets)?)?;
+            ablation.push(variant("no_border", &test, &val)?);
         }
         let test_arrays: Vec<Array3<f32>> = inputs.iter().map(|(_, a, _)| a.clone()).collect();
         // The other restoration rule: a full rerun (it changes which codes the prior sees).
@@ -463,6 +528,7 @@ fn diagnostics(dets: &[Detection], gts: &[Array2<u8>], maps: &[Array2<f32>], min
     let (mut cell_scores, mut cell_labels) = (vec![], vec![]);
     let (mut fired_g, mut pos_g, mut fired_d, mut pos_d, mut fired_in, mut cells_in) = (0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
     let (mut nll_g, mut nll_d, mut drift, mut n_good) = (0.0f64, 0.0f64, 0.0f64, 0usize);
+    let mut recon_ratio = 0.0f64;
     for (d, gt) in dets.iter().zip(gts) {
         let (m, n) = d.log_prob.dim();
         let nll = -d.log_prob.iter().map(|&v| v as f64).sum::<f64>();
@@ -498,6 +564,7 @@ fn diagnostics(dets: &[Detection], gts: &[Array2<u8>], maps: &[Array2<f32>], min
             pos_g += m * n;
             nll_g += nll;
             drift += d.eq6_map.mean().unwrap_or(0.0) as f64;
+            recon_ratio += recon_ratio_of(&d.input, &d.direct);
             n_good += 1;
             cell_scores.extend(d.log_prob.iter().map(|&v| -v as f64));
             cell_labels.extend(std::iter::repeat_n(false, m * n));
@@ -514,7 +581,17 @@ fn diagnostics(dets: &[Detection], gts: &[Array2<u8>], maps: &[Array2<f32>], min
         defect_cell_nll_auroc: auroc(&cell_scores, &cell_labels)?,
         oracle_image_accuracy: oracle.map(|(a, _)| a),
         oracle_threshold: oracle.map(|(_, t)| t as f64),
+        recon_ratio_good: (n_good > 0).then(|| recon_ratio / n_good as f64),
     })
+}
+
+/// MSE of `recon` against `img` divided by `img`'s variance over all its pixels and channels.
+pub fn recon_ratio_of(img: &Array3<f32>, recon: &Array3<f32>) -> f64 {
+    let n = img.len().max(1) as f64;
+    let mean = img.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = img.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let mse = img.iter().zip(recon.iter()).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum::<f64>() / n;
+    mse / var.max(1e-12)
 }
 
 /// Combines category reports, adding mean rows.

@@ -73,24 +73,11 @@ pub fn select_threshold(maps: &[Array2<f32>], min_area: usize) -> Result<Thresho
     Ok(ThresholdChoice { threshold, min_area, largest_area, candidates: values.len(), evaluations })
 }
 
-/// Smallest threshold at which one map's largest component is below `limit` pixels (binary
-/// search over its own distinct values, as in [`select_threshold`]). The image is anomalous
-/// at threshold t exactly when t is below this value.
+/// Smallest threshold at which one map's largest component is below `limit` pixels: the
+/// image's score under the package's decision rule ([`crate::runtime::score::image_score`]).
+/// The image is anomalous at threshold t exactly when t is below this value.
 pub fn image_threshold(map: &Array2<f32>, limit: usize) -> f32 {
-    let mut values: Vec<f32> = map.iter().copied().collect();
-    values.sort_unstable_by(|a, b| a.partial_cmp(b).expect("NaN rejected"));
-    values.dedup();
-    let (mut lo, mut hi) = (0usize, values.len() - 1);
-    let one = std::slice::from_ref(map);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if largest_area_over(one, values[mid]) < limit {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    values[lo]
+    crate::runtime::score::image_score(map, limit).unwrap_or(f32::NEG_INFINITY)
 }
 
 /// Bergmann et al.'s protocol with a tolerated false-alarm rate: the smallest threshold at

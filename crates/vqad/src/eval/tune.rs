@@ -15,10 +15,11 @@
 
 use super::metrics::{auroc, pixel_auroc, EvalError};
 use super::threshold::{paint_negative, select_threshold_tolerant, NEGATIVE_FRACTION};
-use crate::config::{DetectConfig, RestoreRule, ScoreKind};
+use crate::config::{DetectConfig, RestoreRule, ScoreKind, TextureMap};
 use crate::runtime::resample::bottom_half;
 use crate::runtime::detector::{detection_map, normal_residual_metric};
 use crate::runtime::border;
+use crate::runtime::texture::TextureDetector;
 use crate::runtime::whiten::RIDGE;
 use crate::runtime::{DetectError, Detector};
 use ndarray::{Array2, Array3};
@@ -50,13 +51,33 @@ pub struct TuneOptions {
     pub residual_patch: Option<usize>,
     /// Replace the run's choice of a border profile.
     pub border: Option<bool>,
+    /// Replace the run's choice of a texture half of the map (see `runtime::texture`).
+    pub texture: Option<bool>,
+    /// Replace the run's texture weight.
+    pub texture_weight: Option<f64>,
 }
 
 impl Default for TuneOptions {
     fn default() -> Self {
-        TuneOptions { grid: vec![], fire_fraction: None, false_alarm: FALSE_ALARM, score: None, restore: None, min_area: None, whiten: None, residual_patch: None, border: None }
+        TuneOptions {
+            grid: vec![],
+            fire_fraction: None,
+            false_alarm: FALSE_ALARM,
+            score: None,
+            restore: None,
+            min_area: None,
+            whiten: None,
+            residual_patch: None,
+            border: None,
+            texture: None,
+            texture_weight: None,
+        }
     }
 }
+
+/// Normal training images the texture half of the map is fitted on (the thresholds are then
+/// chosen on the validation normals, which it never saw).
+pub const TEXTURE_NORMALS: usize = 40;
 
 /// One point of the §4.3.3 η search.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -68,6 +89,18 @@ pub struct EtaPoint {
     pub mean_resampled: f64,
 }
 
+/// One texture weight of the search and how it did on the synthetic blobs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WeightPoint {
+    pub weight: f64,
+    pub pixel_auroc: Option<f64>,
+}
+
+/// Texture weights `tune` tries (0: the residual map alone).
+pub const TEXTURE_WEIGHTS: [f64; 8] = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0];
+/// Synthetic blobs pasted into each validation normal for the weight search.
+pub const BLOBS_PER_NORMAL: usize = 3;
+
 /// What `tune` chose and on what (`RUN_DIR/tune.json`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TuneResult {
@@ -77,6 +110,10 @@ pub struct TuneResult {
     pub negatives: usize,
     /// The §4.3.3 search, when it was used.
     pub eta_search: Vec<EtaPoint>,
+    /// The texture weights tried and their pixel AUROC on synthetic blobs, when `tune` chose
+    /// the weight.
+    #[serde(default)]
+    pub texture_search: Vec<WeightPoint>,
     /// Largest validation component at the chosen threshold.
     pub largest_validation_area: usize,
     /// Share of the validation normals' latent positions resampled at the chosen η.
@@ -133,8 +170,17 @@ pub fn eta_for_fire_fraction(scores: &mut [f64], fraction: f64) -> f64 {
 }
 
 /// Runs the η rule and the threshold protocol with `det` on `normals` (validation images).
-/// `seed` fixes the synthetic negatives of the §4.3.3 search.
-pub fn tune(det: &mut Detector, normals: &[Array3<f32>], opts: &TuneOptions, seed: u64, progress: &dyn Fn(&str)) -> Result<TuneResult, TuneError> {
+/// `seed` fixes the synthetic negatives of the §4.3.3 search. `train_normals` (training
+/// images, not validation ones; the first [`TEXTURE_NORMALS`] are used) fit the texture half
+/// of the map when the settings ask for one.
+pub fn tune(
+    det: &mut Detector,
+    normals: &[Array3<f32>],
+    train_normals: &[Array3<f32>],
+    opts: &TuneOptions,
+    seed: u64,
+    progress: &dyn Fn(&str),
+) -> Result<TuneResult, TuneError> {
     if normals.is_empty() {
         return Err(TuneError::NoImages);
     }
@@ -167,10 +213,20 @@ pub fn tune(det: &mut Detector, normals: &[Array3<f32>], opts: &TuneOptions, see
     if let Some(b) = opts.border {
         det.settings.border = b;
     }
-    // The metric and the border profile are estimated below from this run's own normals,
-    // never inherited.
+    if let Some(t) = opts.texture {
+        det.settings.texture = t;
+    }
+    if let Some(w) = opts.texture_weight {
+        if !(w >= 0.0 && w.is_finite()) {
+            return Err(TuneError::Invalid(format!("texture weight must be finite and ≥ 0, got {w}")));
+        }
+        det.settings.texture_weight = Some(w);
+    }
+    // The metric, the border profile and the texture half are estimated below from this
+    // run's own normals, never inherited.
     det.settings.residual_metric = None;
     det.settings.border_profile = None;
+    det.settings.texture_map = None;
     let original = det.settings.clone();
     let surprise = det.input_surprise(normals)?;
     let positions: usize = surprise.iter().map(|(lp, _)| lp.len()).sum();
@@ -212,7 +268,42 @@ pub fn tune(det: &mut Detector, normals: &[Array3<f32>], opts: &TuneOptions, see
     } else {
         ""
     };
-    let maps = raw.iter().map(|r| det.smooth(r)).collect::<Result<Vec<_>, _>>()?;
+    let mut maps = raw.iter().map(|r| det.smooth(r)).collect::<Result<Vec<_>, _>>()?;
+    let mut texture_search = vec![];
+    let texture_note = if det.settings.texture {
+        let fit: Vec<_> = train_normals.iter().take(TEXTURE_NORMALS).map(|a| a.view()).collect();
+        if fit.is_empty() {
+            return Err(TuneError::Invalid("the texture half of the map needs normal training images to fit on".into()));
+        }
+        let colour = det.shape.channels > 1;
+        let why = |e: crate::runtime::texture::TextureError| TuneError::Invalid(format!("texture statistics: {e}"));
+        let td = TextureDetector::fit(&fit, colour).map_err(why)?;
+        let val: Vec<_> = normals.iter().map(|a| a.view()).collect();
+        let mut t = td.to_texture_map(&maps, &val, 1.0).map_err(why)?;
+        let (weight, how) = match det.settings.texture_weight {
+            Some(w) => (w, "as configured".to_string()),
+            None => {
+                let (w, points) = texture_weight_search(det, &td, &t, normals, &maps, seed)?;
+                let best = points.iter().find(|p| p.weight == w).and_then(|p| p.pixel_auroc).unwrap_or(f64::NAN);
+                texture_search = points;
+                (w, format!("best pixel AUROC ({best:.3}) on {} validation normals with {} synthetic blobs pasted in", normals.len(), normals.len() * BLOBS_PER_NORMAL))
+            }
+        };
+        t.weight = weight;
+        progress(&format!(
+            "texture statistics ({} features over {w}×{w} windows) fitted on {} training normals; scales on the validation normals: residual {:.3e}, texture {:.3}; weight {weight} ({how})",
+            t.mean.len(),
+            fit.len(),
+            t.residual_scale,
+            t.texture_scale,
+            w = t.window
+        ));
+        det.settings.texture_map = Some(t);
+        maps = maps.into_iter().zip(normals).map(|(m, x)| det.add_texture(m, x)).collect::<Result<Vec<_>, _>>()?;
+        format!("; plus the texture-statistics map fitted on {} training normals, weight {weight} ({how})", fit.len())
+    } else {
+        String::new()
+    };
     let min_area = det.settings.min_area.max(1) as usize;
     let choice = select_threshold_tolerant(&maps, min_area, opts.false_alarm)?;
     let mut detect = det.settings.clone();
@@ -223,17 +314,66 @@ pub fn tune(det: &mut Detector, normals: &[Array3<f32>], opts: &TuneOptions, see
         validation_images: normals.len(),
         negatives,
         eta_search: points,
+        texture_search,
         largest_validation_area: choice.largest_area,
         fired_fraction_normal: fired,
         prior_nll_normal: nll,
         log_k,
         notes: format!(
-            "{eta_note}{metric_note}{border_note}; pixel threshold: lowest value leaving all but {:.0}% of the {} validation normals without a component of {} px (Bergmann et al.)",
+            "{eta_note}{metric_note}{border_note}{texture_note}; pixel threshold: lowest value leaving all but {:.0}% of the {} validation normals without a component of {} px (Bergmann et al.)",
             opts.false_alarm * 100.0,
             normals.len(),
             min_area
         ),
     })
+}
+
+/// The texture weight with the best pixel AUROC (the smaller weight on a tie) on the validation
+/// normals and, for each, [`BLOBS_PER_NORMAL`] copies with one random blob pasted in
+/// ([`crate::data::paste_blob`]: another normal's patch, possibly inverted, a flat colour, or
+/// the image darkened or brightened; its pixels are the positives). No test image and no
+/// label of a real defect is involved. `residual` are the normals' smoothed residual maps.
+fn texture_weight_search(
+    det: &mut Detector,
+    td: &TextureDetector,
+    t: &TextureMap,
+    normals: &[Array3<f32>],
+    residual: &[Array2<f32>],
+    seed: u64,
+) -> Result<(f64, Vec<WeightPoint>), TuneError> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x7e47_u64);
+    let mut blobs = vec![];
+    let mut masks = vec![];
+    for (i, x) in normals.iter().enumerate() {
+        for b in 0..BLOBS_PER_NORMAL {
+            let donor = &normals[(i + 1 + b) % normals.len()];
+            let y = crate::data::paste_blob(x, donor, &mut rng);
+            let (_, h, w) = x.dim();
+            let mask = Array2::from_shape_fn((h, w), |(r, c)| u8::from((0..x.dim().0).any(|ch| (y[[ch, r, c]] - x[[ch, r, c]]).abs() > 1e-3)));
+            blobs.push(y);
+            masks.push(mask);
+        }
+    }
+    let blob_residual: Vec<Array2<f32>> = det.detect_arrays(&blobs)?.into_iter().map(|d| d.smoothed).collect();
+    let why = |e: crate::runtime::texture::TextureError| TuneError::Invalid(format!("texture statistics: {e}"));
+    let texture = |xs: &[Array3<f32>]| xs.iter().map(|x| td.map(x.view())).collect::<Result<Vec<_>, _>>().map_err(why);
+    let (tn, tb) = (texture(normals)?, texture(&blobs)?);
+    let gts: Vec<Array2<u8>> = normals.iter().map(|x| Array2::zeros((x.dim().1, x.dim().2))).chain(masks).collect();
+    let mut points = vec![];
+    for &w in &TEXTURE_WEIGHTS {
+        let (a, b) = ((1.0 / t.residual_scale) as f32, (w / t.texture_scale) as f32);
+        let fused: Vec<Array2<f32>> = residual.iter().chain(&blob_residual).zip(tn.iter().chain(&tb)).map(|(r, tx)| r * a + &(tx * b)).collect();
+        points.push(WeightPoint { weight: w, pixel_auroc: pixel_auroc(&fused, &gts)? });
+    }
+    let best = points
+        .iter()
+        .filter_map(|p| p.pixel_auroc.map(|a| (p.weight, a)))
+        .fold(None, |acc: Option<(f64, f64)>, (w, a)| match acc {
+            Some((_, best)) if best >= a => acc,
+            _ => Some((w, a)),
+        })
+        .map_or(1.0, |(w, _)| w);
+    Ok((best, points))
 }
 
 /// The paper's §4.3.3 search: η with the best pixel AUROC (then image AUROC, then the smaller

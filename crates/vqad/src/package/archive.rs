@@ -439,13 +439,23 @@ impl std::fmt::Display for InspectReport {
                     (Some(_), 1) => "whitened per pixel".to_string(),
                     (Some(_), k) => format!("whitened over {k}×{k} patches"),
                 };
+                let texture = match &d.texture_map {
+                    None => "no texture map".to_string(),
+                    Some(t) => format!(
+                        "plus texture statistics ({} features, {w}×{w} windows, weight {})",
+                        t.mean.len(),
+                        t.weight,
+                        w = t.window
+                    ),
+                };
                 writeln!(
                     f,
-                    "map: {} score, {} restoration, residual {}, {}",
+                    "map: {} score, {} restoration, residual {}, {}, {}",
                     d.score.unwrap_or_default().name(),
                     d.restore.unwrap_or_default().name(),
                     whiten,
-                    if d.border_profile.is_some() { "border profile" } else { "no border profile" }
+                    if d.border_profile.is_some() { "border profile" } else { "no border profile" },
+                    texture
                 )?;
             }
             Err(e) => writeln!(f, "manifest: unreadable: {e}")?,

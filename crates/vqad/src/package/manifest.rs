@@ -6,7 +6,7 @@
 //! layout for tools outside Rust; a test keeps the two in step.
 
 use super::{PackageError, FORMAT_VERSION};
-use crate::config::{Config, DetectConfig, ModelConfig, RestoreRule, ScoreKind};
+use crate::config::{Config, DetectConfig, ModelConfig, RestoreRule, ScoreKind, TextureMap};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -105,6 +105,10 @@ pub struct DetectionSettings {
     /// `runtime::border`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub border_profile: Option<Vec<f64>>,
+    /// The texture-statistics half of the map (absent = the residual map alone; see
+    /// `runtime::texture`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub texture_map: Option<TextureMap>,
 }
 
 /// What the thresholds were chosen on.
@@ -137,12 +141,15 @@ impl DetectionSettings {
             residual_patch: (d.residual_metric.is_some() && d.residual_patch != 1).then_some(d.residual_patch as u32),
             residual_metric: d.residual_metric.clone(),
             border_profile: d.border_profile.clone(),
+            texture_map: d.texture_map.clone(),
         })
     }
 
     /// The lowest manifest format that can carry these settings (see [`FORMAT_VERSION`]).
     pub fn format_needed(&self) -> u32 {
-        if self.residual_patch.is_some() {
+        if self.texture_map.is_some() {
+            5
+        } else if self.residual_patch.is_some() {
             4
         } else if self.residual_metric.is_some() || self.border_profile.is_some() {
             3
@@ -173,6 +180,9 @@ impl DetectionSettings {
             fire_fraction: DetectConfig::default_fire_fraction(),
             border: self.border_profile.is_some(),
             border_profile: self.border_profile.clone(),
+            texture: self.texture_map.is_some(),
+            texture_weight: self.texture_map.as_ref().map(|t| t.weight),
+            texture_map: self.texture_map.clone(),
         }
     }
 }
@@ -322,7 +332,7 @@ impl Manifest {
         }
         if self.format_version < self.detection.format_needed() {
             return Err(PackageError::InvalidManifest(format!(
-                "detection.score/surprise_weight/restore need format_version 2, detection.residual_metric/border_profile 3 and detection.residual_patch 4; these settings need {}, the manifest says {}",
+                "detection.score/surprise_weight/restore need format_version 2, detection.residual_metric/border_profile 3, detection.residual_patch 4 and detection.texture_map 5; these settings need {}, the manifest says {}",
                 self.detection.format_needed(),
                 self.format_version
             )));
@@ -356,6 +366,9 @@ impl Manifest {
         }
         if let Some(p) = &d.border_profile {
             DetectConfig::check_border_profile(p).map_err(|e| PackageError::InvalidManifest(format!("detection.{e}")))?;
+        }
+        if let Some(t) = &d.texture_map {
+            t.check(m.channels.max(0) as usize).map_err(|e| PackageError::InvalidManifest(format!("detection.{e}")))?;
         }
         let digest = &self.provenance.dataset.digest;
         if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {

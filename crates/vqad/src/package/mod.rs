@@ -46,7 +46,8 @@ use std::path::PathBuf;
 /// package that uses none of them is still written as version 1, so older vqad builds keep
 /// reading it, while one that does is refused by them as too new rather than misread.
 /// Version 3 adds `residual_metric` (the whitened residual), by the same rule; version 4
-/// `residual_patch` (that metric over k×k patches). Version 6 adds the optional archive entry
+/// `residual_patch` (that metric over k×k patches); version 5 `texture_map` (the
+/// texture-statistics half of the map). Version 6 adds the optional archive entry
 /// [`PROVENANCE_FILE`] (see [`PROVENANCE_FORMAT`]).
 pub const FORMAT_VERSION: u32 = 6;
 /// The first format whose packages may carry [`PROVENANCE_FILE`]: a package with it says at

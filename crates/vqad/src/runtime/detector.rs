@@ -67,7 +67,8 @@ pub struct StageMillis {
 /// The result for one image.
 #[derive(Debug, Clone)]
 pub struct Detection {
-    /// Maximum of the smoothed map.
+    /// The image's score under the decision rule: anomalous exactly when the pixel threshold is
+    /// below it (see [`super::score::image_score`]).
     pub image_score: f32,
     /// Some component above the pixel threshold has at least the minimum area.
     pub anomalous: bool,
@@ -89,7 +90,8 @@ pub struct Detection {
     pub eq6_map: Array2<f32>,
     /// The package's map before its border profile and filter (see [`Detector::smooth`]).
     pub raw_map: Array2<f32>,
-    /// After the bilateral filter.
+    /// After the bilateral filter and, where the package has one, with its texture half
+    /// added (see [`Detector::finish`]): the map the threshold applies to.
     pub smoothed: Array2<f32>,
     /// Binarised smoothed map (1 = anomalous pixel).
     pub mask: Array2<u8>,
@@ -185,6 +187,9 @@ impl Detector {
         if let Some(p) = &det.settings.border_profile {
             super::border::check(p).map_err(|e| DetectError::Shape(e.to_string()))?;
         }
+        if let Some(t) = &det.settings.texture_map {
+            t.check(det.shape.channels as usize).map_err(DetectError::Shape)?;
+        }
         Ok(det)
     }
 
@@ -273,6 +278,25 @@ impl Detector {
         }
     }
 
+    /// The package's whole post-processing of an unfiltered map of `input`: [`Self::smooth`],
+    /// then, where the package has one, its texture half (see [`super::texture::fused`]).
+    pub fn finish(&self, raw: &Array2<f32>, input: &Array3<f32>) -> Result<Array2<f32>, DetectError> {
+        self.finish_with(raw, input, self.settings.border_profile.as_deref())
+    }
+
+    /// [`Self::finish`] with another border profile (a variant's own).
+    pub fn finish_with(&self, raw: &Array2<f32>, input: &Array3<f32>, profile: Option<&[f64]>) -> Result<Array2<f32>, DetectError> {
+        self.add_texture(self.smooth_with(raw, profile)?, input)
+    }
+
+    /// A smoothed residual map with the package's texture half added (unchanged without one).
+    pub fn add_texture(&self, smoothed: Array2<f32>, input: &Array3<f32>) -> Result<Array2<f32>, DetectError> {
+        match &self.settings.texture_map {
+            Some(t) => super::texture::fused(&smoothed, input.view(), t).map_err(|e| DetectError::Shape(e.to_string())),
+            None => Ok(smoothed),
+        }
+    }
+
     /// The bilateral filter alone, with this package's settings (the paper's post-processing).
     pub fn filter(&self, raw: &Array2<f32>) -> Result<Array2<f32>, DetectError> {
         Ok(bilateral_filter(raw, self.settings.bilateral_d as i32, self.settings.sigma_color, self.settings.sigma_space)?)
@@ -326,10 +350,10 @@ impl Detector {
             let eq6_map = score_map(restored.view(), direct.view())?;
             let parts = MapParts { input: &images[i], direct: &direct, restored: &restored, eq6: &eq6_map, log_prob: &o.input_log_prob, entropy: &o.input_entropy };
             let raw_map = variant_map(self.settings.score, self.settings.surprise_weight, metric.as_ref(), &parts)?;
-            let smoothed = self.smooth(&raw_map)?;
+            let smoothed = self.finish(&raw_map, &images[i])?;
             let mask = binarize(&smoothed, thr);
             dets.push(Detection {
-                image_score: image_score(&smoothed).unwrap_or(0.0),
+                image_score: image_score(&smoothed, min_area).unwrap_or(0.0),
                 anomalous: is_anomalous(&smoothed, thr, min_area),
                 resampled: o.resampled,
                 prior_passes: o.prior_passes,

@@ -6,6 +6,7 @@ pub mod output;
 pub mod resample;
 pub mod score;
 pub mod session;
+pub mod texture;
 pub mod whiten;
 pub mod border;
 

@@ -234,9 +234,61 @@ pub fn is_anomalous<S: Data<Elem = f32>>(smoothed: &ArrayBase<S, Ix2>, threshold
     largest_component(&binarize(smoothed, threshold)) >= min_area.max(1)
 }
 
-/// Image-level score: the maximum of the smoothed map (None for an empty map; NaN is ignored).
-pub fn image_score<S: Data<Elem = f32>>(smoothed: &ArrayBase<S, Ix2>) -> Option<f32> {
+/// The maximum of the smoothed map (None for an empty map; NaN is ignored): MVTec's image
+/// score, which a few bright pixels of a busy normal surface raise as much as a defect.
+pub fn max_score<S: Data<Elem = f32>>(smoothed: &ArrayBase<S, Ix2>) -> Option<f32> {
     smoothed.iter().copied().filter(|v| !v.is_nan()).reduce(f32::max)
+}
+
+/// The image score of Bergmann et al.'s decision: the smallest of the map's values t at which
+/// no 8-connected component of pixels `> t` has `min_area` pixels (0 acts as 1), so the image
+/// is anomalous at a pixel threshold exactly when the threshold is below this score
+/// ([`is_anomalous`]). Unlike the map's maximum, it needs `min_area` pixels together above a
+/// value; on stochastic surfaces the maximum of a normal image's map is often one such spike.
+/// None for an empty map; NaN pixels never count as above. A map with no component of
+/// `min_area` pixels at any threshold (fewer pixels than that) scores its lowest value and is
+/// never anomalous.
+///
+/// Pixels join in descending order, merged with their already-joined 8-neighbours
+/// (union–find): the value at which a component first reaches `min_area` is the score.
+pub fn image_score<S: Data<Elem = f32>>(smoothed: &ArrayBase<S, Ix2>, min_area: usize) -> Option<f32> {
+    let (h, w) = smoothed.dim();
+    let limit = min_area.max(1);
+    let mut order: Vec<usize> = (0..h * w).filter(|&i| !smoothed[[i / w, i % w]].is_nan()).collect();
+    let lowest = order.iter().map(|&i| smoothed[[i / w, i % w]]).reduce(f32::min)?;
+    order.sort_unstable_by(|&a, &b| smoothed[[b / w, b % w]].total_cmp(&smoothed[[a / w, a % w]]));
+    let mut parent: Vec<usize> = (0..h * w).collect();
+    let mut size = vec![0usize; h * w];
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for &i in &order {
+        size[i] = 1;
+        let (y, x) = (i / w, i % w);
+        for ny in y.saturating_sub(1)..=(y + 1).min(h - 1) {
+            for nx in x.saturating_sub(1)..=(x + 1).min(w - 1) {
+                let j = ny * w + nx;
+                if size[j] == 0 || j == i {
+                    continue;
+                }
+                let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                if a != b {
+                    let (big, small) = if size[a] >= size[b] { (a, b) } else { (b, a) };
+                    parent[small] = big;
+                    size[big] += size[small];
+                }
+            }
+        }
+        if size[root(&mut parent, i)] >= limit {
+            return Some(smoothed[[y, x]]);
+        }
+    }
+    // No component ever reaches the area: every value qualifies, the smallest is the score.
+    Some(lowest)
 }
 
 /// The prior's excess surprise at the input's codes as a pixel map [h, w]:
@@ -266,6 +318,48 @@ mod tests {
         assert!(matches!(score_map(a.view(), c.view()), Err(ScoreError::ShapeMismatch { .. })));
     }
 
+    /// The definition itself: the smallest distinct map value t whose pixels `> t` hold no
+    /// component of `limit` pixels, by a scan over every value.
+    fn image_score_naive(map: &Array2<f32>, limit: usize) -> f32 {
+        let mut values: Vec<f32> = map.iter().copied().collect();
+        values.sort_by(f32::total_cmp);
+        values.dedup();
+        *values.iter().find(|&&t| largest_component(&binarize(map, t)) < limit.max(1)).expect("the maximum qualifies")
+    }
+
+    #[test]
+    fn the_area_score_equals_the_decision_rule_by_definition() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for case in 0..300 {
+            let (h, w) = (rng.random_range(1..14), rng.random_range(1..14));
+            // Few levels, so ties are common.
+            let levels = rng.random_range(1..6);
+            let map = Array2::from_shape_fn((h, w), |_| rng.random_range(0..levels) as f32 / 4.0);
+            for limit in [0, 1, 2, 3, 5, 8, 200] {
+                let fast = image_score(&map, limit).unwrap();
+                assert_eq!(fast, image_score_naive(&map, limit), "case {case}, limit {limit}, map {map:?}");
+                // Anomalous at a threshold exactly when the threshold is below the score (where
+                // the map can hold a component of that size at all).
+                if largest_component(&binarize(&map, f32::NEG_INFINITY)) < limit.max(1) {
+                    assert!(!is_anomalous(&map, f32::NEG_INFINITY, limit));
+                    continue;
+                }
+                for t in [fast - 0.1, fast, fast + 0.1] {
+                    assert_eq!(is_anomalous(&map, t, limit), t < fast, "case {case}, limit {limit}, t {t}");
+                }
+            }
+        }
+        // One bright pixel on a flat map scores nothing above the flat level for an area of 2;
+        // a 2-pixel blob scores its lower value.
+        let mut m = Array2::<f32>::zeros((5, 5));
+        m[[2, 2]] = 9.0;
+        assert_eq!((image_score(&m, 1), image_score(&m, 2)), (Some(9.0), Some(0.0)));
+        m[[2, 3]] = 4.0;
+        assert_eq!(image_score(&m, 2), Some(4.0));
+        assert_eq!(image_score(&Array2::<f32>::zeros((0, 3)), 1), None);
+    }
+
     #[test]
     fn reflect101_matches_opencv() {
         // gfedcb|abcdefgh|gfedcba for len 8
@@ -293,8 +387,8 @@ mod tests {
         assert!(!is_anomalous(&s, 0.4, 4));
         assert!(!is_anomalous(&s, 0.9, 0));
         assert!(is_anomalous(&s, 0.8, 0));
-        assert_eq!(image_score(&s), Some(0.9));
-        assert_eq!(image_score(&Array2::<f32>::zeros((0, 0))), None);
+        assert_eq!(max_score(&s), Some(0.9));
+        assert_eq!(max_score(&Array2::<f32>::zeros((0, 0))), None);
     }
 
     #[test]

@@ -142,7 +142,7 @@ pub fn estimate<'a>(pairs: impl IntoIterator<Item = (ArrayView3<'a, f32>, ArrayV
 
 /// Inverse of a symmetric positive definite matrix by Gauss–Jordan elimination with partial
 /// pivoting (at most a few hundred rows; no LAPACK needed).
-fn invert_spd(m: &Array2<f64>) -> Option<Array2<f64>> {
+pub(crate) fn invert_spd(m: &Array2<f64>) -> Option<Array2<f64>> {
     let n = m.nrows();
     let mut a = m.clone();
     let mut inv = Array2::<f64>::eye(n);
