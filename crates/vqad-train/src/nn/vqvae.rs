@@ -25,6 +25,8 @@ pub struct VqVae {
 #[derive(Debug)]
 pub struct VqOutput {
     pub recon: Tensor,
+    /// The decoder's output before the sigmoid.
+    pub logits: Tensor,
     /// Total loss of eq. 3.
     pub loss: Tensor,
     pub rec_loss: Tensor,
@@ -92,6 +94,12 @@ impl VqVae {
 
     /// Images in [0, 1] from z_q.
     pub fn decode_latent(&self, z_q: &Tensor) -> Tensor {
+        self.decode_logits(z_q).sigmoid()
+    }
+
+    /// The decoder's output before the sigmoid (training bounds it, see
+    /// `TrainConfig::vqvae_logit_bound`).
+    pub fn decode_logits(&self, z_q: &Tensor) -> Tensor {
         let mut h = self.dec_in.forward(z_q);
         for r in &self.dec_res {
             h = r.forward(&h);
@@ -104,7 +112,7 @@ impl VqVae {
                 h = h.relu();
             }
         }
-        h.sigmoid()
+        h
     }
 
     /// Images in [0, 1] from index tables [B, M, N].
@@ -129,10 +137,11 @@ impl VqVae {
         let indices = tch::no_grad(|| self.nearest(&z_e));
         let z_q = self.lookup(&indices);
         let z_st = &z_e + (&z_q - &z_e).detach();
-        let recon = self.decode_latent(&z_st);
+        let logits = self.decode_logits(&z_st);
+        let recon = logits.sigmoid();
         let (loss, rec_loss, codebook_loss, commit_loss) = eq3_loss(target, &recon, &z_e, &z_q, beta);
         let z_e_flat = z_e.detach().permute([0, 2, 3, 1]).reshape([-1, self.cfg.code_dim]);
-        VqOutput { recon, loss, rec_loss, codebook_loss, commit_loss, indices, z_e_flat }
+        VqOutput { recon, logits, loss, rec_loss, codebook_loss, commit_loss, indices, z_e_flat }
     }
 
     /// `encoder.onnx`: `image` f32 [B, C, H, W] in [0, 1] → `indices` i64 [B, M, N].
