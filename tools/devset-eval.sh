@@ -2,7 +2,7 @@
 # The real-photo benchmark (issue 11): builds the development set from photographs shipped in
 # PyPI packages (tools/make-devset.py), trains the `small` preset on each category on the CPU,
 # tunes, packages, and runs `vqad eval --ablation` over all of them. Prints the per-category
-# table (full method vs the ℓ2 ablation) and the time each training took. About 5–6 minutes of
+# table (default vs both baselines) and the time each training took. About 8–9 minutes of
 # training per category on 2 otherwise idle CPU cores, 33 minutes for the whole script (run
 # nothing else meanwhile: two libtorch processes on 2 cores slow each other down many times);
 # finished steps are skipped on a rerun.
