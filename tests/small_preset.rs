@@ -118,7 +118,8 @@ fn small_preset_learns_a_real_texture_briefly() {
     let pkgs = tmp.path().join("pkgs");
     run_ok(vqad().arg("package").arg(&run).args(["--name", "ihc", "--version", "1.0.0", "--key"]).arg(key.with_extension("key")).arg("--out").arg(&pkgs));
     let ev = tmp.path().join("eval");
-    let inspect = run_ok(vqad().arg("inspect").arg(pkgs.join("ihc-1.0.0.vqad")));
+    let o = vqad().arg("inspect").arg(pkgs.join("ihc-1.0.0.vqad")).output().unwrap();
+    let inspect = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(inspect.contains("plus texture statistics (6 features, 9×9 windows"), "inspect must show the texture map: {inspect}");
     run_ok(vqad().arg("eval").arg(&pkgs).arg("--pubkey").arg(key.with_extension("pub")).arg(&data).arg("--out").arg(&ev).args(["--ablation", "--ep", "cpu", "--variants", "whiten_per_pixel,l2_whitened,texture_stats,no_texture"]));
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ev.join("report.json")).unwrap()).unwrap();
@@ -126,7 +127,7 @@ fn small_preset_learns_a_real_texture_briefly() {
     let names: Vec<&str> = rows.iter().map(|r| r["variant"].as_str().unwrap()).collect();
     assert_eq!(names, ["full", "no_texture", "texture_stats", "l2_whitened", "whiten_per_pixel"]);
     // The baseline and the map without its texture half are maps of their own.
-    let auroc = |i: usize| rows[i]["pixel_auroc"].as_f64().unwrap();
+    let auroc = |i: usize| rows[i]["row"]["pixel_auroc"].as_f64().unwrap();
     assert!(auroc(1) != auroc(0) && auroc(2) != auroc(0), "{rows:?}");
     let recon = report["categories"][0]["diagnostics"]["recon_ratio_good"].as_f64().expect("the report states the reconstruction error");
     assert!(recon > 0.0 && recon < 1.0, "recon mse / variance {recon}");
