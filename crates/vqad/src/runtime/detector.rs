@@ -281,12 +281,7 @@ impl Detector {
     /// The package's whole post-processing of an unfiltered map of `input`: [`Self::smooth`],
     /// then, where the package has one, its texture half (see [`super::texture::fused`]).
     pub fn finish(&self, raw: &Array2<f32>, input: &Array3<f32>) -> Result<Array2<f32>, DetectError> {
-        self.finish_with(raw, input, self.settings.border_profile.as_deref())
-    }
-
-    /// [`Self::finish`] with another border profile (a variant's own).
-    pub fn finish_with(&self, raw: &Array2<f32>, input: &Array3<f32>, profile: Option<&[f64]>) -> Result<Array2<f32>, DetectError> {
-        self.add_texture(self.smooth_with(raw, profile)?, input)
+        self.add_texture(self.smooth(raw)?, input)
     }
 
     /// A smoothed residual map with the package's texture half added (unchanged without one).
