@@ -9,6 +9,10 @@ use prost::Message;
 pub enum Elem {
     F32,
     I64,
+    /// Quantized graphs (`runtime::peak`): uint8 activations, int8 weights, int32 accumulators.
+    U8,
+    I8,
+    I32,
 }
 
 impl Elem {
@@ -16,6 +20,9 @@ impl Elem {
         match self {
             Elem::F32 => data_type::FLOAT,
             Elem::I64 => data_type::INT64,
+            Elem::U8 => data_type::UINT8,
+            Elem::I8 => data_type::INT8,
+            Elem::I32 => data_type::INT32,
         }
     }
 }
@@ -138,6 +145,32 @@ impl GraphBuilder {
             data_type: Some(data_type::INT64),
             name: Some(name.clone()),
             raw_data: Some(raw),
+        });
+        name
+    }
+
+    /// Adds a uint8 constant (quantization zero points).
+    pub fn init_u8(&mut self, hint: &str, dims: &[i64], data: &[u8]) -> String {
+        assert_eq!(dims.iter().product::<i64>() as usize, data.len(), "initializer {hint}: shape and data disagree");
+        let name = self.fresh(hint);
+        self.initializers.push(TensorProto {
+            dims: dims.to_vec(),
+            data_type: Some(data_type::UINT8),
+            name: Some(name.clone()),
+            raw_data: Some(data.to_vec()),
+        });
+        name
+    }
+
+    /// Adds an int8 constant (quantized weights).
+    pub fn init_i8(&mut self, hint: &str, dims: &[i64], data: &[i8]) -> String {
+        assert_eq!(dims.iter().product::<i64>() as usize, data.len(), "initializer {hint}: shape and data disagree");
+        let name = self.fresh(hint);
+        self.initializers.push(TensorProto {
+            dims: dims.to_vec(),
+            data_type: Some(data_type::INT8),
+            name: Some(name.clone()),
+            raw_data: Some(data.iter().map(|&v| v as u8).collect()),
         });
         name
     }

@@ -2,6 +2,7 @@
 //! that the network blocks in `nn` write themselves into.
 
 pub mod builder;
+pub mod flops;
 pub mod proto;
 
 pub use builder::{Attr, Dim, Elem, GraphBuilder};

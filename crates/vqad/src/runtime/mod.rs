@@ -3,6 +3,7 @@
 
 pub mod detector;
 pub mod output;
+pub mod peak;
 pub mod resample;
 pub mod score;
 pub mod session;
