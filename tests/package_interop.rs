@@ -165,7 +165,7 @@ fn manifests_validate_against_the_schema() {
     // The schema is not vacuous: what the Rust side refuses, it refuses too.
     let good: serde_json::Value = serde_json::to_value(Manifest::example("bottle", "1.0.0")).unwrap();
     let mutations: [(&str, fn(&mut serde_json::Value)); 6] = [
-        ("format_version 7", |v| v["format_version"] = 7.into()),
+        ("format_version 8", |v| v["format_version"] = 8.into()),
         ("no pixel threshold", |v| {
             v["detection"].as_object_mut().unwrap().remove("pixel_threshold");
         }),

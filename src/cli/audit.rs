@@ -149,6 +149,8 @@ pub fn audit(a: AuditArgs) -> anyhow::Result<i32> {
             ort_lib: a.ort_lib.clone(),
             ..Default::default()
         },
+        // The recorded metrics were measured on the FP32 reference graphs.
+        precision: vqad::runtime::variant::PrecisionRequest::Exact(vqad::onnx::Precision::Fp32),
         ..Default::default()
     };
     let opts = vqad::provenance::AuditOptions {

@@ -41,10 +41,20 @@ pub struct RunFlags {
     /// Intra-op threads for ONNX Runtime (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Which of the package's precisions runs: auto (GPU provider → fp16, CPU → fp32 unless
+    /// int8 pays; only variants within their signed parity bound), fp32, fp16 or int8.
+    #[arg(long, default_value = "auto")]
+    pub precision: String,
 }
 
 impl RunFlags {
     pub fn options(&self) -> anyhow::Result<DetectorOptions> {
+        anyhow::ensure!(!self.precision.contains(','), "--precision {}: name one precision (only `vqad bench` compares several)", self.precision);
+        self.options_any_precision().and_then(|o| Ok(DetectorOptions { precision: self.precision.parse()?, ..o }))
+    }
+
+    /// [`RunFlags::options`] with precision `auto` (the caller chooses it).
+    pub fn options_any_precision(&self) -> anyhow::Result<DetectorOptions> {
         let providers = parse_providers(&self.ep)?;
         anyhow::ensure!(!providers.is_empty(), "--ep names no provider");
         Ok(DetectorOptions {
@@ -59,6 +69,7 @@ impl RunFlags {
             local_constraint: self.no_local_constraint.then_some(false),
             mode: if self.resample == "naive" { ResampleMode::Naive } else { ResampleMode::Incremental },
             batch: self.batch.max(1),
+            precision: Default::default(),
         })
     }
 }
@@ -340,8 +351,15 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 pub fn bench(a: BenchArgs) -> anyhow::Result<i32> {
-    let base = a.run.options()?;
-    let (pkg, mut det) = open_detector(&a.package, &a.pubkey, base.clone())?;
+    let base = a.run.options_any_precision()?;
+    // `--precision` may list several (fp32,int8): each runs on the same images, side by side.
+    let requests: Vec<vqad::runtime::variant::PrecisionRequest> = a.run.precision.split(',').filter(|s| !s.trim().is_empty()).map(str::parse).collect::<Result<_, _>>()?;
+    anyhow::ensure!(!requests.is_empty(), "--precision names no precision");
+    let (pkg, mut det) = open_detector(&a.package, &a.pubkey, DetectorOptions { precision: requests[0], ..base.clone() })?;
+    let peak = vqad::runtime::peak::measure(&base.session, &Default::default())?;
+    if !a.json {
+        println!("machine peak (ONNX Runtime MatMul {n}×{n}, {t} thread(s), {p}): fp32 {f:.1} GFLOP/s, int8 {i:.1} GOP/s", n = peak.n, t = peak.threads, p = peak.provider, f = peak.fp32_gflops, i = peak.int8_gops);
+    }
     let (c, s) = (det.shape.channels as usize, det.shape.image_size as usize);
     let images: Vec<ndarray::Array3<f32>> = match &a.images {
         Some(dir) => {
@@ -362,12 +380,21 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<i32> {
     let grid = (det.shape.grid_m * det.shape.grid_n) as f64;
     let mut rows = vec![];
     let batches: Vec<usize> = a.batches.split(',').filter_map(|b| b.trim().parse().ok()).collect();
+    let mut rooflines = vec![];
+    for (ri, req) in requests.iter().enumerate() {
+    if ri > 0 {
+        det = Detector::from_verified(&pkg, DetectorOptions { precision: *req, ..base.clone() })?;
+    }
+    let precision = det.precision;
+    if !a.json {
+        println!("— {precision} ({}) —", det.precision_reason);
+    }
     let _ = det.detect_arrays(&images[..1])?; // warm-up: session initialisation is not throughput
     for &b in &batches {
         // The incremental run's changes, to compare the naive loop with on the same images.
         let mut incremental_changes: Vec<Vec<(usize, usize)>> = vec![];
         for mode in [ResampleMode::Incremental, ResampleMode::Naive] {
-            if mode == ResampleMode::Naive && !a.naive {
+            if mode == ResampleMode::Naive && (!a.naive || ri > 0) {
                 continue;
             }
             let n = if mode == ResampleMode::Naive { a.naive_count.min(images.len()).max(1) } else { images.len() };
@@ -399,6 +426,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<i32> {
                 }
             };
             let row = serde_json::json!({
+                "precision": precision,
                 "mode": if mode == ResampleMode::Naive { "naive" } else { "incremental" },
                 "batch": b,
                 "images": n,
@@ -422,24 +450,56 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<i32> {
                     println!("            naive ran the first {n} image(s): incremental resampled {same:.1} on those, {verdict}");
                 }
             }
+            if mode == ResampleMode::Incremental {
+                let roof = vqad::runtime::roofline::roofline(&pkg.files, precision, (ms["encode"], ms["prior"], ms["decode"]), passes, &peak)?;
+                if !a.json {
+                    for r in &roof {
+                        println!(
+                            "            {:<16} {:>7.3} GOP/pass × {:>5.1} passes in {:>8.2} ms: {:>6.1} GOP/s = {:>5.1}% of the {} peak ({:.1}); {:.1} M elementwise/pass",
+                            r.graph, r.gop_per_pass, r.passes_per_image, r.ms_per_image, r.achieved_gops, r.share_of_peak * 100.0, if r.integer { "int8" } else { "fp32" }, r.peak_gops, r.elementwise_mops_per_pass
+                        );
+                    }
+                }
+                rooflines.push(serde_json::json!({"precision": precision, "batch": b, "graphs": roof}));
+            }
             rows.push(row);
         }
+    }
     }
     let speedups: Vec<serde_json::Value> = batches
         .iter()
         .filter_map(|&b| {
-            let get = |m: &str| rows.iter().find(|r| r["mode"] == m && r["batch"] == b).and_then(|r| r["images_per_s"].as_f64());
-            let pass = |m: &str| rows.iter().find(|r| r["mode"] == m && r["batch"] == b).and_then(|r| r["prior_passes_per_image"].as_f64());
+            let first = rows.first().map(|r| r["precision"].clone()).unwrap_or_default();
+            let get = |m: &str| rows.iter().find(|r| r["mode"] == m && r["batch"] == b && r["precision"] == first).and_then(|r| r["images_per_s"].as_f64());
+            let pass = |m: &str| rows.iter().find(|r| r["mode"] == m && r["batch"] == b && r["precision"] == first).and_then(|r| r["prior_passes_per_image"].as_f64());
             Some(serde_json::json!({"batch": b, "speedup": get("incremental")? / get("naive")?, "pass_ratio": pass("naive")? / pass("incremental")?}))
         })
         .collect();
+    // Each precision against the first one listed, incremental, per batch size.
+    let mut versus = vec![];
+    for &b in &batches {
+        let ips = |p: &serde_json::Value| rows.iter().find(|r| r["mode"] == "incremental" && r["batch"] == b && r["precision"] == *p).and_then(|r| r["images_per_s"].as_f64());
+        let first = rows.first().map(|r| r["precision"].clone()).unwrap_or_default();
+        let mut seen = vec![];
+        for r in rows.iter().filter(|r| r["mode"] == "incremental" && r["batch"] == b) {
+            if r["precision"] != first && !seen.contains(&r["precision"]) {
+                seen.push(r["precision"].clone());
+                if let (Some(x), Some(y)) = (ips(&r["precision"]), ips(&first)) {
+                    versus.push(serde_json::json!({"batch": b, "precision": r["precision"], "against": first, "speedup": x / y}));
+                }
+            }
+        }
+    }
     if !a.json {
+        for v in &versus {
+            println!("batch {}: {} runs {:.2}× the images/s of {}", v["batch"], v["precision"].as_str().unwrap_or(""), v["speedup"].as_f64().unwrap_or(0.0), v["against"].as_str().unwrap_or(""));
+        }
         for s in &speedups {
             println!("batch {}: incremental is {:.1}× the naive loop's images/s with {:.1}× fewer prior passes", s["batch"], s["speedup"].as_f64().unwrap_or(0.0), s["pass_ratio"].as_f64().unwrap_or(0.0));
         }
         println!("providers: {:?}; package {} {}; peak memory {:.0} MiB", det.providers(), pkg.manifest.name, pkg.manifest.version, peak_rss_mib().unwrap_or(0.0));
     } else {
-        super::print_json(&serde_json::json!({"package": pkg.manifest.name, "version": pkg.manifest.version, "providers": det.providers(), "rows": rows, "speedups": speedups, "peak_rss_mib": peak_rss_mib()}))?;
+        super::print_json(&serde_json::json!({"package": pkg.manifest.name, "version": pkg.manifest.version, "providers": det.providers(), "rows": rows, "speedups": speedups, "precision_speedups": versus, "peak": {"fp32_gflops": peak.fp32_gflops, "int8_gops": peak.int8_gops, "n": peak.n, "threads": peak.threads}, "roofline": rooflines, "peak_rss_mib": peak_rss_mib()}))?;
     }
     Ok(0)
 }

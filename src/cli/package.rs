@@ -41,6 +41,13 @@ pub struct PackageArgs {
     /// Replace an existing file at the output path.
     #[arg(long)]
     pub overwrite: bool,
+    /// Precisions to carry, comma separated (fp32 always): fp16 and int8 variants are written,
+    /// run beside fp32 on the validation normals and synthetic defects, and their parity signed in.
+    #[arg(long, default_value = "fp32")]
+    pub precisions: String,
+    /// Package a variant outside its parity bound anyway; REASON is recorded in the manifest.
+    #[arg(long, value_name = "REASON")]
+    pub parity_override: Option<String>,
 }
 
 #[derive(Args)]

@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// instances, else the cores shared out among the instances).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Which of each package's precisions runs: auto, fp32, fp16 or int8 (see `vqad detect`).
+    #[arg(long, default_value = "auto")]
+    pub precision: String,
     /// Worker instances per model version, each with its own sessions, sharing one batching
     /// queue (Triton's instance group). 0 = automatic: one single-threaded instance per core
     /// for a model whose graphs all run on the CPU provider (the most images/s under load),
@@ -173,6 +176,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<i32> {
             local_constraint: None,
             mode: ResampleMode::Incremental,
             batch: a.max_batch,
+            precision: a.precision.parse()?,
         },
         max_batch: a.max_batch,
         max_queue_delay: Duration::from_micros(a.max_queue_delay_us),

@@ -87,6 +87,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
             overwrite: false,
             ort_lib: None,
             progress: true,
+            precisions: vec![vqad::onnx::Precision::Fp32],
+            parity_override: None,
         },
         &key,
     )?;
@@ -118,6 +120,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
             resample: "incremental".into(),
             batch: 8,
             threads: 0,
+            precision: "auto".into(),
         },
         decode: Default::default(),
     })?;

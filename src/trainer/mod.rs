@@ -124,6 +124,8 @@ fn package(a: PackageArgs) -> anyhow::Result<i32> {
         overwrite: a.overwrite,
         ort_lib: a.ort_lib,
         progress: true,
+        precisions: vqad::onnx::precision::parse_precisions(&a.precisions)?,
+        parity_override: a.parity_override,
     }, &key)?;
     println!("{} ({} bytes, sha256 {})", info.path.display(), info.size, info.sha256);
     Ok(0)

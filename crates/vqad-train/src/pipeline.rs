@@ -6,6 +6,7 @@ use vqad::fsutil::write_atomic;
 use vqad::package::{self, DatasetInfo, Epochs, Manifest, ModelShape, PackageError, PackageInfo, Provenance, SigningKey, Software, TuningData};
 use vqad::provenance::BuildFacts;
 use vqad::runtime::session::{Provider, SessionOptions};
+use vqad::onnx::Precision;
 use vqad::runtime::{DetectError, Detector, DetectorOptions};
 use crate::train::run::RunDir;
 use crate::train::{load_dataset, TrainError};
@@ -27,6 +28,10 @@ pub enum PipelineError {
     Package(#[from] PackageError),
     #[error("{0}")]
     Refused(String),
+    #[error(transparent)]
+    Variant(#[from] vqad::runtime::variant::VariantError),
+    #[error(transparent)]
+    Parity(#[from] vqad::eval::parity::ParityError),
 }
 
 /// `RUN_DIR/tune.json`.
@@ -87,6 +92,10 @@ pub struct PackageRequest {
     pub overwrite: bool,
     pub ort_lib: Option<PathBuf>,
     pub progress: bool,
+    /// Precisions to carry; FP32 always. FP16/INT8 are written, run beside FP32 and recorded.
+    pub precisions: Vec<Precision>,
+    /// Package a variant outside its parity bound anyway; the reason is signed into it.
+    pub parity_override: Option<String>,
 }
 
 fn num(m: &serde_json::Map<String, serde_json::Value>, k: &str) -> Option<f64> {
@@ -164,15 +173,88 @@ pub fn package_run(req: &PackageRequest, key: &SigningKey) -> Result<PackageInfo
             created: package::created_timestamp()?,
         },
         metrics: None,
+        variants: None,
     };
     let mut manifest = manifest;
     // The provenance entry needs format 6 (older vqad then refuses the package as too new).
     manifest.format_version = manifest.detection.format_needed().max(package::PROVENANCE_FORMAT);
     let mut files: BTreeMap<String, Vec<u8>> = exported.files.into_iter().collect();
+    if req.precisions.iter().any(|p| *p != Precision::Fp32) {
+        let (variants, extra) = package_variants(req, &cfg, &info, &manifest, &files, &say)?;
+        files.extend(extra);
+        manifest.variants = Some(variants);
+        manifest.format_version = manifest.format_version.max(package::VARIANTS_FORMAT);
+    }
     let facts = build_facts(&rd, &cfg, &info, manifest.provenance.software.onnxruntime.clone(), &manifest.provenance.created)?;
     let provenance = vqad::provenance::build::sign(&manifest, &files, &facts, key).map_err(|e| PipelineError::Refused(e.to_string()))?;
     files.insert(package::PROVENANCE_FILE.to_string(), provenance);
     Ok(package::build_package_with(&manifest, &files, key, &req.out, &package::BuildOptions { overwrite: req.overwrite })?)
+}
+
+/// Writes the requested reduced-precision variants, runs each beside FP32 on the validation
+/// normals and synthetic defects, and refuses one outside its bound unless overridden.
+fn package_variants(
+    req: &PackageRequest,
+    cfg: &vqad::config::Config,
+    info: &crate::train::run::RunInfo,
+    manifest: &Manifest,
+    files: &BTreeMap<String, Vec<u8>>,
+    say: &dyn Fn(&str),
+) -> Result<(BTreeMap<Precision, package::Variant>, BTreeMap<String, Vec<u8>>), PipelineError> {
+    let ds = load_dataset(Path::new(&info.category_dir), cfg)?;
+    let normals = if ds.val.is_empty() { ds.train.iter().take(8).cloned().collect() } else { ds.val.clone() };
+    let session = SessionOptions { providers: vec![Provider::Cpu], ort_lib: req.ort_lib.clone(), ..Default::default() };
+    let precisions: Vec<Precision> = req.precisions.iter().copied().filter(|p| *p != Precision::Fp32).collect();
+    let extra = vqad::runtime::variant::write_variants(files, &precisions, &normals, &session, say)?;
+    let mut all = files.clone();
+    all.extend(extra.clone());
+    let mut variants = BTreeMap::new();
+    for p in precisions {
+        let mut parity = vqad::eval::parity::measure(
+            &all,
+            p,
+            &manifest.model,
+            &manifest.detection.to_config(),
+            &normals,
+            info.seed,
+            &session,
+            package::ParityBound::default(),
+            say,
+        )?;
+        say(&format!(
+            "{p}: decisions {:.2}% agree, mask IoU {}, resampled positions {:.2}%, codes {:.2}%, prior SQNR {:.1} dB and argmax {:.2}%, decoder max {:.2e} / RMS {:.2e}, raw map RMS {:.2e} of the threshold, pixel AUROC {:+.4} vs fp32",
+            parity.decision_agreement * 100.0,
+            parity.mask_iou.map_or("-".into(), |v| format!("{v:.3}")),
+            parity.resampled_agreement * 100.0,
+            parity.encoder_code_agreement * 100.0,
+            parity.prior_logprob_sqnr_db,
+            parity.prior_argmax_agreement * 100.0,
+            parity.decoder_max_error,
+            parity.decoder_rms_error,
+            parity.raw_map_rms_error,
+            parity.auroc_difference
+        ));
+        if let Some(why) = parity.violation() {
+            match &req.parity_override {
+                Some(reason) => {
+                    say(&format!("{p}: outside its parity bound ({why}); packaged anyway under the override: {reason}"));
+                    parity.override_reason = Some(reason.clone());
+                }
+                None => {
+                    return Err(PipelineError::Refused(format!(
+                        "the {p} variant is outside its parity bound: {why}; leave it out of --precisions, or package it anyway with --parity-override REASON (recorded in the manifest)"
+                    )))
+                }
+            }
+        }
+        let method = match p {
+            Precision::Int8 => format!("static QDQ of the decoder and prior (the encoder stays fp32: its codes flip): uint8 activations calibrated (min/max) on {} validation normals, per-channel symmetric int8 weights, int32 biases; convolutions only", normals.len()),
+            _ => "float16 weights and activations; softmax, log-softmax, RMS-norm reductions and the nearest-code search in float32".to_string(),
+        };
+        let files = vqad::runtime::variant::variant_files(p);
+        variants.insert(p, package::Variant { files, method, parity });
+    }
+    Ok((variants, extra))
 }
 
 /// What the provenance says about a run: mostly recorded by `train` in run.json; runs trained

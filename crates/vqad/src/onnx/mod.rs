@@ -3,9 +3,11 @@
 
 pub mod builder;
 pub mod flops;
+pub mod precision;
 pub mod proto;
 
 pub use builder::{Attr, Dim, Elem, GraphBuilder};
+pub use precision::Precision;
 
 /// Opset the exported graphs declare. 17 has every operator vqad needs with today's semantics
 /// (Softmax/LogSoftmax over one axis, ReduceSum with axes as input).

@@ -7,7 +7,7 @@ use super::manifest::Manifest;
 use super::zipfmt::{self, Entry};
 use super::{
     entry_order, sha256_hex, Limits, PackageError, EXTENSION, GRAPH_FILES, MANIFEST_FILE, MAX_SIGNATURE_SIZE,
-    PROVENANCE_FILE, PROVENANCE_FORMAT, SIGNATURE_FILE, SIGNED_FILES,
+    PROVENANCE_FILE, PROVENANCE_FORMAT, SIGNATURE_FILE, SIGNED_FILES, VARIANT_FILES,
 };
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -86,18 +86,23 @@ pub fn package_bytes(
         return Err(PackageError::BadInput(format!("{MANIFEST_FILE} is written from the Manifest; do not pass it")));
     }
     for name in files.keys() {
-        if !SIGNED_FILES.contains(&name.as_str()) && name != PROVENANCE_FILE {
+        if !SIGNED_FILES.contains(&name.as_str()) && name != PROVENANCE_FILE && !VARIANT_FILES.contains(&name.as_str()) {
             return Err(PackageError::BadInput(format!(
-                "unexpected file '{name}'; a package holds {} and optionally {PROVENANCE_FILE}",
-                SIGNED_FILES[1..].join(", ")
+                "unexpected file '{name}'; a package holds {}, optionally {PROVENANCE_FILE} and the variants {}",
+                SIGNED_FILES[1..].join(", "),
+                VARIANT_FILES.join(", ")
             )));
         }
     }
+    check_variant_entries(manifest, files.keys().map(String::as_str))?;
     let manifest_bytes = manifest.to_json_bytes()?;
     let mut all: BTreeMap<&str, &[u8]> = BTreeMap::from([(MANIFEST_FILE, manifest_bytes.as_slice())]);
     for name in &SIGNED_FILES[1..] {
         let data = files.get(*name).ok_or_else(|| PackageError::BadInput(format!("missing file '{name}'")))?;
         all.insert(name, data.as_slice());
+    }
+    for name in VARIANT_FILES.iter().filter(|n| files.contains_key(**n)) {
+        all.insert(name, files[*name].as_slice());
     }
     let provenance = files.get(PROVENANCE_FILE);
     if let Some(p) = provenance {
@@ -111,8 +116,8 @@ pub fn package_bytes(
     for name in entry_order(provenance.is_some()) {
         if name == SIGNATURE_FILE {
             entries.push((name, &sig));
-        } else {
-            entries.push((name, all[name]));
+        } else if let Some(data) = all.get(name) {
+            entries.push((name, data));
         }
     }
     zipfmt::write_zip(&entries)
@@ -127,7 +132,25 @@ pub fn subject_digests(manifest: &Manifest, files: &BTreeMap<String, Vec<u8>>) -
         let data = files.get(*name).ok_or_else(|| PackageError::BadInput(format!("missing file '{name}'")))?;
         out.insert(name.to_string(), sha256_hex(data));
     }
+    for name in VARIANT_FILES.iter().filter(|n| files.contains_key(**n)) {
+        out.insert(name.to_string(), sha256_hex(&files[*name]));
+    }
     Ok(out)
+}
+
+/// The variant entries present must be exactly those the manifest's `variants` name: a graph
+/// nobody measured never rides along, and a listed variant is never missing.
+fn check_variant_entries<'a>(manifest: &Manifest, present: impl Iterator<Item = &'a str>) -> Result<(), PackageError> {
+    let present: std::collections::BTreeSet<&str> = present.filter(|n| VARIANT_FILES.contains(n)).collect();
+    let listed: std::collections::BTreeSet<&str> =
+        manifest.variants.iter().flat_map(|v| v.values()).flat_map(|v| v.files.values()).map(String::as_str).filter(|n| VARIANT_FILES.contains(n)).collect();
+    if let Some(n) = present.difference(&listed).next() {
+        return Err(PackageError::InvalidManifest(format!("the archive holds {n} but the manifest's variants do not list it")));
+    }
+    if let Some(n) = listed.difference(&present).next() {
+        return Err(PackageError::MissingFile(n.to_string()));
+    }
+    Ok(())
 }
 
 /// Checks a provenance envelope against the package it sits in: signed by the package key, an
@@ -290,7 +313,7 @@ pub fn verify_bytes(bytes: &[u8], key: &TrustedKey, limits: &Limits) -> Result<V
             return Err(PackageError::MissingRequiredFile(name.into()));
         }
     }
-    if let Some(name) = listed.keys().find(|n| !SIGNED_FILES.contains(n) && **n != PROVENANCE_FILE) {
+    if let Some(name) = listed.keys().find(|n| !SIGNED_FILES.contains(n) && **n != PROVENANCE_FILE && !VARIANT_FILES.contains(n)) {
         return Err(PackageError::UnknownFile(name.to_string()));
     }
 
@@ -316,6 +339,7 @@ pub fn verify_bytes(bytes: &[u8], key: &TrustedKey, limits: &Limits) -> Result<V
     if statement.subject_name != manifest.id() {
         return Err(PackageError::SubjectMismatch { expected: manifest.id(), found: statement.subject_name.clone() });
     }
+    check_variant_entries(&manifest, files.keys().map(String::as_str))?;
     let provenance = match files.get(PROVENANCE_FILE) {
         Some(p) => {
             let subjects: BTreeMap<String, String> = statement
@@ -457,6 +481,31 @@ impl std::fmt::Display for InspectReport {
                     if d.border_profile.is_some() { "border profile" } else { "no border profile" },
                     texture
                 )?;
+                writeln!(f, "precisions: fp32 (reference){}", if m.variants.is_none() { "; no variants" } else { "" })?;
+                for (p, v) in m.variants.iter().flatten() {
+                    let q = &v.parity;
+                    let bound = match (&q.override_reason, q.within_bound) {
+                        (_, true) => "within bound".to_string(),
+                        (Some(r), false) => format!("OUTSIDE bound, packaged under override: {r}"),
+                        (None, false) => "OUTSIDE bound".to_string(),
+                    };
+                    writeln!(
+                        f,
+                        "  {p}: decisions {:.2}% agree (≥ {:.0}%), mask IoU {} (≥ {}), resampled {:.2}%, codes {:.2}%, prior SQNR {:.1} dB / argmax {:.2}%, decoder max {:.2e}, pixel AUROC {:+.4} on {} normals + {} synthetic defects; {bound}",
+                        q.decision_agreement * 100.0,
+                        q.bound.min_decision_agreement * 100.0,
+                        q.mask_iou.map_or("-".to_string(), |v| format!("{v:.3}")),
+                        q.bound.min_mask_iou,
+                        q.resampled_agreement * 100.0,
+                        q.encoder_code_agreement * 100.0,
+                        q.prior_logprob_sqnr_db,
+                        q.prior_argmax_agreement * 100.0,
+                        q.decoder_max_error,
+                        q.auroc_difference,
+                        q.normals,
+                        q.defects
+                    )?;
+                }
             }
             Err(e) => writeln!(f, "manifest: unreadable: {e}")?,
         }

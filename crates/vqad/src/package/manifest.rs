@@ -5,7 +5,8 @@
 //! the settings it was evaluated with. `schemas/manifest.schema.json` describes the same
 //! layout for tools outside Rust; a test keeps the two in step.
 
-use super::{PackageError, FORMAT_VERSION};
+use super::{PackageError, FORMAT_VERSION, GRAPH_FILES};
+use crate::onnx::Precision;
 use crate::config::{Config, DetectConfig, ModelConfig, RestoreRule, ScoreKind, TextureMap};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -27,6 +28,123 @@ pub struct Manifest {
     /// Evaluation metrics when known (e.g. `image_auroc`, `pixel_auroc`, `aupro_0.3`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<BTreeMap<String, f64>>,
+    /// Reduced-precision graph sets beside the FP32 reference, each with its measured parity
+    /// (format 7). The FP32 graphs stay the reference and always run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variants: Option<BTreeMap<Precision, Variant>>,
+}
+
+/// The first format whose packages may carry [`Manifest::variants`].
+pub const VARIANTS_FORMAT: u32 = 7;
+
+/// One reduced-precision set of the three graphs and how far its results are from FP32.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// Graph (`encoder.onnx`) → the archive entry holding this precision of it.
+    pub files: BTreeMap<String, String>,
+    /// How the variant was written (calibration data for INT8).
+    pub method: String,
+    pub parity: Parity,
+}
+
+/// A variant run beside FP32 on the validation normals and on synthetic defects painted on
+/// them (figures are fractions in [0, 1] unless named otherwise).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parity {
+    /// Validation normals and synthetic-defect images compared.
+    pub normals: u64,
+    pub defects: u64,
+    /// Encoder: share of grid positions given the same code.
+    pub encoder_code_agreement: f64,
+    /// Prior on the reference's codes: signal-to-quantisation-noise of the log-probs (dB)
+    /// and share of positions with the same most likely code.
+    pub prior_logprob_sqnr_db: f64,
+    pub prior_argmax_agreement: f64,
+    /// Decoder on the reference's codes: largest and RMS difference of the output image.
+    pub decoder_max_error: f64,
+    pub decoder_rms_error: f64,
+    /// End to end: share of grid positions with the same resample decision.
+    pub resampled_agreement: f64,
+    /// RMS difference of the raw anomaly maps, relative to the reference's pixel threshold.
+    pub raw_map_rms_error: f64,
+    /// Share of images with the same anomalous/normal decision.
+    pub decision_agreement: f64,
+    /// Mean IoU of the masks over images where the reference has a mask (none: no masks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_iou: Option<f64>,
+    /// Pixel AUROC on the synthetic defects: reference, variant, and variant − reference.
+    pub pixel_auroc_reference: f64,
+    pub pixel_auroc: f64,
+    pub auroc_difference: f64,
+    pub bound: ParityBound,
+    /// Whether the figures meet [`Parity::bound`].
+    pub within_bound: bool,
+    /// Why a variant outside its bound was packaged anyway (the user's explicit override).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_reason: Option<String>,
+}
+
+/// The least a variant must reach to be packaged without an override.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParityBound {
+    pub min_decision_agreement: f64,
+    pub min_mask_iou: f64,
+}
+
+impl Default for ParityBound {
+    fn default() -> Self {
+        ParityBound { min_decision_agreement: 0.99, min_mask_iou: 0.95 }
+    }
+}
+
+impl Parity {
+    /// The first figure outside the bound, named, or None when within it.
+    pub fn violation(&self) -> Option<String> {
+        let b = &self.bound;
+        if !(self.decision_agreement >= b.min_decision_agreement) {
+            return Some(format!("decision agreement {:.4} is below the bound {}", self.decision_agreement, b.min_decision_agreement));
+        }
+        match self.mask_iou {
+            Some(iou) if !(iou >= b.min_mask_iou) => Some(format!("mask IoU {iou:.4} is below the bound {}", b.min_mask_iou)),
+            _ => None,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let fractions = [
+            ("encoder_code_agreement", self.encoder_code_agreement),
+            ("prior_argmax_agreement", self.prior_argmax_agreement),
+            ("resampled_agreement", self.resampled_agreement),
+            ("decision_agreement", self.decision_agreement),
+            ("pixel_auroc_reference", self.pixel_auroc_reference),
+            ("pixel_auroc", self.pixel_auroc),
+            ("bound.min_decision_agreement", self.bound.min_decision_agreement),
+            ("bound.min_mask_iou", self.bound.min_mask_iou),
+        ];
+        for (n, v) in fractions.iter().chain(self.mask_iou.as_ref().map(|v| ("mask_iou", *v)).as_slice()) {
+            if !(0.0..=1.0).contains(v) {
+                return Err(format!("{n} = {v} is not a fraction"));
+            }
+        }
+        for (n, v) in [("decoder_max_error", self.decoder_max_error), ("decoder_rms_error", self.decoder_rms_error), ("raw_map_rms_error", self.raw_map_rms_error)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(format!("{n} = {v} is not a finite non-negative number"));
+            }
+        }
+        if self.prior_logprob_sqnr_db.is_nan() || (self.auroc_difference - (self.pixel_auroc - self.pixel_auroc_reference)).abs() > 1e-9 {
+            return Err("prior_logprob_sqnr_db or auroc_difference is inconsistent".into());
+        }
+        if self.within_bound != self.violation().is_none() {
+            return Err(format!("within_bound says {} but the figures say otherwise", self.within_bound));
+        }
+        if !self.within_bound && self.override_reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+            return Err("a variant outside its parity bound needs the override that packaged it recorded".into());
+        }
+        Ok(())
+    }
 }
 
 /// Shapes the runtime checks the graphs against before running them.
@@ -370,6 +488,23 @@ impl Manifest {
         if let Some(t) = &d.texture_map {
             t.check(m.channels.max(0) as usize).map_err(|e| PackageError::InvalidManifest(format!("detection.{e}")))?;
         }
+        if let Some(vs) = &self.variants {
+            if self.format_version < VARIANTS_FORMAT {
+                return Err(PackageError::InvalidManifest(format!("variants need format_version {VARIANTS_FORMAT}, the manifest says {}", self.format_version)));
+            }
+            for (p, v) in vs {
+                let bad = |e: String| PackageError::InvalidManifest(format!("variants.{p}: {e}"));
+                if *p == Precision::Fp32 {
+                    return Err(bad("fp32 is the reference, not a variant".into()));
+                }
+                // Each graph runs from its variant entry or, where the variant keeps it, FP32's.
+                let keys_ok = v.files.keys().map(String::as_str).eq(GRAPH_FILES.iter().copied().collect::<std::collections::BTreeSet<_>>());
+                if !keys_ok || v.files.iter().any(|(g, f)| *f != *g && *f != p.file_name(g)) || v.files.iter().all(|(g, f)| f == g) {
+                    return Err(bad(format!("files must map each of {GRAPH_FILES:?} to itself or to its {p} entry, at least one to the latter")));
+                }
+                v.parity.check().map_err(bad)?;
+            }
+        }
         let digest = &self.provenance.dataset.digest;
         if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
             return Err(PackageError::InvalidManifest("provenance.dataset.digest must be 64 lower-case hex digits".into()));
@@ -453,6 +588,7 @@ impl Manifest {
                 created: "2025-01-02T03:04:05Z".into(),
             },
             metrics: Some(BTreeMap::from([("image_auroc".into(), 0.97), ("pixel_auroc".into(), 0.95)])),
+            variants: None,
         }
     }
 }

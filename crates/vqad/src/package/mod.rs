@@ -33,7 +33,7 @@ pub use intoto::{ResourceDescriptor, Statement};
 pub use keys::{keygen, SigningKey, TrustedKey};
 pub use manifest::{
     created_timestamp, CodebookUsage, DatasetInfo, DetectionSettings, Epochs, Manifest,
-    ModelShape, Provenance, Software, TuningData,
+    ModelShape, Parity, ParityBound, Provenance, Software, TuningData, Variant, VARIANTS_FORMAT,
 };
 /// Compatibility re-exports: the registry moved to [`crate::registry`].
 pub use crate::registry::{list, publish, verify_in_registry, IndexEntry, RegistryIndex, INDEX_FILE};
@@ -48,8 +48,9 @@ use std::path::PathBuf;
 /// Version 3 adds `residual_metric` (the whitened residual), by the same rule; version 4
 /// `residual_patch` (that metric over k×k patches); version 5 `texture_map` (the
 /// texture-statistics half of the map). Version 6 adds the optional archive entry
-/// [`PROVENANCE_FILE`] (see [`PROVENANCE_FORMAT`]).
-pub const FORMAT_VERSION: u32 = 6;
+/// [`PROVENANCE_FILE`] (see [`PROVENANCE_FORMAT`]). Version 7 adds `variants`: FP16/INT8
+/// graph sets as the optional entries [`VARIANT_FILES`], each with its signed parity record.
+pub const FORMAT_VERSION: u32 = 7;
 /// The first format whose packages may carry [`PROVENANCE_FILE`]: a package with it says at
 /// least 6, so an older vqad refuses it as too new instead of misreading its layout; one
 /// without it keeps the format its detection settings need.
@@ -71,10 +72,20 @@ pub const SIGNATURE_FILE: &str = "model.sig";
 pub const ENTRY_ORDER: [&str; 6] =
     [MANIFEST_FILE, "encoder.onnx", "decoder.onnx", "pixelsnail.onnx", CODEBOOK_FILE, SIGNATURE_FILE];
 
-/// The archive's entry order: [`ENTRY_ORDER`], with [`PROVENANCE_FILE`] just before
-/// `model.sig` when the package carries it.
+/// Entries a package may add for its reduced-precision variants (format 7), in archive order
+/// after the codebook; each is listed by the manifest's `variants` (see
+/// [`crate::onnx::Precision::file_name`]).
+pub const VARIANT_FILES: [&str; 6] =
+    ["encoder.fp16.onnx", "decoder.fp16.onnx", "pixelsnail.fp16.onnx", "encoder.int8.onnx", "decoder.int8.onnx", "pixelsnail.int8.onnx"];
+
+/// The archive's entry order: [`ENTRY_ORDER`], then the [`VARIANT_FILES`] a package carries
+/// (a writer skips those it lacks), with [`PROVENANCE_FILE`] just before `model.sig` when the
+/// package carries it.
 pub fn entry_order(with_provenance: bool) -> Vec<&'static str> {
     let mut v = ENTRY_ORDER.to_vec();
+    for (i, f) in VARIANT_FILES.iter().enumerate() {
+        v.insert(5 + i, f);
+    }
     if with_provenance {
         v.insert(v.len() - 1, PROVENANCE_FILE);
     }

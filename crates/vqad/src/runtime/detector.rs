@@ -10,6 +10,8 @@ use super::resample::{resample_batch, resample_batch_with, CodeDistances, Prior,
 use super::score::{bilateral_filter, binarize, image_score, is_anomalous, score_map, surprise_map, ScoreError};
 use super::session::{open_graph, Graph, Provider, SessionError, SessionOptions};
 use super::whiten::{to_array, weighted_map, ResidualMetric};
+use super::variant::PrecisionRequest;
+use crate::onnx::Precision;
 use crate::config::{DetectConfig, RestoreRule, ScoreKind};
 use crate::package::{ModelShape, PackageError, TrustedKey, VerifiedPackage};
 use ndarray::{s, Array2, Array3, Array4, ArrayD, Axis};
@@ -43,11 +45,13 @@ pub struct DetectorOptions {
     pub mode: ResampleMode,
     /// Images per encoder/prior/decoder batch.
     pub batch: usize,
+    /// Which of the package's precisions runs (see [`super::variant::resolve`]).
+    pub precision: PrecisionRequest,
 }
 
 impl Default for DetectorOptions {
     fn default() -> Self {
-        DetectorOptions { session: SessionOptions::default(), eta: None, local_constraint: None, mode: ResampleMode::Incremental, batch: 8 }
+        DetectorOptions { session: SessionOptions::default(), eta: None, local_constraint: None, mode: ResampleMode::Incremental, batch: 8, precision: PrecisionRequest::Auto }
     }
 }
 
@@ -125,6 +129,9 @@ pub struct Detector {
     pub settings: DetectConfig,
     pub mode: ResampleMode,
     pub batch: usize,
+    /// The precision of the graphs that run, and why it was chosen.
+    pub precision: Precision,
+    pub precision_reason: String,
 }
 
 impl Detector {
@@ -142,7 +149,14 @@ impl Detector {
             // folder, TensorRT keys by GPU and versions itself).
             opts.session.trt_cache = Some(dir.join(&pkg.archive_sha256[..16.min(pkg.archive_sha256.len())]));
         }
-        Self::from_graphs(&pkg.files, pkg.manifest.model.clone(), pkg.manifest.detection.to_config(), opts)
+        super::session::environment(opts.session.ort_lib.as_deref())?; // `auto` asks it which providers it has
+        let (precision, why) = super::variant::resolve(opts.precision, &pkg.manifest, &opts.session.providers).map_err(|e| DetectError::Shape(e.to_string()))?;
+        let files = super::variant::graphs_for(&pkg.files, precision);
+        let mut det = Self::from_graphs(&files, pkg.manifest.model.clone(), pkg.manifest.detection.to_config(), opts)?;
+        det.precision = precision;
+        det.precision_reason = why;
+        tracing::info!("{}: running the {precision} graphs ({})", pkg.manifest.id(), det.precision_reason);
+        Ok(det)
     }
 
     /// Loads graphs that did not come from a package: a training run's own export, while its
@@ -182,7 +196,18 @@ impl Detector {
             }
             None => None,
         };
-        let det = Detector { distances, encoder, decoder, prior: OrtPrior { graph: prior, k }, shape, settings, mode: options.mode, batch: options.batch.max(1) };
+        let det = Detector {
+            distances,
+            encoder,
+            decoder,
+            prior: OrtPrior { graph: prior, k },
+            shape,
+            settings,
+            mode: options.mode,
+            batch: options.batch.max(1),
+            precision: Precision::Fp32,
+            precision_reason: "graphs given directly".into(),
+        };
         det.metric()?;
         if let Some(p) = &det.settings.border_profile {
             super::border::check(p).map_err(|e| DetectError::Shape(e.to_string()))?;

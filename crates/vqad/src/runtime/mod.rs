@@ -10,6 +10,8 @@ pub mod session;
 pub mod texture;
 pub mod whiten;
 pub mod border;
+pub mod variant;
+pub mod roofline;
 
 pub use resample::{
     resample, resample_batch, BatchStats, Prior, PriorError, ResampleMode, ResampleOptions, ResampleOutcome,

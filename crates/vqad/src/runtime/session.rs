@@ -191,4 +191,22 @@ impl Graph {
         let arr = outputs[0].try_extract_array::<O>().map_err(|e| SessionError::Run { graph: name, reason: e.to_string() })?;
         Ok(arr.to_owned())
     }
+
+    /// Runs a single-input graph and returns every float32 output by name (calibration).
+    pub fn run_all_f32<I>(&mut self, input: ndarray::ArrayD<I>) -> Result<Vec<(String, ndarray::ArrayD<f32>)>, SessionError>
+    where
+        I: ort::value::PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static,
+    {
+        let name = self.name.clone();
+        let err = |e: ort::Error| SessionError::Run { graph: name.clone(), reason: e.to_string() };
+        let t = ort::value::Tensor::from_array(input).map_err(err)?;
+        let outputs = self.session.run(ort::inputs![t]).map_err(err)?;
+        let mut out = vec![];
+        for (n, v) in &outputs {
+            if let Ok(a) = v.try_extract_array::<f32>() {
+                out.push((n.to_string(), a.to_owned()));
+            }
+        }
+        Ok(out)
+    }
 }

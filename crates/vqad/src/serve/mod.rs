@@ -303,6 +303,7 @@ pub fn answer_parameters(a: &InferAnswer) -> Vec<(String, ParamValue)> {
         ("score_kind".to_string(), ParamValue::Str(i.score.clone())),
         ("restore_rule".to_string(), ParamValue::Str(i.restore.clone())),
         ("archive_sha256".to_string(), ParamValue::Str(i.archive_sha256.clone())),
+        ("precision".to_string(), ParamValue::Str(i.precision.clone())),
         ("batch_size".to_string(), ParamValue::I64(a.batch_size as i64)),
         ("prior_passes".to_string(), ParamValue::I64(a.prior_passes as i64)),
         ("resampled_positions".to_string(), ParamValue::I64(a.resampled_positions as i64)),

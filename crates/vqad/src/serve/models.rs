@@ -247,6 +247,7 @@ impl ModelStore {
                             model = %name,
                             version = %version,
                             providers = ?handle.info.providers,
+                            precision = %handle.info.precision,
                             instances = handle.info.instances,
                             threads = handle.info.threads,
                             "ready"

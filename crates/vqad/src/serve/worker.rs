@@ -51,6 +51,8 @@ pub struct ModelInfo {
     pub restore: String,
     pub archive_sha256: String,
     pub providers: BTreeMap<String, Provider>,
+    /// Precision of the graphs that run (fp32, fp16, int8).
+    pub precision: String,
     /// Worker instances serving this version, and intra-op threads per session (0: ONNX
     /// Runtime's default).
     pub instances: usize,
@@ -206,6 +208,7 @@ fn model_info(pkg: &VerifiedPackage, det: &Detector) -> ModelInfo {
         restore: serde_json::to_value(s.restore).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
         archive_sha256: pkg.archive_sha256.clone(),
         providers: det.providers(),
+        precision: det.precision.to_string(),
         instances: 1,
         threads: 0,
         inflight_bytes_per_image: inflight_bytes_per_image(&det.shape),

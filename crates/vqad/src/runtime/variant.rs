@@ -1,0 +1,212 @@
+//! Which precision of a package's graphs runs, and writing the variants (calibration).
+//!
+//! `auto` follows the execution provider that will run the graphs: a GPU provider gets the
+//! FP16 variant, the CPU provider the INT8 one when INT8 pays there ([`AUTO_INT8_ON_CPU`]);
+//! either only when the package carries it within its parity bound, else FP32. An explicit
+//! precision is honoured even outside the bound (it was packaged under a recorded override),
+//! with a warning.
+
+use super::session::{open_graph, Provider, SessionError, SessionOptions};
+use crate::onnx::precision::{self, PrecisionError, Ranges};
+use crate::onnx::Precision;
+use crate::package::{Manifest, GRAPH_FILES};
+use ndarray::{Array3, ArrayD, Axis};
+use std::collections::BTreeMap;
+
+/// Whether `auto` picks INT8 on the CPU provider. Off: on this project's reference CPU (AMD
+/// EPYC, AVX-512 VNNI, 2 cores) INT8 did not reach the speed that would justify its parity
+/// cost end to end (README, "Precision variants"); `--precision int8` still runs it.
+pub const AUTO_INT8_ON_CPU: bool = false;
+
+/// The graphs the INT8 variant quantizes; the others run their FP32 graph.
+pub const INT8_GRAPHS: [&str; 2] = ["decoder.onnx", "pixelsnail.onnx"];
+
+/// Graph → archive entry of `precision`'s variant as written by [`write_variants`].
+pub fn variant_files(precision: Precision) -> BTreeMap<String, String> {
+    GRAPH_FILES
+        .iter()
+        .map(|g| {
+            let own = match precision {
+                Precision::Fp32 => false,
+                Precision::Fp16 => true,
+                Precision::Int8 => INT8_GRAPHS.contains(g),
+            };
+            (g.to_string(), if own { precision.file_name(g) } else { g.to_string() })
+        })
+        .collect()
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PrecisionRequest {
+    #[default]
+    Auto,
+    Exact(Precision),
+}
+
+impl std::str::FromStr for PrecisionRequest {
+    type Err = PrecisionError;
+    fn from_str(s: &str) -> Result<Self, PrecisionError> {
+        if s.trim().eq_ignore_ascii_case("auto") {
+            Ok(PrecisionRequest::Auto)
+        } else {
+            s.parse().map(PrecisionRequest::Exact)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VariantError {
+    #[error("package {package} has no {precision} variant (it carries: {available}); repackage with `vqad package --precisions fp32,{precision}`")]
+    Missing { package: String, precision: Precision, available: String },
+    #[error(transparent)]
+    Precision(#[from] PrecisionError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("calibration: {0}")]
+    Calibration(String),
+}
+
+/// The provider `auto` plans for: the first in the list this ONNX Runtime build offers.
+fn planned_provider(providers: &[Provider]) -> Provider {
+    use ort::ep::ExecutionProvider;
+    for &p in providers {
+        let ok = match p {
+            Provider::TensorRT => <ort::ep::TensorRT as ExecutionProvider>::is_available().unwrap_or(false),
+            Provider::Cuda => <ort::ep::CUDA as ExecutionProvider>::is_available().unwrap_or(false),
+            Provider::Cpu => true,
+        };
+        if ok {
+            return p;
+        }
+    }
+    Provider::Cpu
+}
+
+/// The precision that will run `manifest`'s graphs, and why.
+pub fn resolve(request: PrecisionRequest, manifest: &Manifest, providers: &[Provider]) -> Result<(Precision, String), VariantError> {
+    let variants = manifest.variants.as_ref();
+    let within = |p: Precision| variants.and_then(|v| v.get(&p)).is_some_and(|v| v.parity.within_bound);
+    match request {
+        PrecisionRequest::Exact(Precision::Fp32) => Ok((Precision::Fp32, "requested".into())),
+        PrecisionRequest::Exact(p) => {
+            let Some(v) = variants.and_then(|v| v.get(&p)) else {
+                let mut available = vec!["fp32".to_string()];
+                available.extend(variants.into_iter().flat_map(|v| v.keys()).map(|p| p.to_string()));
+                return Err(VariantError::Missing { package: manifest.id(), precision: p, available: available.join(", ") });
+            };
+            if let Some(why) = v.parity.violation() {
+                tracing::warn!("{}: running the {p} variant, which is outside its parity bound ({why}); packaged with override: {}", manifest.id(), v.parity.override_reason.as_deref().unwrap_or("-"));
+            }
+            Ok((p, "requested".into()))
+        }
+        PrecisionRequest::Auto => {
+            let provider = planned_provider(providers);
+            let (want, rule) = match provider {
+                Provider::TensorRT | Provider::Cuda => (Precision::Fp16, format!("auto: {provider} → fp16 when packaged within bound")),
+                Provider::Cpu if AUTO_INT8_ON_CPU => (Precision::Int8, "auto: cpu → int8 when packaged within bound".to_string()),
+                Provider::Cpu => (Precision::Fp32, "auto: cpu → fp32 (int8 is not faster enough here to be the default)".to_string()),
+            };
+            if want == Precision::Fp32 || within(want) {
+                Ok((want, rule))
+            } else {
+                Ok((Precision::Fp32, format!("{rule}; the package has no {want} variant within bound, so fp32")))
+            }
+        }
+    }
+}
+
+/// The three graphs of one precision under their plain names (`encoder.onnx`, …), with the
+/// package's other files, ready for [`super::Detector::from_graphs`].
+pub fn graphs_for(files: &BTreeMap<String, Vec<u8>>, precision: Precision) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> = files.iter().filter(|(n, _)| !crate::package::VARIANT_FILES.contains(&n.as_str())).map(|(n, b)| (n.clone(), b.clone())).collect();
+    if precision != Precision::Fp32 {
+        for g in GRAPH_FILES {
+            if let Some(b) = files.get(&precision.file_name(g)) {
+                out.insert(g.to_string(), b.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Ranges of every convolution input and output of `model`, over the given inputs (each a
+/// batch in the graph's input layout).
+fn calibrate(name: &str, model: &[u8], batches: &[TensorIn], opts: &SessionOptions) -> Result<Ranges, VariantError> {
+    let (cal, names) = precision::calibration_graph(model)?;
+    let mut g = open_graph(&format!("{name} (calibration)"), &cal, opts)?;
+    let mut ranges = Ranges::new();
+    for b in batches {
+        let outs = match b {
+            TensorIn::Images(x) => g.run_all_f32(x.clone())?,
+            TensorIn::Codes(z) => g.run_all_f32(z.clone())?,
+        };
+        for (n, v) in outs.iter().filter(|(n, _)| names.contains(n)) {
+            precision::observe(&mut ranges, n, v.iter().copied());
+        }
+    }
+    for n in &names {
+        if !ranges.get(n).is_some_and(|(lo, hi)| lo.is_finite() && hi.is_finite()) {
+            return Err(VariantError::Calibration(format!("{name}: tensor {n} produced no finite value")));
+        }
+    }
+    Ok(ranges)
+}
+
+/// One calibration batch: images for the encoder, index tables for the decoder and prior.
+#[derive(Debug, Clone)]
+pub enum TensorIn {
+    Images(ArrayD<f32>),
+    Codes(ArrayD<i64>),
+}
+
+/// Writes the requested variants of the FP32 `graphs` (plain names): FP16 directly, INT8
+/// calibrated on `normals` (images [C, H, W] in [0, 1]; their FP32 codes calibrate the decoder
+/// and prior). Returns archive entry name → bytes.
+///
+/// INT8 leaves the encoder in FP32 ([`INT8_GRAPHS`]): quantizing it moved about half of the
+/// codes to a neighbouring codebook entry on a dev-set category (51.6% agreement, K = 512),
+/// for a graph that is a few percent of the compute.
+pub fn write_variants(
+    graphs: &BTreeMap<String, Vec<u8>>,
+    precisions: &[Precision],
+    normals: &[Array3<f32>],
+    opts: &SessionOptions,
+    progress: &dyn Fn(&str),
+) -> Result<BTreeMap<String, Vec<u8>>, VariantError> {
+    let mut out = BTreeMap::new();
+    let get = |g: &str| graphs.get(g).ok_or_else(|| VariantError::Calibration(format!("{g} missing")));
+    for &p in precisions {
+        match p {
+            Precision::Fp32 => {}
+            Precision::Fp16 => {
+                for g in GRAPH_FILES {
+                    out.insert(p.file_name(g), precision::to_fp16(get(g)?)?);
+                }
+            }
+            Precision::Int8 => {
+                if normals.is_empty() {
+                    return Err(VariantError::Calibration("INT8 needs calibration images (the validation normals); there are none".into()));
+                }
+                progress(&format!("calibrating INT8 activation ranges on {} validation normals…", normals.len()));
+                let image_batches: Vec<TensorIn> = normals
+                    .chunks(8)
+                    .map(|c| TensorIn::Images(ndarray::stack(Axis(0), &c.iter().map(|a| a.view()).collect::<Vec<_>>()).expect("same shape").into_dyn()))
+                    .collect();
+                let mut enc = open_graph("encoder.onnx", get("encoder.onnx")?, opts)?;
+                let mut code_batches = vec![];
+                for b in &image_batches {
+                    if let TensorIn::Images(x) = b {
+                        let z: ArrayD<i64> = enc.run_one(x.clone())?;
+                        code_batches.push(TensorIn::Codes(z));
+                    }
+                }
+                for g in INT8_GRAPHS {
+                    let ranges = calibrate(g, get(g)?, &code_batches, opts)?;
+                    out.insert(p.file_name(g), precision::to_int8(get(g)?, &ranges)?);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
