@@ -460,3 +460,185 @@ fn detect_runs_what_the_channel_assigns_and_follows_a_rollback() {
     assert!(err.contains("refusing to run") && err.contains("replayed older record") && err.contains("sequence 2"), "{err}");
     assert!(!o4.exists(), "results were written for a refused channel");
 }
+
+/// ONNX Runtime's Python API, independent of vqad's Rust side, recomputes the per-graph parity
+/// figures on the same images; onnx.checker checks every variant; ORT's own optimizer shows the
+/// INT8 convolutions become integer `QLinearConv` kernels.
+const PARITY_PY: &str = r#"
+import json, os, sys
+import numpy as np, onnx, onnxruntime as ort
+d, images, out = sys.argv[1], np.load(sys.argv[2]), sys.argv[3]
+m = json.load(open(os.path.join(d, "manifest.json")))
+so = ort.SessionOptions()
+def sess(f, opt=None):
+    o = ort.SessionOptions()
+    if opt: o.optimized_model_filepath = opt
+    return ort.InferenceSession(os.path.join(d, f), o, providers=["CPUExecutionProvider"])
+res = {"checked": [], "qlinearconv": {}, "convs": {}}
+for p, v in m["variants"].items():
+    for g, f in v["files"].items():
+        if f != g:
+            onnx.checker.check_model(onnx.load(os.path.join(d, f)), full_check=True)
+            res["checked"].append(f)
+            if p == "int8":
+                opt = os.path.join(out, f + ".opt.onnx")
+                sess(f, opt)
+                res["qlinearconv"][f] = sum(n.op_type == "QLinearConv" for n in onnx.load(opt).graph.node)
+                res["convs"][f] = sum(n.op_type == "Conv" for n in onnx.load(os.path.join(d, g)).graph.node)
+    e_ref, e_var = sess("encoder.onnx"), sess(v["files"]["encoder.onnx"])
+    p_ref, p_var = sess("pixelsnail.onnx"), sess(v["files"]["pixelsnail.onnx"])
+    d_ref, d_var = sess("decoder.onnx"), sess(v["files"]["decoder.onnx"])
+    same = n = 0; s = e = 0.0; am = an = 0; dmax = 0.0; dsq = 0.0; dn = 0
+    for i in range(0, len(images), 8):
+        x = images[i:i+8]
+        z = e_ref.run(None, {"image": x})[0]; zv = e_var.run(None, {"image": x})[0]
+        same += int((z == zv).sum()); n += z.size
+        a = p_ref.run(None, {"indices": z})[0].astype(np.float64); b = p_var.run(None, {"indices": z})[0].astype(np.float64)
+        s += (a ** 2).sum(); e += ((a - b) ** 2).sum()
+        am += int((a.argmax(1) == b.argmax(1)).sum()); an += a.argmax(1).size
+        xa = d_ref.run(None, {"indices": z})[0].astype(np.float64); xb = d_var.run(None, {"indices": z})[0].astype(np.float64)
+        dmax = max(dmax, float(np.abs(xa - xb).max())); dsq += float(((xa - xb) ** 2).sum()); dn += xa.size
+    res[p] = {"encoder_code_agreement": same / n, "prior_logprob_sqnr_db": min(200.0, 10 * np.log10(s / e)) if e > 0 else 200.0,
+              "prior_argmax_agreement": am / an, "decoder_max_error": dmax, "decoder_rms_error": (dsq / dn) ** 0.5}
+print(json.dumps(res))
+"#;
+
+#[test]
+fn packaged_variants_carry_signed_parity_that_python_onnxruntime_reproduces() {
+    let d = demo();
+    let tmp = tempfile::tempdir().unwrap();
+    let (run_dir, pubkey) = (path(&d.summary["run"]), path(&d.summary["public_key"]));
+    let key = pubkey.with_extension("key");
+    let package = |precisions: &str, extra: &[&str], out: &Path| {
+        run(vqad().arg("package").arg(&run_dir).args(["--name", "synth_texture", "--version", "4.0.0", "--precisions", precisions]).args(extra).arg("--key").arg(&key).arg("--out").arg(out))
+    };
+    // Without an override, a variant outside its bound is refused by name, or packaged when within.
+    let o = package("fp32,int8,fp16", &["--parity-override", "test: tiny demo model"], &tmp.path().join("p"));
+    assert!(o.status.success());
+    let pkg = tmp.path().join("p/synth_texture-4.0.0.vqad");
+    let o = run(vqad().arg("inspect").arg(&pkg).arg("--pubkey").arg(&pubkey).arg("--json"));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["verified"]["valid"], true, "{r}");
+    let m = &r["manifest"];
+    assert_eq!(m["format_version"], 7);
+    assert_eq!(m["variants"]["int8"]["files"]["encoder.onnx"], "encoder.onnx", "INT8 keeps the FP32 encoder");
+    assert_eq!(m["variants"]["int8"]["files"]["pixelsnail.onnx"], "pixelsnail.int8.onnx");
+    assert_eq!(r["entries"].as_array().unwrap().len(), 7 + 3 + 2, "{}", r["entries"]);
+    for p in ["fp16", "int8"] {
+        let q = &m["variants"][p]["parity"];
+        let violates = q["decision_agreement"].as_f64().unwrap() < 0.99 || q["mask_iou"].as_f64().is_some_and(|v| v < 0.95);
+        assert_eq!(q["within_bound"], !violates, "{q}");
+        assert_eq!(q["override_reason"].is_string(), violates, "{q}");
+        let o = package(&format!("fp32,{p}"), &[], &tmp.path().join(format!("strict-{p}")));
+        assert_eq!(o.status.success(), !violates, "a variant {} its bound must be {}", if violates { "outside" } else { "within" }, if violates { "refused" } else { "packaged" });
+        if violates {
+            assert!(String::from_utf8_lossy(&o.stderr).contains("outside its parity bound"));
+        }
+    }
+    let text = run(vqad().arg("inspect").arg(&pkg).arg("--pubkey").arg(&pubkey));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("  int8: decisions") && text.contains("  fp16: decisions"), "{text}");
+
+    // The same images the packager compared on: its validation normals plus painted defects.
+    let rd = vqad_train::train::run::RunDir::new(&run_dir);
+    let (cfg, info) = (rd.config().unwrap(), rd.info().unwrap());
+    let ds = vqad_train::train::load_dataset(Path::new(&info.category_dir), &cfg).unwrap();
+    let (images, _) = vqad::eval::parity::parity_images(&ds.val, info.seed);
+    let views: Vec<_> = images.iter().map(|a| a.view()).collect();
+    let stacked = ndarray::stack(ndarray::Axis(0), &views).unwrap();
+    let npy = tmp.path().join("images.npy");
+    ndarray_npy::write_npy(&npy, &stacked).unwrap();
+    let unpacked = tmp.path().join("unpacked");
+    assert!(run(vqad().arg("unpack").arg(&pkg).arg("--pubkey").arg(&pubkey).arg("--out").arg(&unpacked)).status.success());
+    let out = common::run_python(PARITY_PY, &[&unpacked.display().to_string(), &npy.display().to_string(), &tmp.path().display().to_string()]);
+    let py: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(py["checked"].as_array().unwrap().len(), 5, "{py}");
+    for (f, n) in py["qlinearconv"].as_object().unwrap() {
+        assert!(n.as_u64().unwrap() > 0 && *n == py["convs"][f], "{f}: ONNX Runtime fused {n} of {} convolutions into QLinearConv", py["convs"][f]);
+    }
+    for p in ["fp16", "int8"] {
+        let q = &m["variants"][p]["parity"];
+        for (k, tol) in [("encoder_code_agreement", 2e-3), ("prior_argmax_agreement", 2e-3), ("prior_logprob_sqnr_db", 0.5), ("decoder_max_error", 1e-4), ("decoder_rms_error", 1e-5)] {
+            let (ours, theirs) = (q[k].as_f64().unwrap(), py[p][k].as_f64().unwrap());
+            assert!((ours - theirs).abs() <= tol, "{p} {k}: manifest {ours}, Python ONNX Runtime {theirs}");
+        }
+    }
+    // model_signing, the reference verifier, accepts the unpacked package with its variants.
+    let sig = unpacked.join("model.sig");
+    let o = std::process::Command::new(common::python())
+        .args(["-m", "model_signing", "verify", "key"])
+        .arg(&unpacked)
+        .arg("--signature")
+        .arg(&sig)
+        .arg("--public_key")
+        .arg(&pubkey)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "model_signing refused the package with variants: {}", String::from_utf8_lossy(&o.stderr));
+
+    // An edited parity record (a better prior SQNR) breaks the signature: refused.
+    let manifest = std::fs::read_to_string(unpacked.join("manifest.json")).unwrap();
+    let q = &m["variants"]["int8"]["parity"]["prior_logprob_sqnr_db"];
+    let edited = manifest.replacen(&format!("\"prior_logprob_sqnr_db\": {q}"), "\"prior_logprob_sqnr_db\": 99.0", 1);
+    assert_ne!(edited, manifest);
+    let edited_pkg = tmp.path().join("edited/synth_texture-4.0.0.vqad");
+    std::fs::create_dir_all(edited_pkg.parent().unwrap()).unwrap();
+    common::run_python(
+        "import sys, zipfile\nsrc, dst, text = sys.argv[1:4]\nwith zipfile.ZipFile(src) as a, zipfile.ZipFile(dst, 'w', zipfile.ZIP_DEFLATED) as b:\n    for i in a.infolist():\n        b.writestr(i.filename, open(text).read() if i.filename == 'manifest.json' else a.read(i.filename))",
+        &[&pkg.display().to_string(), &edited_pkg.display().to_string(), &{
+            let f = tmp.path().join("edited.json");
+            std::fs::write(&f, &edited).unwrap();
+            f.display().to_string()
+        }],
+    );
+    let o = run(vqad().arg("verify").arg(&edited_pkg).arg("--pubkey").arg(&pubkey));
+    assert_eq!(o.status.code(), Some(3), "an edited parity record must be refused");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("manifest.json"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Detect names the precision that ran; a precision the package lacks is a clear error.
+    let imgs = path(&d.summary["data"]).join("test/good");
+    let det_out = tmp.path().join("det");
+    let o = run(vqad().arg("detect").arg(&pkg).arg("--pubkey").arg(&pubkey).arg(&imgs).arg("--out").arg(&det_out).args(["--ep", "cpu", "--precision", "int8"]));
+    assert!(o.status.success());
+    let rec = std::fs::read_dir(&det_out).unwrap().filter_map(|e| e.ok()).find(|e| e.path().extension().is_some_and(|x| x == "json") && !e.file_name().to_string_lossy().starts_with("summary")).unwrap();
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(rec.path()).unwrap()).unwrap();
+    assert_eq!(rec["precision"], "int8", "{rec}");
+    let o = run(vqad().arg("detect").arg(path(&d.summary["package"])).arg("--pubkey").arg(&pubkey).arg(&imgs).arg("--out").arg(tmp.path().join("det2")).args(["--ep", "cpu", "--precision", "fp16"]));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("has no fp16 variant"), "{}", String::from_utf8_lossy(&o.stderr));
+    // ONNX Runtime's profile of the INT8 prior: its convolutions run as integer QLinearConv.
+    let o = run(vqad().arg("compat").arg(&pkg).arg("--pubkey").arg(&pubkey).args(["--ep", "cpu", "--precision", "int8", "--json"]));
+    assert!(o.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let prior = r["graphs"].as_array().unwrap().iter().find(|g| g["graph"] == "pixelsnail.onnx").unwrap();
+    assert_eq!(prior["file"], "pixelsnail.int8.onnx");
+    assert_eq!(prior["ops"]["QLinearConv"], py["convs"]["pixelsnail.int8.onnx"], "{prior}");
+    assert!(prior["ops"].get("Conv").is_none(), "a float Conv is left in the INT8 prior: {prior}");
+}
+
+#[test]
+fn compat_places_every_node_on_cpu_and_refuses_a_missing_cuda_with_its_own_exit_code() {
+    let d = demo();
+    let (pkg, pubkey) = (path(&d.summary["package"]), path(&d.summary["public_key"]));
+    let o = run(vqad().arg("compat").arg(&pkg).arg("--pubkey").arg(&pubkey).args(["--ep", "cpu", "--strict-ep", "--json"]));
+    assert!(o.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["verdict"], "every node on cpu", "{r}");
+    let graphs = r["graphs"].as_array().unwrap();
+    assert_eq!(graphs.len(), 3);
+    for g in graphs {
+        let by = g["nodes_by_provider"].as_object().unwrap();
+        assert_eq!(by.keys().collect::<Vec<_>>(), ["CPUExecutionProvider"], "{g}");
+        assert!(by["CPUExecutionProvider"].as_u64().unwrap() > 3, "{g}");
+        assert_eq!(g["opset"], 17);
+    }
+    // This host's ONNX Runtime has no CUDA: strict placement says so, with exit code 7.
+    let o = run(vqad().arg("compat").arg(&pkg).arg("--pubkey").arg(&pubkey).args(["--ep", "cuda", "--strict-ep"]));
+    assert_eq!(o.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("CUDA provider unavailable"), "{}", String::from_utf8_lossy(&o.stderr));
+    // Without --strict-ep the graphs fall back to the CPU provider, and the verdict names it.
+    let o = run(vqad().arg("compat").arg(&pkg).arg("--pubkey").arg(&pubkey).args(["--ep", "cuda,cpu", "--json"]));
+    assert!(o.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["verdict"].as_str().unwrap().contains("later provider than cuda"), "{r}");
+}

@@ -64,6 +64,7 @@ impl RunFlags {
                 trt_cache: self.trt_cache.clone(),
                 threads: self.threads,
                 ort_lib: self.ort_lib.clone(),
+                profile: None,
             },
             eta: self.eta,
             local_constraint: self.no_local_constraint.then_some(false),
@@ -275,7 +276,7 @@ pub fn run_detect(a: &DetectArgs) -> anyhow::Result<(String, usize)> {
         }
         let arrays: Vec<_> = ok.iter().map(|(_, _, a)| a.clone()).collect();
         let dets = det.detect_arrays(&arrays)?;
-        let ctx = RecordContext { providers: &providers, settings: &det.settings };
+        let ctx = RecordContext { providers: &providers, precision: det.precision, settings: &det.settings };
         for ((root, p, _), d) in ok.iter().zip(dets.iter()) {
             let mut stem = stem_for(root, p);
             while !stems.insert(stem.clone()) {
@@ -502,4 +503,88 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<i32> {
         super::print_json(&serde_json::json!({"package": pkg.manifest.name, "version": pkg.manifest.version, "providers": det.providers(), "rows": rows, "speedups": speedups, "precision_speedups": versus, "peak": {"fp32_gflops": peak.fp32_gflops, "int8_gops": peak.int8_gops, "n": peak.n, "threads": peak.threads}, "roofline": rooflines, "peak_rss_mib": peak_rss_mib()}))?;
     }
     Ok(0)
+}
+
+#[derive(Args)]
+pub struct CompatArgs {
+    /// The .vqad package.
+    pub package: PathBuf,
+    /// Trusted public key.
+    #[arg(long)]
+    pub pubkey: PathBuf,
+    /// Execution providers in order of preference: tensorrt, cuda, cpu.
+    #[arg(long, default_value = "tensorrt,cuda,cpu")]
+    pub ep: String,
+    /// Require the first provider for every graph and every node (CPU fallback disabled);
+    /// exit code 7 when it is unavailable or refuses a node.
+    #[arg(long)]
+    pub strict_ep: bool,
+    /// Which of the package's precisions to place: fp32, fp16 or int8.
+    #[arg(long, default_value = "fp32")]
+    pub precision: String,
+    /// Path to libonnxruntime (default: $VQAD_ORT_LIB, beside the executable, the set-up cache).
+    #[arg(long, env = "VQAD_ORT_LIB")]
+    pub ort_lib: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Exit code of `vqad compat` when a required provider is unavailable here.
+pub const EXIT_PROVIDER_UNAVAILABLE: i32 = 7;
+
+pub fn compat(a: CompatArgs) -> anyhow::Result<i32> {
+    use vqad::runtime::session::SessionError;
+    let providers = parse_providers(&a.ep)?;
+    anyhow::ensure!(!providers.is_empty(), "--ep names no provider");
+    let precision: vqad::onnx::Precision = a.precision.parse()?;
+    let key = TrustedKey::load(&a.pubkey)?;
+    let pkg = VerifiedPackage::open(&a.package, &key).with_context(|| format!("{}: verification failed", a.package.display()))?;
+    if precision != vqad::onnx::Precision::Fp32 {
+        vqad::runtime::variant::resolve(vqad::runtime::variant::PrecisionRequest::Exact(precision), &pkg.manifest, &providers)?;
+    }
+    let opts = SessionOptions { providers: providers.clone(), strict: a.strict_ep, ort_lib: a.ort_lib.clone(), ..Default::default() };
+    vqad::runtime::session::environment(a.ort_lib.as_deref())?;
+    let scratch = tempfile::Builder::new().prefix("vqad-compat-").tempdir()?;
+    let placed = match vqad::runtime::compat::placement(&pkg.files, precision, &pkg.manifest.model, &opts, scratch.path()) {
+        Ok(p) => p,
+        Err(SessionError::Provider { graph, provider, reason }) => {
+            let name = match provider {
+                vqad::runtime::session::Provider::TensorRT => "TensorRT",
+                vqad::runtime::session::Provider::Cuda => "CUDA",
+                vqad::runtime::session::Provider::Cpu => "CPU",
+            };
+            eprintln!("error: {name} provider unavailable for {graph} on this host (--strict-ep allows no fallback): {reason}");
+            if a.json {
+                super::print_json(&serde_json::json!({"verdict": "unavailable", "provider": provider, "graph": graph, "reason": reason}))?;
+            }
+            return Ok(EXIT_PROVIDER_UNAVAILABLE);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let fell_back: usize = placed.iter().map(|p| p.fell_back.len()).sum();
+    let first = providers[0];
+    let off_first: Vec<&str> = placed.iter().filter(|p| p.session_provider != first).map(|p| p.graph.as_str()).collect();
+    let verdict = if !off_first.is_empty() {
+        format!("{} ran on a later provider than {first} ({})", off_first.join(", "), placed.iter().map(|p| format!("{}: {}", p.graph, p.session_provider)).collect::<Vec<_>>().join(", "))
+    } else if fell_back > 0 {
+        format!("{fell_back} node(s) fell back to CPU")
+    } else {
+        format!("every node on {first}")
+    };
+    let ort = vqad::runtime::session::ort_version().unwrap_or_else(|| "?".into());
+    if a.json {
+        super::print_json(&serde_json::json!({"package": pkg.manifest.id(), "precision": precision, "onnxruntime": ort, "graphs": placed, "verdict": verdict}))?;
+    } else {
+        println!("{} ({precision}) on ONNX Runtime {ort}, providers {}:", pkg.manifest.id(), a.ep);
+        for p in &placed {
+            let by: Vec<String> = p.nodes_by_provider.iter().map(|(k, v)| format!("{v} on {k}")).collect();
+            println!("  {:<22} opset {} IR {}: session on {}, {} nodes as run ({})", p.file, p.opset, p.ir_version, p.session_provider, p.total(), by.join(", "));
+            for (node, op) in p.fell_back.iter().take(20) {
+                println!("      {node} ({op}) fell back to CPU: {} offers no kernel for it", p.session_provider);
+            }
+        }
+        println!("verdict: {verdict}");
+    }
+    Ok(if a.strict_ep && (fell_back > 0 || !off_first.is_empty()) { EXIT_PROVIDER_UNAVAILABLE } else { 0 })
 }

@@ -5,7 +5,8 @@
 //!
 //! Exit codes: 0 success; 1 error; 2 bad usage; 3 a package or channel record was refused;
 //! 4 some inputs of a batch failed (the rest were processed); 5 `vqad diff`: the packages differ;
-//! 6 `vqad audit`: a check failed, `vqad eval --require`: a requirement was not met.
+//! 6 `vqad audit`: a check failed, `vqad eval --require`: a requirement was not met;
+//! 7 `vqad compat --strict-ep`: the required execution provider is unavailable or left nodes to CPU.
 
 pub mod audit;
 pub mod data;
@@ -25,7 +26,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "vqad", version, about, long_about = None, propagate_version = true)]
 #[command(after_help = "Exit codes: 0 success, 1 error, 2 bad usage, 3 package or channel record refused, \
-                         4 some inputs of a batch failed, 5 packages differ (diff), 6 an audit check or --require failed.\nStart with `vqad demo`.")]
+                         4 some inputs of a batch failed, 5 packages differ (diff), 6 an audit check or --require failed, \
+                         7 a required execution provider is unavailable (compat --strict-ep).\nStart with `vqad demo`.")]
 pub struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -80,8 +82,11 @@ pub enum Cmd {
     Audit(audit::AuditArgs),
     /// Detect anomalies in images with a verified package.
     Detect(detect::DetectArgs),
-    /// Per-stage timings, prior passes and throughput of a package (incremental vs naive).
+    /// Per-stage timings, prior passes and throughput of a package (incremental vs naive;
+    /// precisions side by side), with each graph's share of the measured machine peak.
     Bench(detect::BenchArgs),
+    /// Where each graph's nodes run on this host (per execution provider, CPU fallbacks).
+    Compat(detect::CompatArgs),
     /// Evaluate a package on a category's test split (paper Tables 1–4 and MVTec metrics).
     Eval(eval::EvalArgs),
     /// Serve a registry's packages over the Open Inference Protocol (KServe V2 / Triton):
@@ -170,6 +175,7 @@ pub fn main(training: fn(Training) -> anyhow::Result<i32>) -> ! {
         Cmd::Audit(a) => audit::audit(a),
         Cmd::Detect(a) => detect::detect(a),
         Cmd::Bench(a) => detect::bench(a),
+        Cmd::Compat(a) => detect::compat(a),
         Cmd::Eval(a) => eval::eval(a),
         Cmd::Serve(a) => serve::run(a),
     };

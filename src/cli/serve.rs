@@ -171,7 +171,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<i32> {
         http: a.http,
         grpc: a.grpc,
         detector: DetectorOptions {
-            session: SessionOptions { providers, strict: false, trt_cache: a.trt_cache, threads: a.threads, ort_lib: a.ort_lib },
+            session: SessionOptions { providers, strict: false, trt_cache: a.trt_cache, threads: a.threads, ort_lib: a.ort_lib, profile: None },
             eta: None,
             local_constraint: None,
             mode: ResampleMode::Incremental,

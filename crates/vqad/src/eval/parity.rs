@@ -26,6 +26,10 @@ pub enum ParityError {
     Invalid(String),
 }
 
+/// Relative distance from the pixel threshold within which an image counts as on the decision
+/// boundary (see [`measure`]).
+pub const BOUNDARY_TOLERANCE: f32 = 1e-5;
+
 /// SQNR recorded for identical outputs.
 pub const MAX_SQNR_DB: f64 = 200.0;
 
@@ -196,7 +200,14 @@ pub fn measure(
     }));
     let threshold = settings.pixel_threshold.unwrap_or(1.0).abs().max(f64::MIN_POSITIVE);
     let (raw_rms, _) = rms(d_ref.iter().zip(&d_var).flat_map(|(a, b)| a.raw_map.iter().copied().zip(b.raw_map.iter().copied()).collect::<Vec<_>>()));
-    let decision_agreement = agreement(d_ref.iter().zip(&d_var).map(|(a, b)| a.anomalous == b.anomalous));
+    // The pixel threshold is, by construction, the score of one validation normal (the
+    // tuning rule puts it exactly there): that image sits on the decision boundary, and any
+    // change at all decides it either way. Images within BOUNDARY_TOLERANCE of the threshold
+    // are counted apart instead of as disagreements.
+    let t = settings.pixel_threshold.map(|t| t as f32);
+    let at_boundary = |d: &Detection| t.is_some_and(|t| (d.image_score - t).abs() <= BOUNDARY_TOLERANCE * t.abs().max(f32::MIN_POSITIVE));
+    let boundary_images = d_ref.iter().filter(|d| at_boundary(d)).count();
+    let decision_agreement = agreement(d_ref.iter().zip(&d_var).filter(|(a, _)| !at_boundary(a)).map(|(a, b)| a.anomalous == b.anomalous));
     let mask_ref: Vec<Array2<u8>> = d_ref.iter().map(|d| d.mask.clone()).collect();
     let mask_var: Vec<Array2<u8>> = d_var.iter().map(|d| d.mask.clone()).collect();
     let mask_iou = mean_mask_iou(&mask_ref, &mask_var);
@@ -216,6 +227,7 @@ pub fn measure(
         resampled_agreement,
         raw_map_rms_error: raw_rms / threshold,
         decision_agreement,
+        boundary_images: boundary_images as u64,
         mask_iou,
         pixel_auroc_reference,
         pixel_auroc,

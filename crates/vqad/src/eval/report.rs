@@ -346,7 +346,7 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
     for chunk in inputs.chunks(det.batch) {
         let arrays: Vec<Array3<f32>> = chunk.iter().map(|(_, a, _)| a.clone()).collect();
         let dets = det.detect_arrays(&arrays)?;
-        let ctx = RecordContext { providers: &providers, settings: &det.settings };
+        let ctx = RecordContext { providers: &providers, precision: det.precision, settings: &det.settings };
         for ((i, _, gt), d) in chunk.iter().zip(dets) {
             let item = &cat.test[*i];
             let stem = stem_for(&cat.root.join("test"), &item.path);

@@ -69,8 +69,13 @@ pub struct Parity {
     pub resampled_agreement: f64,
     /// RMS difference of the raw anomaly maps, relative to the reference's pixel threshold.
     pub raw_map_rms_error: f64,
-    /// Share of images with the same anomalous/normal decision.
+    /// Share of images with the same anomalous/normal decision, over the images not on the
+    /// decision boundary.
     pub decision_agreement: f64,
+    /// Images whose reference score is the pixel threshold itself (within 1e-5 relative): the
+    /// tuning rule sets the threshold at one validation normal's score, so that image is
+    /// decided either way by any change; they are left out of `decision_agreement`.
+    pub boundary_images: u64,
     /// Mean IoU of the masks over images where the reference has a mask (none: no masks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask_iou: Option<f64>,
@@ -612,6 +617,70 @@ mod tests {
         for (n, v) in [("Bottle", "1.0.0"), ("../x", "1.0.0"), ("", "1.0.0"), ("a b", "1.0.0"), ("ok", "1.0"), ("ok", "01.0.0"), ("ok", "1.0.0+build")] {
             assert!(Manifest::example(n, v).validate().is_err(), "{n} {v}");
         }
+    }
+
+    fn parity(decisions: f64, iou: Option<f64>) -> Parity {
+        let mut p = Parity {
+            normals: 20,
+            defects: 20,
+            encoder_code_agreement: 1.0,
+            prior_logprob_sqnr_db: 30.0,
+            prior_argmax_agreement: 0.9,
+            decoder_max_error: 0.01,
+            decoder_rms_error: 0.001,
+            resampled_agreement: 0.99,
+            raw_map_rms_error: 1e-4,
+            decision_agreement: decisions,
+            boundary_images: 1,
+            mask_iou: iou,
+            pixel_auroc_reference: 0.9,
+            pixel_auroc: 0.9,
+            auroc_difference: 0.0,
+            bound: ParityBound::default(),
+            within_bound: true,
+            override_reason: None,
+        };
+        p.within_bound = p.violation().is_none();
+        p
+    }
+
+    #[test]
+    fn variants_need_format_7_a_consistent_parity_record_and_an_override_outside_the_bound() {
+        let mut m = Manifest::example("bottle", "1.0.0");
+        let files = |p: Precision| GRAPH_FILES.iter().map(|g| (g.to_string(), p.file_name(g))).collect::<BTreeMap<_, _>>();
+        m.variants = Some(BTreeMap::from([(Precision::Fp16, Variant { files: files(Precision::Fp16), method: "m".into(), parity: parity(1.0, Some(0.99)) })]));
+        m.format_version = VARIANTS_FORMAT - 1;
+        assert!(m.validate().unwrap_err().to_string().contains("format_version 7"));
+        m.format_version = VARIANTS_FORMAT;
+        m.validate().unwrap();
+        let edit = |f: &dyn Fn(&mut Variant)| {
+            let mut m2 = m.clone();
+            f(m2.variants.as_mut().unwrap().get_mut(&Precision::Fp16).unwrap());
+            m2.validate().map_err(|e| e.to_string())
+        };
+        // Figures that do not meet the bound, while claiming they do.
+        assert!(edit(&|v| v.parity.decision_agreement = 0.98).unwrap_err().contains("within_bound"));
+        assert!(edit(&|v| v.parity.mask_iou = Some(0.5)).unwrap_err().contains("within_bound"));
+        // Outside the bound: only with the override that packaged it.
+        assert!(edit(&|v| v.parity = parity(0.9, None)).unwrap_err().contains("override"));
+        edit(&|v| {
+            v.parity = parity(0.9, None);
+            v.parity.override_reason = Some("accepted for line 3".into());
+        })
+        .unwrap();
+        // Not fractions, inconsistent differences, wrong or absent entries.
+        assert!(edit(&|v| v.parity.encoder_code_agreement = 1.5).unwrap_err().contains("fraction"));
+        assert!(edit(&|v| v.parity.auroc_difference = 0.1).unwrap_err().contains("inconsistent"));
+        assert!(edit(&|v| { v.files.insert("encoder.onnx".into(), "other.onnx".into()); }).is_err());
+        assert!(edit(&|v| { v.files.remove("decoder.onnx"); }).is_err());
+        assert!(edit(&|v| v.files = GRAPH_FILES.iter().map(|g| (g.to_string(), g.to_string())).collect()).is_err(), "a variant of nothing");
+        let mut fp32 = m.clone();
+        let v = fp32.variants.as_mut().unwrap().remove(&Precision::Fp16).unwrap();
+        fp32.variants.as_mut().unwrap().insert(Precision::Fp32, v);
+        assert!(fp32.validate().unwrap_err().to_string().contains("reference"));
+        // The JSON round trip keeps everything (sorted keys: bytes are deterministic).
+        let back = Manifest::from_json_bytes(&m.to_json_bytes().unwrap()).unwrap();
+        assert_eq!(back, m);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod texture;
 pub mod whiten;
 pub mod border;
 pub mod variant;
+pub mod compat;
 pub mod roofline;
 
 pub use resample::{

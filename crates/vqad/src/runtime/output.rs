@@ -24,6 +24,9 @@ pub struct DetectionRecord {
     pub prior_passes: usize,
     pub millis: StageMillisRecord,
     pub providers: BTreeMap<String, Provider>,
+    /// Precision of the graphs that ran (fp32, fp16, int8); absent in records of older builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<crate::onnx::Precision>,
     pub eta: f64,
     pub local_constraint: bool,
     pub pixel_threshold: Option<f64>,
@@ -106,6 +109,7 @@ fn write_npy<D: ndarray::Dimension>(dir: &Path, name: &str, a: &ndarray::Array<f
 /// Settings that go into each record.
 pub struct RecordContext<'a> {
     pub providers: &'a BTreeMap<String, Provider>,
+    pub precision: crate::onnx::Precision,
     pub settings: &'a crate::config::DetectConfig,
 }
 
@@ -140,6 +144,7 @@ pub fn write_detection(dir: &Path, stem: &str, image: &str, det: &Detection, ctx
         prior_passes: det.prior_passes,
         millis: det.millis.into(),
         providers: ctx.providers.clone(),
+        precision: Some(ctx.precision),
         eta: ctx.settings.eta,
         local_constraint: ctx.settings.local_constraint,
         pixel_threshold: ctx.settings.pixel_threshold,

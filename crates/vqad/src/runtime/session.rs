@@ -116,11 +116,14 @@ pub struct SessionOptions {
     /// Intra-op threads (0 = ONNX Runtime's default: all cores).
     pub threads: usize,
     pub ort_lib: Option<PathBuf>,
+    /// Write ONNX Runtime's profile (per-node kernel times and providers) with this file
+    /// prefix; read back with [`Graph::end_profiling`].
+    pub profile: Option<PathBuf>,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { providers: DEFAULT_PROVIDERS.to_vec(), strict: false, trt_cache: None, threads: 0, ort_lib: None }
+        SessionOptions { providers: DEFAULT_PROVIDERS.to_vec(), strict: false, trt_cache: None, threads: 0, ort_lib: None, profile: None }
     }
 }
 
@@ -161,6 +164,13 @@ pub fn open_graph(name: &str, bytes: &[u8], opts: &SessionOptions) -> Result<Gra
                 b = b.with_intra_threads(opts.threads).map_err(|e| e.to_string())?;
             }
             b = b.with_execution_providers([dispatch(p, opts)]).map_err(|e| e.to_string())?;
+            if opts.strict && p != Provider::Cpu {
+                // Strict means every node on this provider: no silent per-node CPU fallback.
+                b = b.with_disable_cpu_fallback().map_err(|e| e.to_string())?;
+            }
+            if let Some(prefix) = &opts.profile {
+                b = b.with_profiling(prefix).map_err(|e| e.to_string())?;
+            }
             b.commit_from_memory(bytes).map_err(|e| e.to_string())
         })();
         match attempt {
@@ -190,6 +200,11 @@ impl Graph {
         let outputs = self.session.run(ort::inputs![t]).map_err(|e| SessionError::Run { graph: name.clone(), reason: e.to_string() })?;
         let arr = outputs[0].try_extract_array::<O>().map_err(|e| SessionError::Run { graph: name, reason: e.to_string() })?;
         Ok(arr.to_owned())
+    }
+
+    /// Ends profiling (sessions opened with [`SessionOptions::profile`]); returns the JSON file.
+    pub fn end_profiling(&mut self) -> Result<PathBuf, SessionError> {
+        self.session.end_profiling().map(PathBuf::from).map_err(|e| SessionError::Run { graph: self.name.clone(), reason: e.to_string() })
     }
 
     /// Runs a single-input graph and returns every float32 output by name (calibration).
