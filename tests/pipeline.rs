@@ -642,3 +642,38 @@ fn compat_places_every_node_on_cpu_and_refuses_a_missing_cuda_with_its_own_exit_
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(r["verdict"].as_str().unwrap().contains("later provider than cuda"), "{r}");
 }
+
+/// PyPI's OpenVINO plugin execution provider, installed once (tools/setup-ep-openvino.sh).
+fn openvino_plugin() -> PathBuf {
+    let o = Command::new("bash").arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/setup-ep-openvino.sh")).output().unwrap();
+    assert!(o.status.success(), "setup-ep-openvino failed: {}", String::from_utf8_lossy(&o.stderr));
+    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+}
+
+#[test]
+fn a_plugin_provider_without_a_device_is_named_and_falls_back_only_when_allowed() {
+    let d = demo();
+    let (pkg, pubkey) = (path(&d.summary["package"]), path(&d.summary["public_key"]));
+    let lib = format!("openvino={}", openvino_plugin().display());
+    // This host has no Intel device: the plugin registers and offers none; CPU runs every node.
+    let o = run(vqad().arg("compat").arg(&pkg).arg("--pubkey").arg(&pubkey).args(["--ep", "cpu", "--ep-library", &lib, "--json"]));
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("registered, and offered no device on this host"), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["plugins"][0]["name"], "openvino", "{r}");
+    assert_eq!(r["plugins"][0]["devices"].as_array().unwrap().len(), 0, "{r}");
+    assert_eq!(r["verdict"], "every node on cpu", "{r}");
+    // Not allowed to fall back: refused with the distinct exit code, naming the plugin.
+    let o = run(vqad().arg("compat").arg(&pkg).arg("--pubkey").arg(&pubkey).args(["--ep", "cpu", "--strict-ep", "--ep-library", &lib]));
+    assert_eq!(o.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("offered no device"), "{}", String::from_utf8_lossy(&o.stderr));
+    // detect with the plugin named falls back (allowed) and runs on CPU.
+    let tmp = tempfile::tempdir().unwrap();
+    let o = run(vqad().arg("detect").arg(&pkg).arg("--pubkey").arg(&pubkey).arg(path(&d.summary["data"]).join("test/good")).arg("--out").arg(tmp.path()).args(["--ep", "cpu", "--ep-library", &lib]));
+    assert!(o.status.success());
+    // A malformed library flag is a usage error naming the expected form.
+    let o = run(vqad().arg("compat").arg(&pkg).arg("--pubkey").arg(&pubkey).args(["--ep-library", "openvino"]));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NAME=PATH"));
+}

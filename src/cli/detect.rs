@@ -41,6 +41,13 @@ pub struct RunFlags {
     /// Intra-op threads for ONNX Runtime (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Register an ONNX Runtime plugin execution provider (NAME=PATH to its library, e.g.
+    /// PyPI onnxruntime-ep-openvino's) and run on the devices it offers first (repeatable).
+    #[arg(long = "ep-library", value_name = "NAME=PATH")]
+    pub ep_library: Vec<String>,
+    /// Provider option for the plugin's devices, KEY=VALUE (repeatable).
+    #[arg(long = "ep-option", value_name = "KEY=VALUE")]
+    pub ep_option: Vec<String>,
     /// Which of the package's precisions runs: auto (GPU provider → fp16, CPU → fp32 unless
     /// int8 pays; only variants within their signed parity bound), fp32, fp16 or int8.
     #[arg(long, default_value = "auto")]
@@ -64,6 +71,8 @@ impl RunFlags {
                 trt_cache: self.trt_cache.clone(),
                 threads: self.threads,
                 ort_lib: self.ort_lib.clone(),
+                ep_libraries: self.ep_library.iter().map(|s| s.parse()).collect::<Result<_, _>>()?,
+                ep_options: parse_ep_options(&self.ep_option)?,
                 profile: None,
             },
             eta: self.eta,
@@ -73,6 +82,11 @@ impl RunFlags {
             precision: Default::default(),
         })
     }
+}
+
+/// `KEY=VALUE` provider options.
+pub fn parse_ep_options(list: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    list.iter().map(|s| s.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).ok_or_else(|| anyhow::anyhow!("--ep-option '{s}': expected KEY=VALUE"))).collect()
 }
 
 /// Limits on every image read (detect, eval, data check, serve).
@@ -519,6 +533,12 @@ pub struct CompatArgs {
     /// exit code 7 when it is unavailable or refuses a node.
     #[arg(long)]
     pub strict_ep: bool,
+    /// Register an ONNX Runtime plugin execution provider library and try its devices first.
+    #[arg(long = "ep-library", value_name = "NAME=PATH")]
+    pub ep_library: Vec<String>,
+    /// Provider option for the plugin's devices, KEY=VALUE (repeatable).
+    #[arg(long = "ep-option", value_name = "KEY=VALUE")]
+    pub ep_option: Vec<String>,
     /// Which of the package's precisions to place: fp32, fp16 or int8.
     #[arg(long, default_value = "fp32")]
     pub precision: String,
@@ -543,8 +563,23 @@ pub fn compat(a: CompatArgs) -> anyhow::Result<i32> {
     if precision != vqad::onnx::Precision::Fp32 {
         vqad::runtime::variant::resolve(vqad::runtime::variant::PrecisionRequest::Exact(precision), &pkg.manifest, &providers)?;
     }
-    let opts = SessionOptions { providers: providers.clone(), strict: a.strict_ep, ort_lib: a.ort_lib.clone(), ..Default::default() };
+    let opts = SessionOptions {
+        providers: providers.clone(),
+        strict: a.strict_ep,
+        ort_lib: a.ort_lib.clone(),
+        ep_libraries: a.ep_library.iter().map(|s| s.parse()).collect::<Result<_, _>>()?,
+        ep_options: parse_ep_options(&a.ep_option)?,
+        ..Default::default()
+    };
     vqad::runtime::session::environment(a.ort_lib.as_deref())?;
+    let plugins = vqad::runtime::session::register_plugins(&opts.ep_libraries, a.ort_lib.as_deref())?;
+    for p in &plugins {
+        if p.devices.is_empty() {
+            eprintln!("plugin {} ({}): registered, and offered no device on this host", p.name, p.path.display());
+        } else {
+            eprintln!("plugin {} ({}): offers {}", p.name, p.path.display(), p.devices.join(", "));
+        }
+    }
     let scratch = tempfile::Builder::new().prefix("vqad-compat-").tempdir()?;
     let placed = match vqad::runtime::compat::placement(&pkg.files, precision, &pkg.manifest.model, &opts, scratch.path()) {
         Ok(p) => p,
@@ -553,6 +588,7 @@ pub fn compat(a: CompatArgs) -> anyhow::Result<i32> {
                 vqad::runtime::session::Provider::TensorRT => "TensorRT",
                 vqad::runtime::session::Provider::Cuda => "CUDA",
                 vqad::runtime::session::Provider::Cpu => "CPU",
+                vqad::runtime::session::Provider::Plugin => "plugin",
             };
             eprintln!("error: {name} provider unavailable for {graph} on this host (--strict-ep allows no fallback): {reason}");
             if a.json {
@@ -574,7 +610,7 @@ pub fn compat(a: CompatArgs) -> anyhow::Result<i32> {
     };
     let ort = vqad::runtime::session::ort_version().unwrap_or_else(|| "?".into());
     if a.json {
-        super::print_json(&serde_json::json!({"package": pkg.manifest.id(), "precision": precision, "onnxruntime": ort, "graphs": placed, "verdict": verdict}))?;
+        super::print_json(&serde_json::json!({"package": pkg.manifest.id(), "precision": precision, "onnxruntime": ort, "plugins": plugins, "graphs": placed, "verdict": verdict}))?;
     } else {
         println!("{} ({precision}) on ONNX Runtime {ort}, providers {}:", pkg.manifest.id(), a.ep);
         for p in &placed {

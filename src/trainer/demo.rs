@@ -121,6 +121,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
             batch: 8,
             threads: 0,
             precision: "auto".into(),
+            ep_library: vec![],
+            ep_option: vec![],
         },
         decode: Default::default(),
     })?;

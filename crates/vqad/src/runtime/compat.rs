@@ -27,8 +27,8 @@ pub struct GraphPlacement {
     pub nodes_by_provider: BTreeMap<String, usize>,
     /// Nodes as run, per op type (shows whether INT8 convolutions became `QLinearConv`).
     pub ops: BTreeMap<String, usize>,
-    /// Nodes the session's provider did not take, with their op type: ONNX Runtime assigns a
-    /// node to CPU when the provider offers no kernel for it (op type, data type or shape).
+    /// Nodes left to the CPU provider although the session is on another one, with their op
+    /// type: ONNX Runtime assigns a node to CPU when the provider offers no kernel for it.
     pub fell_back: Vec<(String, String)>,
 }
 
@@ -44,6 +44,7 @@ pub fn ort_name(p: Provider) -> &'static str {
         Provider::TensorRT => "TensorrtExecutionProvider",
         Provider::Cuda => "CUDAExecutionProvider",
         Provider::Cpu => "CPUExecutionProvider",
+        Provider::Plugin => "plugin",
     }
 }
 
@@ -89,7 +90,7 @@ pub fn placement(files: &BTreeMap<String, Vec<u8>>, precision: Precision, shape:
         for (node, op, prov) in nodes {
             *by.entry(prov.clone()).or_insert(0) += 1;
             *ops.entry(op.clone()).or_insert(0) += 1;
-            if prov != ort_name(graph.provider) {
+            if graph.provider != Provider::Cpu && prov == ort_name(Provider::Cpu) {
                 fell_back.push((node, op));
             }
         }

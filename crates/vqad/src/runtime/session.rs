@@ -25,6 +25,10 @@ pub enum SessionError {
     Run { graph: String, reason: String },
     #[error("unknown execution provider '{0}' (expected tensorrt, cuda or cpu)")]
     UnknownProvider(String),
+    #[error("--ep-library '{0}': expected NAME=PATH (e.g. openvino=/path/libonnxruntime_providers_openvino_plugin.so)")]
+    BadLibrary(String),
+    #[error("execution provider plugin {name} ({path}): {reason}")]
+    Plugin { name: String, path: PathBuf, reason: String },
 }
 
 /// Execution providers vqad knows, in the order it prefers them.
@@ -34,6 +38,8 @@ pub enum Provider {
     TensorRT,
     Cuda,
     Cpu,
+    /// A device offered by a plugin execution-provider library (`--ep-library`).
+    Plugin,
 }
 
 impl std::fmt::Display for Provider {
@@ -42,6 +48,7 @@ impl std::fmt::Display for Provider {
             Provider::TensorRT => "tensorrt",
             Provider::Cuda => "cuda",
             Provider::Cpu => "cpu",
+            Provider::Plugin => "plugin",
         })
     }
 }
@@ -116,6 +123,10 @@ pub struct SessionOptions {
     /// Intra-op threads (0 = ONNX Runtime's default: all cores).
     pub threads: usize,
     pub ort_lib: Option<PathBuf>,
+    /// Plugin execution-provider libraries to register and try first (their devices).
+    pub ep_libraries: Vec<EpLibrary>,
+    /// Provider options passed to the plugins' devices (`KEY=VALUE`).
+    pub ep_options: Vec<(String, String)>,
     /// Write ONNX Runtime's profile (per-node kernel times and providers) with this file
     /// prefix; read back with [`Graph::end_profiling`].
     pub profile: Option<PathBuf>,
@@ -123,7 +134,7 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { providers: DEFAULT_PROVIDERS.to_vec(), strict: false, trt_cache: None, threads: 0, ort_lib: None, profile: None }
+        SessionOptions { providers: DEFAULT_PROVIDERS.to_vec(), strict: false, trt_cache: None, threads: 0, ort_lib: None, ep_libraries: vec![], ep_options: vec![], profile: None }
     }
 }
 
@@ -148,13 +159,121 @@ fn dispatch(p: Provider, opts: &SessionOptions) -> ort::ep::ExecutionProviderDis
             trt.build().error_on_failure()
         }
         Provider::Cuda => ort::ep::CUDA::default().build().error_on_failure(),
-        Provider::Cpu => ort::ep::CPU::default().build().error_on_failure(),
+        Provider::Cpu | Provider::Plugin => ort::ep::CPU::default().build().error_on_failure(),
+    }
+}
+
+/// A plugin execution-provider library: `NAME=PATH` (ONNX Runtime ≥ 1.23's plugin EP API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpLibrary {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl std::str::FromStr for EpLibrary {
+    type Err = SessionError;
+    fn from_str(s: &str) -> Result<Self, SessionError> {
+        match s.split_once('=') {
+            Some((n, p)) if !n.trim().is_empty() && !p.trim().is_empty() => Ok(EpLibrary { name: n.trim().into(), path: PathBuf::from(p.trim()) }),
+            _ => Err(SessionError::BadLibrary(s.into())),
+        }
+    }
+}
+
+/// What a registered plugin offers on this host.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PluginStatus {
+    pub name: String,
+    pub path: PathBuf,
+    /// Execution providers of the devices it added (e.g. `OpenVINOExecutionProvider`).
+    pub eps: Vec<String>,
+    /// Those devices, described (`OpenVINOExecutionProvider: Intel GPU 0`).
+    pub devices: Vec<String>,
+}
+
+static PLUGINS: std::sync::Mutex<Vec<PluginStatus>> = std::sync::Mutex::new(Vec::new());
+
+fn describe(d: &ort::device::Device<'_>) -> (String, String) {
+    let ep = d.ep().unwrap_or("?").to_string();
+    let hw = d.hardware_device();
+    (ep.clone(), format!("{ep}: {} {:?} {}", hw.vendor().unwrap_or("?"), hw.ty(), hw.id()))
+}
+
+/// Registers each library once per process and reports the devices it added.
+pub fn register_plugins(libs: &[EpLibrary], ort_lib: Option<&Path>) -> Result<Vec<PluginStatus>, SessionError> {
+    let env = environment(ort_lib)?;
+    let mut known = PLUGINS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = vec![];
+    for lib in libs {
+        if let Some(s) = known.iter().find(|s| s.name == lib.name) {
+            out.push(s.clone());
+            continue;
+        }
+        let bad = |reason: String| SessionError::Plugin { name: lib.name.clone(), path: lib.path.clone(), reason };
+        if !lib.path.is_file() {
+            return Err(bad("no such library file".into()));
+        }
+        let before: Vec<String> = env.devices().map(|d| describe(&d).1).collect();
+        env.register_ep_library(&lib.name, &lib.path).map_err(|e| bad(format!("ONNX Runtime could not register it: {e}")))?;
+        let added: Vec<(String, String)> = env.devices().map(|d| describe(&d)).filter(|(_, desc)| !before.contains(desc)).collect();
+        let mut eps: Vec<String> = added.iter().map(|(e, _)| e.clone()).collect();
+        eps.dedup();
+        let status = PluginStatus { name: lib.name.clone(), path: lib.path.clone(), eps, devices: added.into_iter().map(|(_, d)| d).collect() };
+        if status.devices.is_empty() {
+            tracing::warn!("execution provider plugin {} ({}) registered and offered no device on this host", lib.name, lib.path.display());
+        } else {
+            tracing::info!("execution provider plugin {} offers {}", lib.name, status.devices.join(", "));
+        }
+        known.push(status.clone());
+        out.push(status);
+    }
+    Ok(out)
+}
+
+/// A session on the devices the plugins offer; `Ok(None)` when they offer none.
+fn open_on_plugins(name: &str, bytes: &[u8], opts: &SessionOptions) -> Result<Option<Graph>, SessionError> {
+    let plugins = register_plugins(&opts.ep_libraries, opts.ort_lib.as_deref())?;
+    let eps: Vec<String> = plugins.iter().flat_map(|p| p.eps.clone()).collect();
+    if eps.is_empty() {
+        let names: Vec<String> = plugins.iter().map(|p| format!("{} ({})", p.name, p.path.display())).collect();
+        let reason = format!("registered and offered no device on this host: {}", names.join(", "));
+        if opts.strict {
+            return Err(SessionError::Provider { graph: name.into(), provider: Provider::Plugin, reason });
+        }
+        tracing::info!("{name}: execution provider plugin {reason}; using {}", opts.providers.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","));
+        return Ok(None);
+    }
+    let env = environment(opts.ort_lib.as_deref())?;
+    let attempt = (|| -> Result<ort::session::Session, String> {
+        let mut b = ort::session::Session::builder(env).map_err(|e| e.to_string())?;
+        if opts.threads > 0 {
+            b = b.with_intra_threads(opts.threads).map_err(|e| e.to_string())?;
+        }
+        let devices = env.devices().filter(|d| d.ep().is_ok_and(|e| eps.iter().any(|x| x == e)));
+        b = b.with_devices(devices, Some(&opts.ep_options)).map_err(|e| e.to_string())?;
+        if opts.strict {
+            b = b.with_disable_cpu_fallback().map_err(|e| e.to_string())?;
+        }
+        b.commit_from_memory(bytes).map_err(|e| e.to_string())
+    })();
+    match attempt {
+        Ok(session) => Ok(Some(Graph { name: name.into(), session, provider: Provider::Plugin })),
+        Err(reason) if opts.strict => Err(SessionError::Provider { graph: name.into(), provider: Provider::Plugin, reason }),
+        Err(reason) => {
+            tracing::info!("{name}: plugin devices ({}) could not take it ({reason}); trying the next provider", eps.join(", "));
+            Ok(None)
+        }
     }
 }
 
 /// Creates a session for `bytes` on the first provider of `opts.providers` that works.
 pub fn open_graph(name: &str, bytes: &[u8], opts: &SessionOptions) -> Result<Graph, SessionError> {
     let env = environment(opts.ort_lib.as_deref())?;
+    if !opts.ep_libraries.is_empty() {
+        if let Some(g) = open_on_plugins(name, bytes, opts)? {
+            return Ok(g);
+        }
+    }
     let mut tried = vec![];
     for (i, &p) in opts.providers.iter().enumerate() {
         let attempt = (|| -> Result<ort::session::Session, String> {

@@ -74,7 +74,7 @@ fn planned_provider(providers: &[Provider]) -> Provider {
         let ok = match p {
             Provider::TensorRT => <ort::ep::TensorRT as ExecutionProvider>::is_available().unwrap_or(false),
             Provider::Cuda => <ort::ep::CUDA as ExecutionProvider>::is_available().unwrap_or(false),
-            Provider::Cpu => true,
+            Provider::Cpu | Provider::Plugin => true,
         };
         if ok {
             return p;
@@ -103,7 +103,7 @@ pub fn resolve(request: PrecisionRequest, manifest: &Manifest, providers: &[Prov
         PrecisionRequest::Auto => {
             let provider = planned_provider(providers);
             let (want, rule) = match provider {
-                Provider::TensorRT | Provider::Cuda => (Precision::Fp16, format!("auto: {provider} → fp16 when packaged within bound")),
+                Provider::TensorRT | Provider::Cuda | Provider::Plugin => (Precision::Fp16, format!("auto: {provider} → fp16 when packaged within bound")),
                 Provider::Cpu if AUTO_INT8_ON_CPU => (Precision::Int8, "auto: cpu → int8 when packaged within bound".to_string()),
                 Provider::Cpu => (Precision::Fp32, "auto: cpu → fp32 (int8 is not faster enough here to be the default)".to_string()),
             };
