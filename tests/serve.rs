@@ -257,6 +257,7 @@ fn bytes_and_fp32_inference_over_http_and_grpc_equals_vqad_detect() {
         for g in ["encoder", "decoder", "pixelsnail"] {
             assert_eq!(p[format!("provider_{g}")], "cpu", "{way}: {p}");
         }
+        assert_eq!(p["precision"], "fp32", "{way}: {p}");
     }
     assert_eq!(r["http_fp32"]["restored_shape"], serde_json::json!([3, 3, 64, 64]));
     let plain = f64s(&r["http_fp32_json"]["score"]);
@@ -276,6 +277,7 @@ fn bytes_and_fp32_inference_over_http_and_grpc_equals_vqad_detect() {
         r#"vqad_resampled_positions_bucket"#,
         r#"vqad_anomalies_total{model="synth_texture",version="1.0.0"}"#,
         r#"vqad_model_ready{model="synth_texture",version="1.0.0"} 1"#,
+        r#"vqad_model_precision{model="synth_texture",precision="fp32",version="1.0.0"} 1"#,
     ] {
         assert!(m.contains(needle), "metrics lack {needle}:\n{m}");
     }

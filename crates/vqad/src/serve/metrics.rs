@@ -35,6 +35,8 @@ pub struct Metrics {
     pub inflight: IntGaugeVec,
     /// Worker instances of a model version (what `--instances` chose; see `serve::worker`).
     pub instances: IntGaugeVec,
+    /// 1 for the precision (fp32, fp16, int8) a model version's graphs run in.
+    pub model_precision: IntGaugeVec,
     /// Bytes held by requests in flight, and the budget they are admitted against
     /// (`serve::budget`).
     pub inflight_bytes: IntGauge,
@@ -88,6 +90,8 @@ impl Metrics {
         registry.register(Box::new(inflight.clone())).expect("unique metric");
         let instances = IntGaugeVec::new(Opts::new("vqad_model_instances", "Worker instances of the model version."), mv).expect("valid metric");
         registry.register(Box::new(instances.clone())).expect("unique metric");
+        let model_precision = IntGaugeVec::new(Opts::new("vqad_model_precision", "1 for the precision a model version's graphs run in."), &["model", "version", "precision"]).expect("valid metric");
+        registry.register(Box::new(model_precision.clone())).expect("unique metric");
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
             registry.register(Box::new(g.clone())).expect("unique metric");
@@ -115,6 +119,7 @@ impl Metrics {
             instance_batches,
             inflight,
             instances,
+            model_precision,
             inflight_bytes,
             inflight_budget,
             inflight_refusals,

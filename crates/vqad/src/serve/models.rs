@@ -282,6 +282,7 @@ impl ModelStore {
     fn install(&self, name: &str, version: &str, handle: WorkerHandle, keep: usize, pinned: bool) {
         let mut models = self.lock();
         let e = models.entry(name.to_string()).or_default();
+        self.metrics.model_precision.with_label_values(&[name, version, &handle.info.precision]).set(1);
         if let Some(slot) = e.versions.iter_mut().find(|(_, v, _)| v == version) {
             slot.2 = VersionState::Ready(handle);
         }
