@@ -275,6 +275,9 @@ impl Target {
         assert!(v.provenance.is_some());
         let mut layout = Layout::default();
         for name in vqad::package::entry_order(true) {
+            if name != "model.sig" && !v.files.contains_key(name) {
+                continue; // a variant entry this package does not carry
+            }
             let data = if name == "model.sig" { &v.signature } else { &v.files[name] };
             layout.pieces.push(Piece::new(name, data));
         }
@@ -286,6 +289,9 @@ impl Target {
     fn layout_with(&self, files: &BTreeMap<String, Vec<u8>>, sig: &[u8]) -> Layout {
         let mut l = Layout::default();
         for name in vqad::package::entry_order(files.contains_key(PROVENANCE_FILE)) {
+            if name != "model.sig" && !files.contains_key(name) {
+                continue;
+            }
             let data: &[u8] = if name == "model.sig" { sig } else { &files[name] };
             l.pieces.push(Piece::new(name, data));
         }
