@@ -3,7 +3,8 @@
 # PyPI packages (tools/make-devset.py), trains the `small` preset on each category on the CPU,
 # tunes, packages, and runs `vqad eval --ablation` over all of them. Prints the per-category
 # table (default vs both baselines) and the time each training took. About 8–9 minutes of
-# training per category on 2 otherwise idle CPU cores, 33 minutes for the whole script (run
+# training per category on 2 otherwise idle CPU cores, and about 4 minutes of
+# evaluation with the ablations: about 75 minutes for the six default categories (run
 # nothing else meanwhile: two libtorch processes on 2 cores slow each other down many times);
 # finished steps are skipped on a rerun.
 #
