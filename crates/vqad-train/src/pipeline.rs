@@ -248,7 +248,7 @@ fn package_variants(
             }
         }
         let method = match p {
-            Precision::Int8 => format!("static QDQ of the decoder and prior (the encoder stays fp32: its codes flip): uint8 activations calibrated (min/max) on {} validation normals, per-channel symmetric int8 weights, int32 biases; convolutions only", normals.len()),
+            Precision::Int8 => format!("static QDQ of the prior (encoder and decoder stay fp32: codes flip, masks move): uint8 activations calibrated (min/max) on {} validation normals, per-channel symmetric int8 weights, int32 biases; convolutions only", normals.len()),
             _ => "float16 weights and activations; softmax, log-softmax, RMS-norm reductions and the nearest-code search in float32".to_string(),
         };
         let files = vqad::runtime::variant::variant_files(p);
