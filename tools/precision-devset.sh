@@ -9,6 +9,7 @@
 #   bash tools/precision-devset.sh DEVSET_DIR [OUT_DIR] [CATEGORIES]
 #     DEVSET_DIR  the OUT_DIR of tools/devset-eval.sh (runs/, evaldata/, keys/)
 #     OUT_DIR     default DEVSET_DIR/precision;  CATEGORIES default ihc,moon,aero,coins
+#     EVAL_PRECISIONS=fp32,int8   evaluate only these (the table reads eval-<p>/ of all three)
 #
 # About 4 minutes per category on 2 cores. Needs `make build` first (or VQAD=/path/to/vqad).
 set -euo pipefail
@@ -36,7 +37,8 @@ done
 # Only these categories' test sets (the dev set's folder may hold more).
 rm -rf "$out/evaldata" && mkdir -p "$out/evaldata"
 for c in ${cats//,/ }; do ln -s "$(cd "$dev/evaldata/$c" && pwd)" "$out/evaldata/$c"; done
-for p in fp32 int8 fp16; do
+evals="${EVAL_PRECISIONS:-fp32,int8,fp16}"   # e.g. fp32,int8 to reuse an earlier eval-fp16/
+for p in ${evals//,/ }; do
   echo "== evaluating the $p graphs on the test images" >&2
   rm -rf "$out/eval-$p"
   "$vqad" eval "$out/packages" --pubkey "$dev/keys/dev.pub" "$out/evaldata" --out "$out/eval-$p" --ep cpu --precision "$p" >/dev/null
