@@ -41,13 +41,8 @@ pub struct RunFlags {
     /// Intra-op threads for ONNX Runtime (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Register an ONNX Runtime plugin execution provider (NAME=PATH to its library, e.g.
-    /// PyPI onnxruntime-ep-openvino's) and run on the devices it offers first (repeatable).
-    #[arg(long = "ep-library", value_name = "NAME=PATH")]
-    pub ep_library: Vec<String>,
-    /// Provider option for the plugin's devices, KEY=VALUE (repeatable).
-    #[arg(long = "ep-option", value_name = "KEY=VALUE")]
-    pub ep_option: Vec<String>,
+    #[command(flatten)]
+    pub plugins: PluginFlags,
     /// Which of the package's precisions runs: auto (GPU provider → fp16, CPU → fp32 unless
     /// int8 pays; only variants within their signed parity bound), fp32, fp16 or int8.
     #[arg(long, default_value = "auto")]
@@ -71,8 +66,8 @@ impl RunFlags {
                 trt_cache: self.trt_cache.clone(),
                 threads: self.threads,
                 ort_lib: self.ort_lib.clone(),
-                ep_libraries: self.ep_library.iter().map(|s| s.parse()).collect::<Result<_, _>>()?,
-                ep_options: parse_ep_options(&self.ep_option)?,
+                ep_libraries: self.plugins.libraries()?,
+                ep_options: self.plugins.options()?,
                 profile: None,
             },
             eta: self.eta,
@@ -84,9 +79,30 @@ impl RunFlags {
     }
 }
 
-/// `KEY=VALUE` provider options.
-pub fn parse_ep_options(list: &[String]) -> anyhow::Result<Vec<(String, String)>> {
-    list.iter().map(|s| s.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).ok_or_else(|| anyhow::anyhow!("--ep-option '{s}': expected KEY=VALUE"))).collect()
+/// ONNX Runtime plugin execution providers (detect, bench, eval, compat, serve).
+#[derive(Args, Clone, Default)]
+pub struct PluginFlags {
+    /// Register an ONNX Runtime plugin execution provider (NAME=PATH to its library, e.g.
+    /// PyPI onnxruntime-ep-openvino's) and run on the devices it offers first (repeatable).
+    #[arg(long = "ep-library", value_name = "NAME=PATH")]
+    pub ep_library: Vec<String>,
+    /// Provider option for the plugin's devices, KEY=VALUE (repeatable).
+    #[arg(long = "ep-option", value_name = "KEY=VALUE")]
+    pub ep_option: Vec<String>,
+}
+
+impl PluginFlags {
+    pub fn libraries(&self) -> anyhow::Result<Vec<vqad::runtime::session::EpLibrary>> {
+        Ok(self.ep_library.iter().map(|s| s.parse()).collect::<Result<_, _>>()?)
+    }
+
+    /// The `KEY=VALUE` provider options.
+    pub fn options(&self) -> anyhow::Result<Vec<(String, String)>> {
+        self.ep_option
+            .iter()
+            .map(|s| s.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).ok_or_else(|| anyhow::anyhow!("--ep-option '{s}': expected KEY=VALUE")))
+            .collect()
+    }
 }
 
 /// Limits on every image read (detect, eval, data check, serve).
@@ -533,12 +549,8 @@ pub struct CompatArgs {
     /// exit code 7 when it is unavailable or refuses a node.
     #[arg(long)]
     pub strict_ep: bool,
-    /// Register an ONNX Runtime plugin execution provider library and try its devices first.
-    #[arg(long = "ep-library", value_name = "NAME=PATH")]
-    pub ep_library: Vec<String>,
-    /// Provider option for the plugin's devices, KEY=VALUE (repeatable).
-    #[arg(long = "ep-option", value_name = "KEY=VALUE")]
-    pub ep_option: Vec<String>,
+    #[command(flatten)]
+    pub plugins: PluginFlags,
     /// Which of the package's precisions to place: fp32, fp16 or int8.
     #[arg(long, default_value = "fp32")]
     pub precision: String,
@@ -567,8 +579,8 @@ pub fn compat(a: CompatArgs) -> anyhow::Result<i32> {
         providers: providers.clone(),
         strict: a.strict_ep,
         ort_lib: a.ort_lib.clone(),
-        ep_libraries: a.ep_library.iter().map(|s| s.parse()).collect::<Result<_, _>>()?,
-        ep_options: parse_ep_options(&a.ep_option)?,
+        ep_libraries: a.plugins.libraries()?,
+        ep_options: a.plugins.options()?,
         ..Default::default()
     };
     vqad::runtime::session::environment(a.ort_lib.as_deref())?;

@@ -58,13 +58,8 @@ pub struct ServeArgs {
     /// instances, else the cores shared out among the instances).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Register an ONNX Runtime plugin execution provider library (NAME=PATH) and run on the
-    /// devices it offers first (repeatable; see `vqad detect`).
-    #[arg(long = "ep-library", value_name = "NAME=PATH")]
-    pub ep_library: Vec<String>,
-    /// Provider option for the plugin's devices, KEY=VALUE (repeatable).
-    #[arg(long = "ep-option", value_name = "KEY=VALUE")]
-    pub ep_option: Vec<String>,
+    #[command(flatten)]
+    pub plugins: super::detect::PluginFlags,
     /// Which of each package's precisions runs: auto, fp32, fp16 or int8 (see `vqad detect`).
     #[arg(long, default_value = "auto")]
     pub precision: String,
@@ -184,8 +179,8 @@ pub fn run(a: ServeArgs) -> anyhow::Result<i32> {
                 trt_cache: a.trt_cache,
                 threads: a.threads,
                 ort_lib: a.ort_lib,
-                ep_libraries: a.ep_library.iter().map(|s| s.parse()).collect::<Result<_, _>>()?,
-                ep_options: super::detect::parse_ep_options(&a.ep_option)?,
+                ep_libraries: a.plugins.libraries()?,
+                ep_options: a.plugins.options()?,
                 profile: None,
             },
             eta: None,

@@ -121,8 +121,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
             batch: 8,
             threads: 0,
             precision: "auto".into(),
-            ep_library: vec![],
-            ep_option: vec![],
+            plugins: Default::default(),
         },
         decode: Default::default(),
     })?;
