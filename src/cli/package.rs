@@ -48,6 +48,11 @@ pub struct PackageArgs {
     /// Package a variant outside its parity bound anyway; REASON is recorded in the manifest.
     #[arg(long, value_name = "REASON")]
     pub parity_override: Option<String>,
+    /// The least a variant must reach against fp32 on the validation normals and painted
+    /// defects: decision agreement and mask IoU. Outside it, accuracy control keeps the
+    /// costliest parts in fp32 and measures again before refusing.
+    #[arg(long, value_name = "DECISIONS,IOU", default_value = "0.99,0.95")]
+    pub parity_bound: vqad::package::ParityBound,
 }
 
 #[derive(Args)]

@@ -89,6 +89,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
             progress: true,
             precisions: vec![vqad::onnx::Precision::Fp32],
             parity_override: None,
+            parity_bound: Default::default(),
         },
         &key,
     )?;

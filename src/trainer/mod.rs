@@ -126,6 +126,7 @@ fn package(a: PackageArgs) -> anyhow::Result<i32> {
         progress: true,
         precisions: vqad::onnx::precision::parse_precisions(&a.precisions)?,
         parity_override: a.parity_override,
+        parity_bound: a.parity_bound,
     }, &key)?;
     println!("{} ({} bytes, sha256 {})", info.path.display(), info.size, info.sha256);
     Ok(0)

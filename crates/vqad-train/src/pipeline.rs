@@ -32,6 +32,8 @@ pub enum PipelineError {
     Variant(#[from] vqad::runtime::variant::VariantError),
     #[error(transparent)]
     Parity(#[from] vqad::eval::parity::ParityError),
+    #[error(transparent)]
+    Control(#[from] vqad::eval::accuracy::ControlError),
 }
 
 /// `RUN_DIR/tune.json`.
@@ -96,6 +98,8 @@ pub struct PackageRequest {
     pub precisions: Vec<Precision>,
     /// Package a variant outside its parity bound anyway; the reason is signed into it.
     pub parity_override: Option<String>,
+    /// The least a variant must reach; accuracy control works towards it.
+    pub parity_bound: package::ParityBound,
 }
 
 fn num(m: &serde_json::Map<String, serde_json::Value>, k: &str) -> Option<f64> {
@@ -205,22 +209,21 @@ fn package_variants(
     let normals = if ds.val.is_empty() { ds.train.iter().take(8).cloned().collect() } else { ds.val.clone() };
     let session = SessionOptions { providers: vec![Provider::Cpu], ort_lib: req.ort_lib.clone(), ..Default::default() };
     let precisions: Vec<Precision> = req.precisions.iter().copied().filter(|p| *p != Precision::Fp32).collect();
-    let extra = vqad::runtime::variant::write_variants(files, &precisions, &normals, &session, say)?;
-    let mut all = files.clone();
-    all.extend(extra.clone());
+    let (model, settings) = (&manifest.model, manifest.detection.to_config());
+    let bound = req.parity_bound;
+    // The FP32 side once, compared with each precision and each accuracy-control candidate.
+    let reference = vqad::eval::parity::Reference::compute(files, model, &settings, &normals, info.seed, &session, say)?;
+    let mut extra = BTreeMap::new();
     let mut variants = BTreeMap::new();
     for p in precisions {
-        let mut parity = vqad::eval::parity::measure(
-            &all,
-            p,
-            &manifest.model,
-            &manifest.detection.to_config(),
-            &normals,
-            info.seed,
-            &session,
-            package::ParityBound::default(),
-            say,
-        )?;
+        let controlled = match p {
+            Precision::Fp16 => vqad::eval::accuracy::fp16(&reference, files, bound, say)?,
+            _ => {
+                let writer = vqad::runtime::variant::Int8Writer::calibrate(files, &normals, &session, say)?;
+                vqad::eval::accuracy::int8(&reference, files, &writer, &session, bound, say)?
+            }
+        };
+        let mut parity = controlled.parity;
         say(&format!(
             "{p}: decisions {:.2}% agree, mask IoU {}, resampled positions {:.2}%, codes {:.2}%, prior SQNR {:.1} dB and argmax {:.2}%, decoder max {:.2e} / RMS {:.2e}, raw map RMS {:.2e} of the threshold, pixel AUROC {:+.4} vs fp32",
             parity.decision_agreement * 100.0,
@@ -247,12 +250,16 @@ fn package_variants(
                 }
             }
         }
-        let method = match p {
+        let mut method = match p {
             Precision::Int8 => format!("static QDQ of the prior (encoder and decoder stay fp32: codes flip, masks move): uint8 activations calibrated (min/max) on {} validation normals, per-channel symmetric int8 weights, int32 biases; convolutions only", normals.len()),
             _ => "float16 weights and activations; softmax, log-softmax, RMS-norm reductions and the nearest-code search in float32".to_string(),
         };
-        let files = vqad::runtime::variant::variant_files(p);
-        variants.insert(p, package::Variant { files, method, parity });
+        if !controlled.float32.is_empty() {
+            method.push_str(&format!("; accuracy control kept {} in float32", controlled.float32.join(", ")));
+            say(&format!("{p}: accuracy control kept {} in float32", controlled.float32.join(", ")));
+        }
+        extra.extend(controlled.entries);
+        variants.insert(p, package::Variant { files: controlled.files, method, float32: controlled.float32, parity });
     }
     Ok((variants, extra))
 }

@@ -3,6 +3,7 @@
 //! protocol and the §4.3.3 synthetic negatives.
 
 pub mod metrics;
+pub mod accuracy;
 pub mod parity;
 pub mod report;
 pub mod threshold;

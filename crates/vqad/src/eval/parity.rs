@@ -98,21 +98,167 @@ pub fn mean_mask_iou(reference: &[Array2<u8>], variant: &[Array2<u8>]) -> Option
     (!ious.is_empty()).then(|| ious.iter().sum::<f64>() / ious.len() as f64)
 }
 
-/// Signal-to-noise ratio (dB) of `variant` against `reference`: 10·log10(Σr² / Σ(r − v)²);
-/// +∞ when they are identical.
-pub fn sqnr_db(reference: &[f32], variant: &[f32]) -> f64 {
-    let (mut s, mut e) = (0f64, 0f64);
-    for (r, v) in reference.iter().zip(variant) {
-        if r.is_finite() && v.is_finite() {
-            s += (*r as f64).powi(2);
-            e += (*r as f64 - *v as f64).powi(2);
+pub use crate::runtime::variant::sqnr_db;
+
+/// The FP32 side of a parity measurement, computed once and compared with any number of
+/// variants (packaging compares each precision, and accuracy control each candidate).
+pub struct Reference {
+    normals: usize,
+    images: Vec<Array3<f32>>,
+    masks: Vec<Array2<u8>>,
+    /// Encoder codes per batch of up to 8 images (they feed both priors and both decoders).
+    codes: Vec<ArrayD<i64>>,
+    log_probs: Vec<f32>,
+    argmax: Vec<usize>,
+    decoded: Vec<f32>,
+    detections: Vec<Detection>,
+    pixel_auroc: f64,
+    shape: ModelShape,
+    settings: DetectConfig,
+    session: SessionOptions,
+}
+
+fn argmax_lanes(a: &ArrayD<f32>) -> impl Iterator<Item = usize> + '_ {
+    a.lanes(Axis(1)).into_iter().map(|l| l.iter().enumerate().fold((0, f32::NEG_INFINITY), |m, (k, v)| if *v > m.1 { (k, *v) } else { m }).0)
+}
+
+impl Reference {
+    /// Runs the FP32 graphs (`fp32`, plain names) on the validation normals and one painted
+    /// defect per normal ([`parity_images`]): each graph, then whole detections.
+    #[allow(clippy::too_many_arguments)]
+    pub fn compute(
+        fp32: &BTreeMap<String, Vec<u8>>,
+        shape: &ModelShape,
+        settings: &DetectConfig,
+        normals: &[Array3<f32>],
+        seed: u64,
+        session: &SessionOptions,
+        progress: &dyn Fn(&str),
+    ) -> Result<Self, ParityError> {
+        if normals.is_empty() {
+            return Err(ParityError::Invalid("no validation normals to compare on".into()));
         }
+        let graph = |g: &str| fp32.get(g).ok_or_else(|| ParityError::Invalid(format!("the fp32 graphs lack {g}")));
+        let (images, masks) = parity_images(normals, seed);
+        progress(&format!("fp32 reference: each graph and whole detections on {} images…", images.len()));
+        let views: Vec<_> = images.iter().map(|a| a.view().into_dyn()).collect();
+        let mut enc = open_graph("encoder.onnx", graph("encoder.onnx")?, session)?;
+        let mut prior = open_graph("pixelsnail.onnx", graph("pixelsnail.onnx")?, session)?;
+        let mut dec = open_graph("decoder.onnx", graph("decoder.onnx")?, session)?;
+        let (mut codes, mut log_probs, mut argmax, mut decoded) = (vec![], vec![], vec![], vec![]);
+        for chunk in views.chunks(8) {
+            let z: ArrayD<i64> = enc.run_one(batch(chunk))?;
+            let lp: ArrayD<f32> = prior.run_one(z.clone())?;
+            argmax.extend(argmax_lanes(&lp));
+            log_probs.extend(lp.iter().copied());
+            let x: ArrayD<f32> = dec.run_one(z.clone())?;
+            decoded.extend(x.iter().copied());
+            codes.push(z);
+        }
+        let opts = DetectorOptions { session: session.clone(), ..Default::default() };
+        let detections = Detector::from_graphs(fp32, shape.clone(), settings.clone(), opts)?.detect_arrays(&images)?;
+        let pixel_auroc = auc(&detections, &masks)?;
+        Ok(Reference {
+            normals: normals.len(),
+            images,
+            masks,
+            codes,
+            log_probs,
+            argmax,
+            decoded,
+            detections,
+            pixel_auroc,
+            shape: shape.clone(),
+            settings: settings.clone(),
+            session: session.clone(),
+        })
     }
-    if e == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (s / e).log10()
+
+    /// Runs a variant's graphs (`variant`, plain names; `label` names it in messages and
+    /// errors) beside the reference and returns its parity record with `bound` applied.
+    pub fn compare(&self, variant: &BTreeMap<String, Vec<u8>>, label: &str, bound: ParityBound, progress: &dyn Fn(&str)) -> Result<Parity, ParityError> {
+        let graph = |g: &str| variant.get(g).ok_or_else(|| ParityError::Invalid(format!("the {label} graphs lack {g}")));
+        progress(&format!("{label}: comparing each graph and whole detections with fp32 on {} images…", self.images.len()));
+        let session = &self.session;
+        let views: Vec<_> = self.images.iter().map(|a| a.view().into_dyn()).collect();
+        let mut enc = open_graph(&format!("encoder.onnx ({label})"), graph("encoder.onnx")?, session)?;
+        let mut prior = open_graph(&format!("pixelsnail.onnx ({label})"), graph("pixelsnail.onnx")?, session)?;
+        let mut dec = open_graph(&format!("decoder.onnx ({label})"), graph("decoder.onnx")?, session)?;
+        let (mut codes_same, mut codes_n) = (0usize, 0usize);
+        let (mut lp_var, mut argmax_var, mut decoded_var) = (vec![], vec![], vec![]);
+        for (chunk, z) in views.chunks(8).zip(&self.codes) {
+            let zv: ArrayD<i64> = enc.run_one(batch(chunk))?;
+            codes_same += z.iter().zip(zv.iter()).filter(|(a, b)| a == b).count();
+            codes_n += z.len();
+            let lp: ArrayD<f32> = prior.run_one(z.clone())?;
+            argmax_var.extend(argmax_lanes(&lp));
+            lp_var.extend(lp.iter().copied());
+            let x: ArrayD<f32> = dec.run_one(z.clone())?;
+            decoded_var.extend(x.iter().copied());
+        }
+        let encoder_code_agreement = if codes_n == 0 { 1.0 } else { codes_same as f64 / codes_n as f64 };
+        // Capped so identical outputs (∞ dB) stay a JSON number.
+        let prior_logprob_sqnr_db = sqnr_db(&self.log_probs, &lp_var).min(MAX_SQNR_DB);
+        let prior_argmax_agreement = agreement(self.argmax.iter().zip(&argmax_var).map(|(a, b)| a == b));
+        let (decoder_rms_error, decoder_max_error) = rms(self.decoded.iter().copied().zip(decoded_var.iter().copied()));
+        drop((lp_var, decoded_var));
+
+        let opts = DetectorOptions { session: session.clone(), ..Default::default() };
+        let d_var = Detector::from_graphs(variant, self.shape.clone(), self.settings.clone(), opts)?.detect_arrays(&self.images)?;
+        let d_ref = &self.detections;
+        let (gm, gn) = (self.shape.grid_m as usize, self.shape.grid_n as usize);
+        let resampled_agreement = agreement(d_ref.iter().zip(&d_var).flat_map(|(a, b)| {
+            let (sa, sb): (BTreeSet<_>, BTreeSet<_>) = (a.resampled.iter().collect(), b.resampled.iter().collect());
+            (0..gm).flat_map(move |m| (0..gn).map(move |n| (m, n))).map(move |p| sa.contains(&p) == sb.contains(&p)).collect::<Vec<_>>()
+        }));
+        let threshold = self.settings.pixel_threshold.unwrap_or(1.0).abs().max(f64::MIN_POSITIVE);
+        let (raw_rms, _) = rms(d_ref.iter().zip(&d_var).flat_map(|(a, b)| a.raw_map.iter().copied().zip(b.raw_map.iter().copied()).collect::<Vec<_>>()));
+        // The pixel threshold is, by construction, the score of one validation normal (the
+        // tuning rule puts it exactly there): that image sits on the decision boundary, and any
+        // change at all decides it either way. Images within BOUNDARY_TOLERANCE of the threshold
+        // are counted apart instead of as disagreements.
+        let t = self.settings.pixel_threshold.map(|t| t as f32);
+        let at_boundary = |d: &Detection| t.is_some_and(|t| (d.image_score - t).abs() <= BOUNDARY_TOLERANCE * t.abs().max(f32::MIN_POSITIVE));
+        let boundary_images = d_ref.iter().filter(|d| at_boundary(d)).count();
+        let decision_agreement = agreement(d_ref.iter().zip(&d_var).filter(|(a, _)| !at_boundary(a)).map(|(a, b)| a.anomalous == b.anomalous));
+        if let Some(t) = t {
+            for (i, (a, b)) in d_ref.iter().zip(&d_var).enumerate().filter(|(_, (a, b))| !at_boundary(a) && a.anomalous != b.anomalous) {
+                let kind = if i < self.normals { "normal" } else { "painted defect" };
+                progress(&format!("{label}: decision flipped on image {i} ({kind}): score {:.5}× the threshold in fp32, {:.5}× in {label}", a.image_score / t, b.image_score / t));
+            }
+        }
+        let mask_ref: Vec<Array2<u8>> = d_ref.iter().map(|d| d.mask.clone()).collect();
+        let mask_var: Vec<Array2<u8>> = d_var.iter().map(|d| d.mask.clone()).collect();
+        let mask_iou = mean_mask_iou(&mask_ref, &mask_var);
+        let pixel_auroc = auc(&d_var, &self.masks)?;
+        let mut p = Parity {
+            normals: self.normals as u64,
+            defects: (self.images.len() - self.normals) as u64,
+            encoder_code_agreement,
+            prior_logprob_sqnr_db,
+            prior_argmax_agreement,
+            decoder_max_error,
+            decoder_rms_error,
+            resampled_agreement,
+            raw_map_rms_error: raw_rms / threshold,
+            decision_agreement,
+            boundary_images: boundary_images as u64,
+            mask_iou,
+            pixel_auroc_reference: self.pixel_auroc,
+            pixel_auroc,
+            auroc_difference: pixel_auroc - self.pixel_auroc,
+            bound,
+            within_bound: true,
+            override_reason: None,
+        };
+        p.within_bound = p.violation().is_none();
+        Ok(p)
     }
+}
+
+fn auc(ds: &[Detection], masks: &[Array2<u8>]) -> Result<f64, ParityError> {
+    let maps: Vec<Array2<f32>> = ds.iter().map(|d| d.smoothed.clone()).collect();
+    pixel_auroc(&maps, masks)?.ok_or_else(|| ParityError::Invalid("the synthetic defects left no defect pixel".into()))
 }
 
 /// Runs `precision`'s graphs from `files` (a package's entries, or an export plus variants)
@@ -129,115 +275,11 @@ pub fn measure(
     bound: ParityBound,
     progress: &dyn Fn(&str),
 ) -> Result<Parity, ParityError> {
-    if normals.is_empty() {
-        return Err(ParityError::Invalid("no validation normals to compare on".into()));
-    }
-    let reference = graphs_for(files, Precision::Fp32);
-    let variant = graphs_for(files, precision);
     if !GRAPH_FILES.iter().any(|g| files.contains_key(&precision.file_name(g))) {
         return Err(ParityError::Invalid(format!("there are no {precision} graphs to compare")));
     }
-    let (images, masks) = parity_images(normals, seed);
-    progress(&format!("{precision}: comparing each graph with fp32 on {} images…", images.len()));
-    let views: Vec<_> = images.iter().map(|a| a.view().into_dyn()).collect();
-    // Per graph, on identical inputs: the reference's codes feed both priors and decoders.
-    let run = |name: &str, bytes: &[u8]| open_graph(name, bytes, session);
-    let (mut codes_ref, mut codes_var) = (vec![], vec![]);
-    let (mut lp_ref, mut lp_var) = (vec![], vec![]);
-    let (mut argmax_same, mut argmax_n) = (0usize, 0usize);
-    let (mut dec_sq, mut dec_max, mut dec_n) = (0f64, 0f64, 0usize);
-    {
-        let mut e_ref = run("encoder.onnx", &reference["encoder.onnx"])?;
-        let mut e_var = run(&precision.file_name("encoder.onnx"), &variant["encoder.onnx"])?;
-        let mut p_ref = run("pixelsnail.onnx", &reference["pixelsnail.onnx"])?;
-        let mut p_var = run(&precision.file_name("pixelsnail.onnx"), &variant["pixelsnail.onnx"])?;
-        let mut d_ref = run("decoder.onnx", &reference["decoder.onnx"])?;
-        let mut d_var = run(&precision.file_name("decoder.onnx"), &variant["decoder.onnx"])?;
-        for chunk in views.chunks(8) {
-            let x = batch(chunk);
-            let z: ArrayD<i64> = e_ref.run_one(x.clone())?;
-            let zv: ArrayD<i64> = e_var.run_one(x)?;
-            codes_ref.extend(z.iter().copied());
-            codes_var.extend(zv.iter().copied());
-            let a: ArrayD<f32> = p_ref.run_one(z.clone())?;
-            let b: ArrayD<f32> = p_var.run_one(z.clone())?;
-            for (ra, rb) in a.lanes(Axis(1)).into_iter().zip(b.lanes(Axis(1))) {
-                let am = |l: &ndarray::ArrayView1<f32>| l.iter().enumerate().fold((0, f32::NEG_INFINITY), |m, (k, v)| if *v > m.1 { (k, *v) } else { m }).0;
-                argmax_same += usize::from(am(&ra) == am(&rb));
-                argmax_n += 1;
-            }
-            lp_ref.extend(a.iter().copied());
-            lp_var.extend(b.iter().copied());
-            let xa: ArrayD<f32> = d_ref.run_one(z.clone())?;
-            let xb: ArrayD<f32> = d_var.run_one(z)?;
-            for (p, q) in xa.iter().zip(xb.iter()) {
-                let d = (*p as f64 - *q as f64).abs();
-                dec_sq += d * d;
-                dec_max = dec_max.max(d);
-                dec_n += 1;
-            }
-        }
-    }
-    let encoder_code_agreement = agreement(codes_ref.iter().zip(&codes_var).map(|(a, b)| a == b));
-    // Capped so identical outputs (∞ dB) stay a JSON number.
-    let prior_logprob_sqnr_db = sqnr_db(&lp_ref, &lp_var).min(MAX_SQNR_DB);
-    let prior_argmax_agreement = argmax_same as f64 / argmax_n.max(1) as f64;
-    let decoder_rms_error = (dec_sq / dec_n.max(1) as f64).sqrt();
-    drop((lp_ref, lp_var));
-
-    progress(&format!("{precision}: detecting end to end beside fp32…"));
-    let opts = DetectorOptions { session: session.clone(), ..Default::default() };
-    let detect = |files: &BTreeMap<String, Vec<u8>>| -> Result<Vec<Detection>, ParityError> {
-        let mut det = Detector::from_graphs(files, shape.clone(), settings.clone(), opts.clone())?;
-        Ok(det.detect_arrays(&images)?)
-    };
-    let d_ref = detect(&reference)?;
-    let d_var = detect(&variant)?;
-    let (gm, gn) = (shape.grid_m as usize, shape.grid_n as usize);
-    let resampled_agreement = agreement(d_ref.iter().zip(&d_var).flat_map(|(a, b)| {
-        let (sa, sb): (BTreeSet<_>, BTreeSet<_>) = (a.resampled.iter().collect(), b.resampled.iter().collect());
-        (0..gm).flat_map(move |m| (0..gn).map(move |n| (m, n))).map(move |p| sa.contains(&p) == sb.contains(&p)).collect::<Vec<_>>()
-    }));
-    let threshold = settings.pixel_threshold.unwrap_or(1.0).abs().max(f64::MIN_POSITIVE);
-    let (raw_rms, _) = rms(d_ref.iter().zip(&d_var).flat_map(|(a, b)| a.raw_map.iter().copied().zip(b.raw_map.iter().copied()).collect::<Vec<_>>()));
-    // The pixel threshold is, by construction, the score of one validation normal (the
-    // tuning rule puts it exactly there): that image sits on the decision boundary, and any
-    // change at all decides it either way. Images within BOUNDARY_TOLERANCE of the threshold
-    // are counted apart instead of as disagreements.
-    let t = settings.pixel_threshold.map(|t| t as f32);
-    let at_boundary = |d: &Detection| t.is_some_and(|t| (d.image_score - t).abs() <= BOUNDARY_TOLERANCE * t.abs().max(f32::MIN_POSITIVE));
-    let boundary_images = d_ref.iter().filter(|d| at_boundary(d)).count();
-    let decision_agreement = agreement(d_ref.iter().zip(&d_var).filter(|(a, _)| !at_boundary(a)).map(|(a, b)| a.anomalous == b.anomalous));
-    let mask_ref: Vec<Array2<u8>> = d_ref.iter().map(|d| d.mask.clone()).collect();
-    let mask_var: Vec<Array2<u8>> = d_var.iter().map(|d| d.mask.clone()).collect();
-    let mask_iou = mean_mask_iou(&mask_ref, &mask_var);
-    let maps = |ds: &[Detection]| ds.iter().map(|d| d.smoothed.clone()).collect::<Vec<_>>();
-    let auc = |ds: &[Detection]| -> Result<f64, ParityError> {
-        pixel_auroc(&maps(ds), &masks)?.ok_or_else(|| ParityError::Invalid("the synthetic defects left no defect pixel".into()))
-    };
-    let (pixel_auroc_reference, pixel_auroc) = (auc(&d_ref)?, auc(&d_var)?);
-    let mut p = Parity {
-        normals: normals.len() as u64,
-        defects: (images.len() - normals.len()) as u64,
-        encoder_code_agreement,
-        prior_logprob_sqnr_db,
-        prior_argmax_agreement,
-        decoder_max_error: dec_max,
-        decoder_rms_error,
-        resampled_agreement,
-        raw_map_rms_error: raw_rms / threshold,
-        decision_agreement,
-        boundary_images: boundary_images as u64,
-        mask_iou,
-        pixel_auroc_reference,
-        pixel_auroc,
-        auroc_difference: pixel_auroc - pixel_auroc_reference,
-        bound,
-        within_bound: true,
-        override_reason: None,
-    };
-    p.within_bound = p.violation().is_none();
-    Ok(p)
+    let reference = Reference::compute(&graphs_for(files, Precision::Fp32), shape, settings, normals, seed, session, progress)?;
+    reference.compare(&graphs_for(files, precision), precision.as_str(), bound, progress)
 }
 
 #[cfg(test)]

@@ -207,6 +207,18 @@ pub fn quantize_weight(w: &[f32], channels: usize) -> (Vec<i8>, Vec<f32>) {
 /// The INT8 QDQ variant of an FP32 graph (see the module doc). `ranges` must hold every
 /// tensor of [`calibrated_tensors`].
 pub fn to_int8(model: &[u8], ranges: &Ranges) -> Result<Vec<u8>, PrecisionError> {
+    to_int8_keeping(model, ranges, &BTreeSet::new())
+}
+
+/// Names of the graph's convolution nodes, in graph order (what [`to_int8_keeping`] can keep).
+pub fn conv_nodes(model: &[u8]) -> Result<Vec<String>, PrecisionError> {
+    let (_, g) = decode(model)?;
+    Ok(g.node.iter().filter(|n| op(n) == "Conv").map(|n| n.name.clone().unwrap_or_default()).collect())
+}
+
+/// [`to_int8`] with the convolutions named in `keep` left in float32 (accuracy control: the
+/// ones whose quantization costs the most are kept, see `eval::parity`).
+pub fn to_int8_keeping(model: &[u8], ranges: &Ranges, keep: &BTreeSet<String>) -> Result<Vec<u8>, PrecisionError> {
     let (m, g) = decode(model)?;
     let graph = gname(&g);
     let inits: HashMap<String, TensorProto> = g.initializer.iter().map(|t| (t.name.clone().unwrap_or_default(), t.clone())).collect();
@@ -229,7 +241,7 @@ pub fn to_int8(model: &[u8], ranges: &Ranges) -> Result<Vec<u8>, PrecisionError>
         Ok((sn, zn, s))
     };
     for (i, n) in g.node.iter().enumerate() {
-        if op(n) != "Conv" {
+        if op(n) != "Conv" || n.name.as_ref().is_some_and(|name| keep.contains(name)) {
             for inp in &n.input {
                 used_inits.insert(inp.clone());
             }
@@ -462,6 +474,14 @@ mod tests {
         let (cal, _) = calibration_graph(&m).unwrap();
         let (_, cg) = decode(&cal).unwrap();
         assert_eq!(cg.output.len(), 3);
+        // Kept in float32: the same node as the FP32 graph's, its float weight still there.
+        let convs = conv_nodes(&m).unwrap();
+        assert_eq!(convs.len(), 1);
+        let kept = to_int8_keeping(&m, &Ranges::new(), &convs.iter().cloned().collect()).unwrap();
+        let ops = op_counts(&kept).unwrap();
+        assert_eq!((ops.get("QuantizeLinear"), ops["Conv"]), (None, 1), "{ops:?}");
+        let (_, kg) = decode(&kept).unwrap();
+        assert!(kg.initializer.iter().any(|t| t.name.as_deref() == Some("w_1")));
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct Variant {
     pub files: BTreeMap<String, String>,
     /// How the variant was written (calibration data for INT8).
     pub method: String,
+    /// What accuracy control kept in float32 to bring the variant within its bound: graphs
+    /// (`decoder.onnx`) or convolution nodes (`Conv_2`). Empty when nothing was kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub float32: Vec<String>,
     pub parity: Parity,
 }
 
@@ -102,6 +106,26 @@ pub struct ParityBound {
 impl Default for ParityBound {
     fn default() -> Self {
         ParityBound { min_decision_agreement: 0.99, min_mask_iou: 0.95 }
+    }
+}
+
+impl std::str::FromStr for ParityBound {
+    type Err = String;
+    /// `DECISIONS,IOU`, both fractions in [0, 1], e.g. `0.99,0.95` (the default).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+        let [d, i] = parts.as_slice() else {
+            return Err(format!("parity bound '{s}': expected DECISIONS,IOU, e.g. 0.99,0.95"));
+        };
+        let frac = |v: &str, what: &str| -> Result<f64, String> {
+            let x: f64 = v.parse().map_err(|_| format!("parity bound '{s}': {what} '{v}' is not a number"))?;
+            if (0.0..=1.0).contains(&x) {
+                Ok(x)
+            } else {
+                Err(format!("parity bound '{s}': {what} {x} is not a fraction in [0, 1]"))
+            }
+        };
+        Ok(ParityBound { min_decision_agreement: frac(d, "decision agreement")?, min_mask_iou: frac(i, "mask IoU")? })
     }
 }
 
@@ -648,7 +672,7 @@ mod tests {
     fn variants_need_format_7_a_consistent_parity_record_and_an_override_outside_the_bound() {
         let mut m = Manifest::example("bottle", "1.0.0");
         let files = |p: Precision| GRAPH_FILES.iter().map(|g| (g.to_string(), p.file_name(g))).collect::<BTreeMap<_, _>>();
-        m.variants = Some(BTreeMap::from([(Precision::Fp16, Variant { files: files(Precision::Fp16), method: "m".into(), parity: parity(1.0, Some(0.99)) })]));
+        m.variants = Some(BTreeMap::from([(Precision::Fp16, Variant { files: files(Precision::Fp16), method: "m".into(), float32: vec![], parity: parity(1.0, Some(0.99)) })]));
         m.format_version = VARIANTS_FORMAT - 1;
         assert!(m.validate().unwrap_err().to_string().contains("format_version 7"));
         m.format_version = VARIANTS_FORMAT;

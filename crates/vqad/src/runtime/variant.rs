@@ -11,7 +11,7 @@ use crate::onnx::precision::{self, PrecisionError, Ranges};
 use crate::onnx::Precision;
 use crate::package::{Manifest, GRAPH_FILES};
 use ndarray::{Array3, ArrayD, Axis};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Whether `auto` picks INT8 on the CPU provider. Off: on this project's reference CPU (AMD
 /// EPYC, AVX-512 VNNI, 2 cores) INT8 did not reach the speed that would justify its parity
@@ -162,6 +162,86 @@ pub enum TensorIn {
     Codes(ArrayD<i64>),
 }
 
+/// Signal-to-noise ratio (dB) of `variant` against `reference`: 10·log10(Σr² / Σ(r − v)²);
+/// +∞ when they are identical.
+pub fn sqnr_db(reference: &[f32], variant: &[f32]) -> f64 {
+    let (mut s, mut e) = (0f64, 0f64);
+    for (r, v) in reference.iter().zip(variant) {
+        if r.is_finite() && v.is_finite() {
+            s += (*r as f64).powi(2);
+            e += (*r as f64 - *v as f64).powi(2);
+        }
+    }
+    if e == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (s / e).log10()
+    }
+}
+
+/// The INT8 graph of [`INT8_GRAPHS`] with its calibration kept, so it can be written again
+/// with some convolutions left in float32 (accuracy control) without calibrating again.
+pub struct Int8Writer {
+    fp32: Vec<u8>,
+    ranges: Ranges,
+    /// The calibration normals' FP32 codes, batched: the inputs sensitivity is measured on.
+    codes: Vec<ArrayD<i64>>,
+}
+
+impl Int8Writer {
+    /// Calibrates activation ranges on `normals` (images [C, H, W] in [0, 1]) through their
+    /// FP32 codes.
+    pub fn calibrate(graphs: &BTreeMap<String, Vec<u8>>, normals: &[Array3<f32>], opts: &SessionOptions, progress: &dyn Fn(&str)) -> Result<Self, VariantError> {
+        let get = |g: &str| graphs.get(g).ok_or_else(|| VariantError::Calibration(format!("{g} missing")));
+        if normals.is_empty() {
+            return Err(VariantError::Calibration("INT8 needs calibration images (the validation normals); there are none".into()));
+        }
+        progress(&format!("calibrating INT8 activation ranges on {} validation normals…", normals.len()));
+        let mut enc = open_graph("encoder.onnx", get("encoder.onnx")?, opts)?;
+        let mut codes = vec![];
+        for c in normals.chunks(8) {
+            let x = ndarray::stack(Axis(0), &c.iter().map(|a| a.view()).collect::<Vec<_>>()).expect("same shape").into_dyn();
+            let z: ArrayD<i64> = enc.run_one(x)?;
+            codes.push(z);
+        }
+        let [g] = INT8_GRAPHS;
+        let fp32 = get(g)?.clone();
+        let batches: Vec<TensorIn> = codes.iter().cloned().map(TensorIn::Codes).collect();
+        let ranges = calibrate(g, &fp32, &batches, opts)?;
+        Ok(Int8Writer { fp32, ranges, codes })
+    }
+
+    /// The archive entry name and bytes of the INT8 graph with the convolutions in `keep` left
+    /// in float32.
+    pub fn write(&self, keep: &BTreeSet<String>) -> Result<(String, Vec<u8>), VariantError> {
+        let [g] = INT8_GRAPHS;
+        Ok((Precision::Int8.file_name(g), precision::to_int8_keeping(&self.fp32, &self.ranges, keep)?))
+    }
+
+    /// Every convolution with the log-prob SQNR (dB, against FP32, on the calibration codes)
+    /// the graph reaches when only that convolution stays float32, most helpful first: the
+    /// order accuracy control keeps them in.
+    pub fn sensitivity(&self, opts: &SessionOptions) -> Result<Vec<(String, f64)>, VariantError> {
+        let run = |name: &str, bytes: &[u8]| -> Result<Vec<f32>, VariantError> {
+            let mut s = open_graph(name, bytes, opts)?;
+            let mut out = vec![];
+            for z in &self.codes {
+                let lp: ArrayD<f32> = s.run_one(z.clone())?;
+                out.extend(lp.iter().copied());
+            }
+            Ok(out)
+        };
+        let reference = run("pixelsnail.onnx", &self.fp32)?;
+        let mut out = vec![];
+        for conv in precision::conv_nodes(&self.fp32)? {
+            let (name, bytes) = self.write(&BTreeSet::from([conv.clone()]))?;
+            out.push((conv, sqnr_db(&reference, &run(&name, &bytes)?)));
+        }
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(out)
+    }
+}
+
 /// Writes the requested variants of the FP32 `graphs` (plain names): FP16 directly, INT8
 /// calibrated on `normals` (images [C, H, W] in [0, 1]; their FP32 codes calibrate the decoder
 /// and prior). Returns archive entry name → bytes.
@@ -187,26 +267,8 @@ pub fn write_variants(
                 }
             }
             Precision::Int8 => {
-                if normals.is_empty() {
-                    return Err(VariantError::Calibration("INT8 needs calibration images (the validation normals); there are none".into()));
-                }
-                progress(&format!("calibrating INT8 activation ranges on {} validation normals…", normals.len()));
-                let image_batches: Vec<TensorIn> = normals
-                    .chunks(8)
-                    .map(|c| TensorIn::Images(ndarray::stack(Axis(0), &c.iter().map(|a| a.view()).collect::<Vec<_>>()).expect("same shape").into_dyn()))
-                    .collect();
-                let mut enc = open_graph("encoder.onnx", get("encoder.onnx")?, opts)?;
-                let mut code_batches = vec![];
-                for b in &image_batches {
-                    if let TensorIn::Images(x) = b {
-                        let z: ArrayD<i64> = enc.run_one(x.clone())?;
-                        code_batches.push(TensorIn::Codes(z));
-                    }
-                }
-                for g in INT8_GRAPHS {
-                    let ranges = calibrate(g, get(g)?, &code_batches, opts)?;
-                    out.insert(p.file_name(g), precision::to_int8(get(g)?, &ranges)?);
-                }
+                let (name, bytes) = Int8Writer::calibrate(graphs, normals, opts, progress)?.write(&BTreeSet::new())?;
+                out.insert(name, bytes);
             }
         }
     }
