@@ -489,6 +489,7 @@ impl std::fmt::Display for InspectReport {
                         (Some(r), false) => format!("OUTSIDE bound, packaged under override: {r}"),
                         (None, false) => "OUTSIDE bound".to_string(),
                     };
+                    let bound = if v.float32.is_empty() { bound } else { format!("{bound}; kept in fp32 by accuracy control: {}", v.float32.join(", ")) };
                     writeln!(
                         f,
                         "  {p}: decisions {:.2}% agree (≥ {:.0}%), mask IoU {} (≥ {}), resampled {:.2}%, codes {:.2}%, prior SQNR {:.1} dB / argmax {:.2}%, decoder max {:.2e}, pixel AUROC {:+.4} on {} normals + {} synthetic defects; {bound}",

@@ -531,6 +531,9 @@ impl Manifest {
                 if !keys_ok || v.files.iter().any(|(g, f)| *f != *g && *f != p.file_name(g)) || v.files.iter().all(|(g, f)| f == g) {
                     return Err(bad(format!("files must map each of {GRAPH_FILES:?} to itself or to its {p} entry, at least one to the latter")));
                 }
+                if v.float32.len() > 64 || v.float32.iter().any(|n| n.is_empty() || n.len() > 128 || n.chars().any(char::is_control)) {
+                    return Err(bad("float32 must list at most 64 non-empty graph or node names of at most 128 characters".into()));
+                }
                 v.parity.check().map_err(bad)?;
             }
         }
@@ -698,6 +701,17 @@ mod tests {
         assert!(edit(&|v| { v.files.insert("encoder.onnx".into(), "other.onnx".into()); }).is_err());
         assert!(edit(&|v| { v.files.remove("decoder.onnx"); }).is_err());
         assert!(edit(&|v| v.files = GRAPH_FILES.iter().map(|g| (g.to_string(), g.to_string())).collect()).is_err(), "a variant of nothing");
+        // What accuracy control kept: names, bounded.
+        edit(&|v| v.float32 = vec!["encoder.onnx".into()]).unwrap();
+        assert!(edit(&|v| v.float32 = vec![String::new()]).unwrap_err().contains("float32"));
+        assert!(edit(&|v| v.float32 = vec!["Conv_2".into(); 65]).unwrap_err().contains("float32"));
+        assert!(edit(&|v| v.float32 = vec!["x".repeat(129)]).unwrap_err().contains("float32"));
+        // The bound as `package --parity-bound` reads it.
+        assert_eq!("0.99,0.95".parse::<ParityBound>().unwrap(), ParityBound::default());
+        assert_eq!("1, 0.5".parse::<ParityBound>().unwrap(), ParityBound { min_decision_agreement: 1.0, min_mask_iou: 0.5 });
+        for bad in ["0.99", "1.5,0.9", "0.9,-0.1", "a,b", "0.9,0.9,0.9", "NaN,0.9"] {
+            assert!(bad.parse::<ParityBound>().is_err(), "{bad}");
+        }
         let mut fp32 = m.clone();
         let v = fp32.variants.as_mut().unwrap().remove(&Precision::Fp16).unwrap();
         fp32.variants.as_mut().unwrap().insert(Precision::Fp32, v);

@@ -5,6 +5,9 @@
 //! either only when the package carries it within its parity bound, else FP32. An explicit
 //! precision is honoured even outside the bound (it was packaged under a recorded override),
 //! with a warning.
+//!
+//! INT8 is written through [`Int8Writer`], which keeps its calibration so that accuracy
+//! control (`eval::accuracy`) can rewrite it with some convolutions left in float32.
 
 use super::session::{open_graph, Provider, SessionError, SessionOptions};
 use crate::onnx::precision::{self, PrecisionError, Ranges};
