@@ -77,6 +77,12 @@ fn small_preset_learns_a_real_texture_briefly() {
     let search: Vec<f64> = tuned["texture_search"].as_array().expect("tune records the weight search").iter().map(|p| p["weight"].as_f64().unwrap()).collect();
     assert_eq!(search, [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]);
     assert!(search.contains(&texture["weight"].as_f64().unwrap()), "chosen weight {} is not one of the search's", texture["weight"]);
+    // The chosen weight has the best mean of pixel AUROC, PRO at the threshold and blobs found
+    // (the first, i.e. smallest, on a tie).
+    let objective: Vec<f64> = tuned["texture_search"].as_array().unwrap().iter().map(|p| ["pixel_auroc", "pro_at_threshold", "blobs_found"].iter().map(|k| p[*k].as_f64().expect(k)).sum::<f64>() / 3.0).collect();
+    let best = objective.iter().enumerate().fold(0, |b, (i, v)| if *v > objective[b] { i } else { b });
+    eprintln!("texture weight search objective {objective:.3?}, chosen {}", texture["weight"]);
+    assert_eq!(texture["weight"].as_f64(), Some(search[best]), "objective {objective:?}");
     // Colour: grey mean, log sd, log gradient energy and three channel means, over 9×9 windows at 128².
     assert_eq!((texture["window"].as_u64(), texture["mean"].as_array().map(Vec::len)), (Some(9), Some(6)));
     assert!(texture["residual_scale"].as_f64().unwrap() > 0.0 && texture["texture_scale"].as_f64().unwrap() > 0.0);
