@@ -26,7 +26,8 @@ pub const AUTO_INT8_ON_CPU: bool = false;
 /// output (max error 0.01–0.02 of the [0, 1] range) moved masks for ~1% of the time.
 pub const INT8_GRAPHS: [&str; 1] = ["pixelsnail.onnx"];
 
-/// Graph → archive entry of `precision`'s variant as written by [`write_variants`].
+/// Graph → archive entry of `precision`'s variant when nothing is kept in FP32 (INT8 keeps
+/// the encoder and decoder: [`INT8_GRAPHS`]).
 pub fn variant_files(precision: Precision) -> BTreeMap<String, String> {
     GRAPH_FILES
         .iter()
@@ -243,37 +244,4 @@ impl Int8Writer {
         out.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(out)
     }
-}
-
-/// Writes the requested variants of the FP32 `graphs` (plain names): FP16 directly, INT8
-/// calibrated on `normals` (images [C, H, W] in [0, 1]; their FP32 codes calibrate the decoder
-/// and prior). Returns archive entry name → bytes.
-///
-/// INT8 quantizes the prior only ([`INT8_GRAPHS`]): quantizing the encoder moved about half
-/// of the codes to a neighbouring codebook entry on a dev-set category (51.6% agreement,
-/// K = 512), for a graph that is a few percent of the compute.
-pub fn write_variants(
-    graphs: &BTreeMap<String, Vec<u8>>,
-    precisions: &[Precision],
-    normals: &[Array3<f32>],
-    opts: &SessionOptions,
-    progress: &dyn Fn(&str),
-) -> Result<BTreeMap<String, Vec<u8>>, VariantError> {
-    let mut out = BTreeMap::new();
-    let get = |g: &str| graphs.get(g).ok_or_else(|| VariantError::Calibration(format!("{g} missing")));
-    for &p in precisions {
-        match p {
-            Precision::Fp32 => {}
-            Precision::Fp16 => {
-                for g in GRAPH_FILES {
-                    out.insert(p.file_name(g), precision::to_fp16(get(g)?)?);
-                }
-            }
-            Precision::Int8 => {
-                let (name, bytes) = Int8Writer::calibrate(graphs, normals, opts, progress)?.write(&BTreeSet::new())?;
-                out.insert(name, bytes);
-            }
-        }
-    }
-    Ok(out)
 }
