@@ -5,10 +5,8 @@
 use super::metrics::{pixel_auroc, EvalError};
 use crate::config::DetectConfig;
 use crate::data::paste_blob;
-use crate::onnx::Precision;
-use crate::package::{ModelShape, Parity, ParityBound, GRAPH_FILES};
+use crate::package::{ModelShape, Parity, ParityBound};
 use crate::runtime::session::{open_graph, SessionError, SessionOptions};
-use crate::runtime::variant::graphs_for;
 use crate::runtime::{Detection, DetectError, Detector, DetectorOptions};
 use ndarray::{Array2, Array3, ArrayD, Axis};
 use rand::SeedableRng;
@@ -27,7 +25,7 @@ pub enum ParityError {
 }
 
 /// Relative distance from the pixel threshold within which an image counts as on the decision
-/// boundary (see [`measure`]).
+/// boundary (see [`Reference::compare`]).
 pub const BOUNDARY_TOLERANCE: f32 = 1e-5;
 
 /// SQNR recorded for identical outputs.
@@ -259,27 +257,6 @@ impl Reference {
 fn auc(ds: &[Detection], masks: &[Array2<u8>]) -> Result<f64, ParityError> {
     let maps: Vec<Array2<f32>> = ds.iter().map(|d| d.smoothed.clone()).collect();
     pixel_auroc(&maps, masks)?.ok_or_else(|| ParityError::Invalid("the synthetic defects left no defect pixel".into()))
-}
-
-/// Runs `precision`'s graphs from `files` (a package's entries, or an export plus variants)
-/// beside the FP32 ones and returns the parity record with `bound` applied.
-#[allow(clippy::too_many_arguments)]
-pub fn measure(
-    files: &BTreeMap<String, Vec<u8>>,
-    precision: Precision,
-    shape: &ModelShape,
-    settings: &DetectConfig,
-    normals: &[Array3<f32>],
-    seed: u64,
-    session: &SessionOptions,
-    bound: ParityBound,
-    progress: &dyn Fn(&str),
-) -> Result<Parity, ParityError> {
-    if !GRAPH_FILES.iter().any(|g| files.contains_key(&precision.file_name(g))) {
-        return Err(ParityError::Invalid(format!("there are no {precision} graphs to compare")));
-    }
-    let reference = Reference::compute(&graphs_for(files, Precision::Fp32), shape, settings, normals, seed, session, progress)?;
-    reference.compare(&graphs_for(files, precision), precision.as_str(), bound, progress)
 }
 
 #[cfg(test)]
