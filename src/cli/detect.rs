@@ -583,7 +583,6 @@ pub fn compat(a: CompatArgs) -> anyhow::Result<i32> {
         ep_options: a.plugins.options()?,
         ..Default::default()
     };
-    vqad::runtime::session::environment(a.ort_lib.as_deref())?;
     let plugins = vqad::runtime::session::register_plugins(&opts.ep_libraries, a.ort_lib.as_deref())?;
     for p in &plugins {
         if p.devices.is_empty() {

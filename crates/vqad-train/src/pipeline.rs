@@ -217,8 +217,9 @@ fn package_variants(
     let mut variants = BTreeMap::new();
     for p in precisions {
         let controlled = match p {
+            Precision::Fp32 => continue,
             Precision::Fp16 => vqad::eval::accuracy::fp16(&reference, files, bound, say)?,
-            _ => {
+            Precision::Int8 => {
                 let writer = vqad::runtime::variant::Int8Writer::calibrate(files, &normals, &session, say)?;
                 vqad::eval::accuracy::int8(&reference, files, &writer, &session, bound, say)?
             }

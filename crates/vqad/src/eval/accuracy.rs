@@ -104,20 +104,16 @@ pub fn int8(
     bound: ParityBound,
     progress: &dyn Fn(&str),
 ) -> Result<Controlled, ControlError> {
-    // (archive entry, its bytes, the graph set to compare: FP32 graphs with the prior replaced)
-    type Assembled = (String, Vec<u8>, BTreeMap<String, Vec<u8>>);
-    let assemble = |kept: &BTreeSet<String>| -> Result<Assembled, ControlError> {
-        let (entry, bytes) = writer.write(kept)?;
+    let [g] = crate::runtime::variant::INT8_GRAPHS;
+    // The FP32 graphs with the prior replaced by its INT8 graph keeping `kept` in float32.
+    let compare = |kept: &BTreeSet<String>, label: &str| -> Result<Parity, ControlError> {
         let mut all = graphs.clone();
-        for g in crate::runtime::variant::INT8_GRAPHS {
-            all.insert(g.to_string(), bytes.clone());
-        }
-        Ok((entry, bytes, all))
+        all.insert(g.to_string(), writer.write(kept)?.1);
+        Ok(reference.compare(&all, label, bound, progress)?)
     };
     let mut kept = BTreeSet::new();
     let mut order: Vec<String> = vec![];
-    let (mut entry, mut bytes, all) = assemble(&kept)?;
-    let mut parity = reference.compare(&all, "int8", bound, progress)?;
+    let mut parity = compare(&kept, "int8")?;
     if parity.violation().is_some() {
         progress("int8: ranking the prior's convolutions by what keeping each in float32 gives back…");
         let ranked = writer.sensitivity(session)?;
@@ -130,11 +126,10 @@ pub fn int8(
             progress(&format!("int8: outside its bound ({why}); keeping {conv} in float32"));
             kept.insert(conv.clone());
             order.push(conv);
-            let (e, b, all) = assemble(&kept)?;
-            parity = reference.compare(&all, &format!("int8 with {} in float32", order.join(", ")), bound, progress)?;
-            (entry, bytes) = (e, b);
+            parity = compare(&kept, &format!("int8 with {} in float32", order.join(", ")))?;
         }
     }
+    let (entry, bytes) = writer.write(&kept)?;
     let files = crate::runtime::variant::variant_files(Precision::Int8);
     Ok(Controlled { entries: BTreeMap::from([(entry, bytes)]), files, float32: order, parity })
 }

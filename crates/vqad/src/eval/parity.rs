@@ -182,19 +182,17 @@ impl Reference {
         let mut enc = open_graph(&format!("encoder.onnx ({label})"), graph("encoder.onnx")?, session)?;
         let mut prior = open_graph(&format!("pixelsnail.onnx ({label})"), graph("pixelsnail.onnx")?, session)?;
         let mut dec = open_graph(&format!("decoder.onnx ({label})"), graph("decoder.onnx")?, session)?;
-        let (mut codes_same, mut codes_n) = (0usize, 0usize);
-        let (mut lp_var, mut argmax_var, mut decoded_var) = (vec![], vec![], vec![]);
+        let (mut codes_var, mut lp_var, mut argmax_var, mut decoded_var) = (vec![], vec![], vec![], vec![]);
         for (chunk, z) in views.chunks(8).zip(&self.codes) {
             let zv: ArrayD<i64> = enc.run_one(batch(chunk))?;
-            codes_same += z.iter().zip(zv.iter()).filter(|(a, b)| a == b).count();
-            codes_n += z.len();
+            codes_var.extend(zv.iter().copied());
             let lp: ArrayD<f32> = prior.run_one(z.clone())?;
             argmax_var.extend(argmax_lanes(&lp));
             lp_var.extend(lp.iter().copied());
             let x: ArrayD<f32> = dec.run_one(z.clone())?;
             decoded_var.extend(x.iter().copied());
         }
-        let encoder_code_agreement = if codes_n == 0 { 1.0 } else { codes_same as f64 / codes_n as f64 };
+        let encoder_code_agreement = agreement(self.codes.iter().flat_map(|z| z.iter()).zip(&codes_var).map(|(a, b)| a == b));
         // Capped so identical outputs (∞ dB) stay a JSON number.
         let prior_logprob_sqnr_db = sqnr_db(&self.log_probs, &lp_var).min(MAX_SQNR_DB);
         let prior_argmax_agreement = agreement(self.argmax.iter().zip(&argmax_var).map(|(a, b)| a == b));

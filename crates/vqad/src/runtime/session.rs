@@ -230,6 +230,23 @@ pub fn register_plugins(libs: &[EpLibrary], ort_lib: Option<&Path>) -> Result<Ve
     Ok(out)
 }
 
+/// A session builder with what every session shares, on a provider or on plugin devices:
+/// intra-op threads, ONNX Runtime's profiler when [`SessionOptions::profile`] asks for it, and
+/// no per-node CPU fallback when `no_cpu_fallback`.
+fn builder(env: &ort::environment::Environment, opts: &SessionOptions, no_cpu_fallback: bool) -> Result<ort::session::builder::SessionBuilder, String> {
+    let mut b = ort::session::Session::builder(env).map_err(|e| e.to_string())?;
+    if opts.threads > 0 {
+        b = b.with_intra_threads(opts.threads).map_err(|e| e.to_string())?;
+    }
+    if no_cpu_fallback {
+        b = b.with_disable_cpu_fallback().map_err(|e| e.to_string())?;
+    }
+    if let Some(prefix) = &opts.profile {
+        b = b.with_profiling(prefix).map_err(|e| e.to_string())?;
+    }
+    Ok(b)
+}
+
 /// A session on the devices the plugins offer; `Ok(None)` when they offer none.
 fn open_on_plugins(name: &str, bytes: &[u8], opts: &SessionOptions) -> Result<Option<Graph>, SessionError> {
     let plugins = register_plugins(&opts.ep_libraries, opts.ort_lib.as_deref())?;
@@ -245,15 +262,8 @@ fn open_on_plugins(name: &str, bytes: &[u8], opts: &SessionOptions) -> Result<Op
     }
     let env = environment(opts.ort_lib.as_deref())?;
     let attempt = (|| -> Result<ort::session::Session, String> {
-        let mut b = ort::session::Session::builder(env).map_err(|e| e.to_string())?;
-        if opts.threads > 0 {
-            b = b.with_intra_threads(opts.threads).map_err(|e| e.to_string())?;
-        }
         let devices = env.devices().filter(|d| d.ep().is_ok_and(|e| eps.iter().any(|x| x == e)));
-        b = b.with_devices(devices, Some(&opts.ep_options)).map_err(|e| e.to_string())?;
-        if opts.strict {
-            b = b.with_disable_cpu_fallback().map_err(|e| e.to_string())?;
-        }
+        let mut b = builder(env, opts, opts.strict)?.with_devices(devices, Some(&opts.ep_options)).map_err(|e| e.to_string())?;
         b.commit_from_memory(bytes).map_err(|e| e.to_string())
     })();
     match attempt {
@@ -277,19 +287,10 @@ pub fn open_graph(name: &str, bytes: &[u8], opts: &SessionOptions) -> Result<Gra
     let mut tried = vec![];
     for (i, &p) in opts.providers.iter().enumerate() {
         let attempt = (|| -> Result<ort::session::Session, String> {
-            let mut b = ort::session::Session::builder(env).map_err(|e| e.to_string())?;
-            b = b.with_no_environment_execution_providers().map_err(|e| e.to_string())?;
-            if opts.threads > 0 {
-                b = b.with_intra_threads(opts.threads).map_err(|e| e.to_string())?;
-            }
-            b = b.with_execution_providers([dispatch(p, opts)]).map_err(|e| e.to_string())?;
-            if opts.strict && p != Provider::Cpu {
-                // Strict means every node on this provider: no silent per-node CPU fallback.
-                b = b.with_disable_cpu_fallback().map_err(|e| e.to_string())?;
-            }
-            if let Some(prefix) = &opts.profile {
-                b = b.with_profiling(prefix).map_err(|e| e.to_string())?;
-            }
+            // Strict means every node on this provider: no silent per-node CPU fallback.
+            let b = builder(env, opts, opts.strict && p != Provider::Cpu)?;
+            let b = b.with_no_environment_execution_providers().map_err(|e| e.to_string())?;
+            let mut b = b.with_execution_providers([dispatch(p, opts)]).map_err(|e| e.to_string())?;
             b.commit_from_memory(bytes).map_err(|e| e.to_string())
         })();
         match attempt {

@@ -136,18 +136,14 @@ pub fn graphs_for(files: &BTreeMap<String, Vec<u8>>, precision: Precision) -> BT
     out
 }
 
-/// Ranges of every convolution input and output of `model`, over the given inputs (each a
-/// batch in the graph's input layout).
-fn calibrate(name: &str, model: &[u8], batches: &[TensorIn], opts: &SessionOptions) -> Result<Ranges, VariantError> {
+/// Ranges of every convolution input and output of `model` (a graph reading index tables)
+/// over the given batches of codes.
+fn calibrate(name: &str, model: &[u8], batches: &[ArrayD<i64>], opts: &SessionOptions) -> Result<Ranges, VariantError> {
     let (cal, names) = precision::calibration_graph(model)?;
     let mut g = open_graph(&format!("{name} (calibration)"), &cal, opts)?;
     let mut ranges = Ranges::new();
-    for b in batches {
-        let outs = match b {
-            TensorIn::Images(x) => g.run_all_f32(x.clone())?,
-            TensorIn::Codes(z) => g.run_all_f32(z.clone())?,
-        };
-        for (n, v) in outs.iter().filter(|(n, _)| names.contains(n)) {
+    for z in batches {
+        for (n, v) in g.run_all_f32(z.clone())?.iter().filter(|(n, _)| names.contains(n)) {
             precision::observe(&mut ranges, n, v.iter().copied());
         }
     }
@@ -157,13 +153,6 @@ fn calibrate(name: &str, model: &[u8], batches: &[TensorIn], opts: &SessionOptio
         }
     }
     Ok(ranges)
-}
-
-/// One calibration batch: images for the encoder, index tables for the decoder and prior.
-#[derive(Debug, Clone)]
-pub enum TensorIn {
-    Images(ArrayD<f32>),
-    Codes(ArrayD<i64>),
 }
 
 /// Signal-to-noise ratio (dB) of `variant` against `reference`: 10·log10(Σr² / Σ(r − v)²);
@@ -210,8 +199,7 @@ impl Int8Writer {
         }
         let [g] = INT8_GRAPHS;
         let fp32 = get(g)?.clone();
-        let batches: Vec<TensorIn> = codes.iter().cloned().map(TensorIn::Codes).collect();
-        let ranges = calibrate(g, &fp32, &batches, opts)?;
+        let ranges = calibrate(g, &fp32, &codes, opts)?;
         Ok(Int8Writer { fp32, ranges, codes })
     }
 
