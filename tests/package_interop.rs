@@ -162,10 +162,42 @@ fn manifests_validate_against_the_schema() {
     m4.validate().unwrap();
     let (ok, out) = schema_check(&m4.to_json_bytes().unwrap(), f.dir.path());
     assert!(ok, "{out}");
+    // Format 8: a texture map as a two-Gaussian mixture over 7 features (colour and chroma).
+    let mut m8 = Manifest::example("carpet", "1.0.0");
+    m8.format_version = 8;
+    let eye = |v: f64| -> Vec<Vec<f64>> { (0..7).map(|i| (0..7).map(|j| if i == j { v } else { 0.0 }).collect()).collect() };
+    m8.detection.texture_map = Some(vqad::config::TextureMap {
+        colour: true,
+        chroma: true,
+        window: 9,
+        sigma: 2.0,
+        mean: vec![],
+        precision: vec![],
+        components: vec![
+            vqad::config::MixtureComponent { weight: 0.6, mean: vec![0.1; 7], precision: eye(3.0) },
+            vqad::config::MixtureComponent { weight: 0.4, mean: vec![-0.2; 7], precision: eye(0.5) },
+        ],
+        residual_scale: 0.02,
+        texture_scale: 4.0,
+        weight: 1.0,
+    });
+    m8.validate().unwrap();
+    let bytes8 = m8.to_json_bytes().unwrap();
+    let (ok, out) = schema_check(&bytes8, f.dir.path());
+    assert!(ok, "{out}");
+    // Both densities at once, or the mixture in a format-7 manifest: refused by both sides.
+    let mut v8: serde_json::Value = serde_json::from_slice(&bytes8).unwrap();
+    v8["detection"]["texture_map"]["mean"] = serde_json::to_value(vec![0.0; 7]).unwrap();
+    v8["detection"]["texture_map"]["precision"] = serde_json::to_value(eye(1.0)).unwrap();
+    let both = serde_json::to_vec(&v8).unwrap();
+    assert!(!schema_check(&both, f.dir.path()).0, "schema accepted mean/precision beside components");
+    assert!(Manifest::from_json_bytes(&both).is_err());
+    m8.format_version = 7;
+    assert!(m8.validate().unwrap_err().to_string().contains("(8 as a mixture or with chroma)"));
     // The schema is not vacuous: what the Rust side refuses, it refuses too.
     let good: serde_json::Value = serde_json::to_value(Manifest::example("bottle", "1.0.0")).unwrap();
     let mutations: [(&str, fn(&mut serde_json::Value)); 6] = [
-        ("format_version 8", |v| v["format_version"] = 8.into()),
+        ("format_version 9", |v| v["format_version"] = 9.into()),
         ("no pixel threshold", |v| {
             v["detection"].as_object_mut().unwrap().remove("pixel_threshold");
         }),

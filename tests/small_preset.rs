@@ -83,8 +83,13 @@ fn small_preset_learns_a_real_texture_briefly() {
     let best = objective.iter().enumerate().fold(0, |b, (i, v)| if *v > objective[b] { i } else { b });
     eprintln!("texture weight search objective {objective:.3?}, chosen {}", texture["weight"]);
     assert_eq!(texture["weight"].as_f64(), Some(search[best]), "objective {objective:?}");
-    // Colour: grey mean, log sd, log gradient energy and three channel means, over 9×9 windows at 128².
-    assert_eq!((texture["window"].as_u64(), texture["mean"].as_array().map(Vec::len)), (Some(9), Some(6)));
+    // ihc is in colour: grey mean, log sd, log gradient energy, three channel means and the
+    // chroma spread over 9×9 windows at 128², as a mixture (see `runtime::texture::package_model`).
+    let comps = texture["components"].as_array().expect("colour normals get a mixture");
+    assert_eq!((texture["window"].as_u64(), texture["chroma"].as_bool(), texture.get("mean")), (Some(9), Some(true), None));
+    assert!((2..=4).contains(&comps.len()) && comps.iter().all(|c| c["mean"].as_array().map(Vec::len) == Some(7)), "{comps:?}");
+    let total: f64 = comps.iter().map(|c| c["weight"].as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-9, "mixture weights sum to {total}");
     assert!(texture["residual_scale"].as_f64().unwrap() > 0.0 && texture["texture_scale"].as_f64().unwrap() > 0.0);
     assert!(paper["detect"].get("texture_map").is_none(), "--paper-rule must be the paper's map alone");
     run_ok(vqad().arg("tune").arg(&run).args(["--texture-weight", "3"]));
@@ -126,7 +131,7 @@ fn small_preset_learns_a_real_texture_briefly() {
     let ev = tmp.path().join("eval");
     let o = vqad().arg("inspect").arg(pkgs.join("ihc-1.0.0.vqad")).output().unwrap();
     let inspect = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(inspect.contains("plus texture statistics (6 features, 9×9 windows"), "inspect must show the texture map: {inspect}");
+    assert!(inspect.contains("plus texture statistics (7 features (grey, colour, chroma), ") && inspect.contains(" Gaussians, 9×9 windows"), "inspect must show the texture map: {inspect}");
     run_ok(vqad().arg("eval").arg(&pkgs).arg("--pubkey").arg(key.with_extension("pub")).arg(&data).arg("--out").arg(&ev).args(["--ablation", "--ep", "cpu", "--variants", "whiten_per_pixel,l2_whitened,texture_stats,no_texture"]));
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ev.join("report.json")).unwrap()).unwrap();
     let rows = report["categories"][0]["ablation"].as_array().unwrap();

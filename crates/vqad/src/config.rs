@@ -309,21 +309,33 @@ pub struct DetectConfig {
 
 /// The texture-statistics half of the anomaly map, as `tune` fitted it and a package carries
 /// it: the map is `residual / residual_scale + weight · texture / texture_scale`, where
-/// `residual` is the smoothed residual map and `texture` the Gaussian-smoothed Mahalanobis
-/// distance of each pixel's local statistics (`runtime::texture`) to the normals'.
+/// `residual` is the smoothed residual map and `texture` the Gaussian-smoothed distance of each
+/// pixel's local statistics (`runtime::texture`) to the normals' density: a single Gaussian
+/// (`mean`, `precision`: the Mahalanobis distance; format 5) or a Gaussian mixture
+/// (`components`; format 8), whose distance reduces to Mahalanobis' for one component.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TextureMap {
     /// Each colour channel's local mean beside the grey level's statistics (colour images).
     pub colour: bool,
+    /// With `colour`, the log of the local spread of the channels around their mean too: paint,
+    /// print or a hole without the surface's colour noise is "too grey" even where its
+    /// brightness and contrast pass (format 8).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub chroma: bool,
     /// Side of the box window of the statistics, pixels at the model's input size.
     pub window: usize,
     /// σ of the Gaussian smoothing of the distance, pixels.
     pub sigma: f64,
-    /// Mean of the normals' features.
+    /// Mean of the normals' features (the single-Gaussian form; empty with `components`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mean: Vec<f64>,
-    /// Inverse covariance of the normals' features, rows first.
+    /// Inverse covariance of the normals' features, rows first (empty with `components`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub precision: Vec<Vec<f64>>,
+    /// The normals' features as a Gaussian mixture (empty in the single-Gaussian form).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<MixtureComponent>,
     /// 99th percentile of the validation normals' residual and texture maps: both halves
     /// then count in units of what normal images reach.
     pub residual_scale: f64,
@@ -332,39 +344,85 @@ pub struct TextureMap {
     pub weight: f64,
 }
 
+/// One Gaussian of the normals' feature density: its share of the pixels, mean and inverse
+/// covariance (rows first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixtureComponent {
+    pub weight: f64,
+    pub mean: Vec<f64>,
+    pub precision: Vec<Vec<f64>>,
+}
+
 impl TextureMap {
     /// Largest box window a config or manifest may carry.
     pub const MAX_WINDOW: usize = 63;
     /// Largest smoothing σ (pixels) a manifest may carry: the kernel's radius, 3σ, is
     /// allocated per map, so a file must not choose it freely.
     pub const MAX_SIGMA: f64 = 32.0;
+    /// Most mixture components a manifest may carry (each costs a quadratic form per pixel).
+    pub const MAX_COMPONENTS: usize = 16;
+
+    /// Features per pixel for `channels` image channels: 3 grey statistics, plus each channel's
+    /// mean and (with `chroma`) the chroma spread for colour images.
+    pub fn features(colour: bool, chroma: bool, channels: usize) -> usize {
+        3 + if colour && channels > 1 { channels + usize::from(chroma) } else { 0 }
+    }
+
+    /// The density as mixture components; the single-Gaussian form is one of weight 1.
+    pub fn mixture(&self) -> Vec<MixtureComponent> {
+        if self.components.is_empty() {
+            vec![MixtureComponent { weight: 1.0, mean: self.mean.clone(), precision: self.precision.clone() }]
+        } else {
+            self.components.clone()
+        }
+    }
+
+    /// What the map measures, for progress lines and `inspect`: "7 features (grey, colour,
+    /// chroma), 4 Gaussians".
+    pub fn summary(&self) -> String {
+        let m = self.mixture();
+        let parts = [Some("grey"), self.colour.then_some("colour"), self.chroma.then_some("chroma")];
+        let n = m.len();
+        format!("{} features ({}), {n} Gaussian{}", m[0].mean.len(), parts.iter().flatten().copied().collect::<Vec<_>>().join(", "), if n == 1 { "" } else { "s" })
+    }
+
+    /// The lowest manifest format that can carry this map: 8 for a mixture or the chroma
+    /// feature, else 5.
+    pub fn format_needed(&self) -> u32 {
+        if self.components.is_empty() && !self.chroma {
+            5
+        } else {
+            8
+        }
+    }
 
     /// Checks what a manifest may carry: an odd window of 3 to [`Self::MAX_WINDOW`] pixels,
-    /// 3 grey features plus one per channel with `colour`, a finite symmetric precision with
-    /// a positive diagonal, positive finite scales, σ in (0, [`Self::MAX_SIGMA`]], a finite
-    /// weight ≥ 0.
+    /// either `mean` and `precision` or 1 to [`Self::MAX_COMPONENTS`] components whose weights
+    /// are positive and sum to 1, each with as many features as [`Self::features`] gives and a
+    /// finite, symmetric, positive definite precision; positive finite scales, σ in
+    /// (0, [`Self::MAX_SIGMA`]], a finite weight ≥ 0.
     pub fn check(&self, channels: usize) -> Result<(), String> {
         if self.window % 2 == 0 || !(3..=Self::MAX_WINDOW).contains(&self.window) {
             return Err(format!("texture_map.window must be odd and 3 to {}, got {}", Self::MAX_WINDOW, self.window));
         }
-        let want = 3 + if self.colour && channels > 1 { channels } else { 0 };
-        if self.mean.len() != want {
-            return Err(format!("texture_map.mean must hold {want} features ({channels} channels, colour {}), got {}", self.colour, self.mean.len()));
-        }
-        if self.precision.len() != want || self.precision.iter().any(|r| r.len() != want) {
-            return Err(format!("texture_map.precision must be {want}×{want}"));
-        }
-        if self.mean.iter().chain(self.precision.iter().flatten()).any(|v| !v.is_finite()) {
-            return Err("texture_map.mean and precision must be finite".into());
-        }
-        for i in 0..want {
-            if self.precision[i][i] <= 0.0 {
-                return Err(format!("texture_map.precision diagonal entry {i} must be positive"));
-            }
-            for j in 0..i {
-                let (a, b) = (self.precision[i][j], self.precision[j][i]);
-                if (a - b).abs() > 1e-9 * a.abs().max(b.abs()).max(1.0) {
-                    return Err(format!("texture_map.precision is not symmetric at ({i}, {j})"));
+        let want = Self::features(self.colour, self.chroma, channels);
+        let single = !self.mean.is_empty() || !self.precision.is_empty();
+        match (single, self.components.len()) {
+            (true, 0) => check_gaussian("texture_map", &self.mean, &self.precision, want, &|| format!("{channels} channels, colour {}, chroma {}", self.colour, self.chroma))?,
+            (true, _) => return Err("texture_map carries both mean/precision and components; one density only".into()),
+            (false, 0) => return Err("texture_map needs mean and precision or components".into()),
+            (false, n) if n > Self::MAX_COMPONENTS => return Err(format!("texture_map.components: at most {}, got {n}", Self::MAX_COMPONENTS)),
+            (false, _) => {
+                for (k, c) in self.components.iter().enumerate() {
+                    if !(c.weight > 0.0 && c.weight <= 1.0) {
+                        return Err(format!("texture_map.components[{k}].weight must be in (0, 1], got {}", c.weight));
+                    }
+                    check_gaussian(&format!("texture_map.components[{k}]"), &c.mean, &c.precision, want, &|| format!("{channels} channels, colour {}, chroma {}", self.colour, self.chroma))?;
+                }
+                let total: f64 = self.components.iter().map(|c| c.weight).sum();
+                if (total - 1.0).abs() > 1e-6 {
+                    return Err(format!("texture_map.components' weights must sum to 1, got {total}"));
                 }
             }
         }
@@ -381,6 +439,36 @@ impl TextureMap {
         }
         Ok(())
     }
+}
+
+/// Checks one Gaussian of a texture map: `want` finite features, a `want`×`want` finite,
+/// symmetric precision that is positive definite (the mixture's distance needs its
+/// determinant; the single Gaussian only needs a positive diagonal, as format 5 promised).
+fn check_gaussian(at: &str, mean: &[f64], precision: &[Vec<f64>], want: usize, what: &dyn Fn() -> String) -> Result<(), String> {
+    if mean.len() != want {
+        return Err(format!("{at}.mean must hold {want} features ({}), got {}", what(), mean.len()));
+    }
+    if precision.len() != want || precision.iter().any(|r| r.len() != want) {
+        return Err(format!("{at}.precision must be {want}×{want}"));
+    }
+    if mean.iter().chain(precision.iter().flatten()).any(|v| !v.is_finite()) {
+        return Err(format!("{at}.mean and precision must be finite"));
+    }
+    for (i, row) in precision.iter().enumerate() {
+        if row[i] <= 0.0 {
+            return Err(format!("{at}.precision diagonal entry {i} must be positive"));
+        }
+        for (j, &a) in row.iter().enumerate().take(i) {
+            let b = precision[j][i];
+            if (a - b).abs() > 1e-9 * a.abs().max(b.abs()).max(1.0) {
+                return Err(format!("{at}.precision is not symmetric at ({i}, {j})"));
+            }
+        }
+    }
+    if at.contains("components") && crate::linalg::log_det_spd(precision).is_none() {
+        return Err(format!("{at}.precision must be positive definite"));
+    }
+    Ok(())
 }
 
 impl DetectConfig {
@@ -837,6 +925,8 @@ mod tests {
     fn a_texture_map_is_checked_before_use() {
         let good = TextureMap {
             colour: true,
+            chroma: false,
+            components: vec![],
             window: 9,
             sigma: 2.0,
             mean: vec![0.5, -3.0, -6.0, 0.4, 0.5, 0.6],
@@ -865,6 +955,42 @@ mod tests {
         bad(&|t| t.texture_scale = 0.0, "texture_scale");
         bad(&|t| t.weight = -1.0, "weight");
         bad(&|t| t.weight = f64::INFINITY, "weight");
+        assert_eq!(good.format_needed(), 5);
+        assert_eq!(good.summary(), "6 features (grey, colour), 1 Gaussian");
+
+        // The mixture form (format 8): components instead of mean/precision, and chroma.
+        let eye = |n: usize, v: f64| -> Vec<Vec<f64>> { (0..n).map(|i| (0..n).map(|j| if i == j { v } else { 0.0 }).collect()).collect() };
+        let mix = TextureMap {
+            chroma: true,
+            mean: vec![],
+            precision: vec![],
+            components: vec![
+                MixtureComponent { weight: 0.75, mean: vec![0.0; 7], precision: eye(7, 2.0) },
+                MixtureComponent { weight: 0.25, mean: vec![1.0; 7], precision: eye(7, 0.5) },
+            ],
+            ..good.clone()
+        };
+        mix.check(3).unwrap();
+        assert_eq!((mix.format_needed(), mix.summary().as_str()), (8, "7 features (grey, colour, chroma), 2 Gaussians"));
+        assert!(mix.check(1).unwrap_err().contains("3 features"));
+        let json = serde_json::to_string(&mix).unwrap();
+        assert!(!json.contains("\"mean\":[],") && json.contains("\"chroma\":true"), "{json}");
+        assert_eq!(serde_json::from_str::<TextureMap>(&json).unwrap(), mix);
+        let bad_mix = |f: &dyn Fn(&mut TextureMap), want: &str| {
+            let mut t = mix.clone();
+            f(&mut t);
+            let e = t.check(3).unwrap_err();
+            assert!(e.contains(want), "{e} (wanted {want})");
+        };
+        bad_mix(&|t| t.mean = vec![0.0; 7], "both");
+        bad_mix(&|t| t.components.clear(), "needs mean and precision or components");
+        bad_mix(&|t| t.components[0].weight = 0.5, "sum to 1");
+        bad_mix(&|t| t.components[1].weight = 0.0, "weight must be in (0, 1]");
+        bad_mix(&|t| t.components[1].mean.pop().map(|_| ()).unwrap(), "components[1].mean must hold 7");
+        bad_mix(&|t| t.components[0].precision[0][0] = -1.0, "diagonal");
+        // Symmetric with a positive diagonal but indefinite: its determinant has no logarithm.
+        bad_mix(&|t| (t.components[0].precision[0][1], t.components[0].precision[1][0]) = (3.0, 3.0), "positive definite");
+        bad_mix(&|t| t.components = vec![t.components[0].clone(); TextureMap::MAX_COMPONENTS + 1], "at most");
     }
 
     #[test]

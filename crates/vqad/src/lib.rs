@@ -14,6 +14,7 @@ pub mod data;
 pub mod eval;
 pub mod fsutil;
 pub mod heap;
+pub mod linalg;
 pub mod native;
 pub mod onnx;
 pub mod package;

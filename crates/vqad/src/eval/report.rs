@@ -17,7 +17,7 @@ use crate::runtime::output::{map_image, stem_for, write_detection, RecordContext
 use crate::runtime::border;
 use crate::runtime::detector::normal_residual_metric;
 use crate::config::TextureMap;
-use crate::runtime::texture::{fused, percentile, TextureDetector};
+use crate::runtime::texture::{fused, percentile, FeatureSet, TextureDetector};
 use crate::runtime::whiten::to_array;
 use crate::runtime::{DetectError, Detection, Detector, ScoreError};
 use ndarray::{Array2, Array3};
@@ -445,7 +445,7 @@ pub fn evaluate_category(det: &mut Detector, cat: &Category, package: &str, vers
             let (normals, _) = data::load_many_within(&picked, c, s, &o.decode);
             let why = |e: crate::runtime::texture::TextureError| ReportError::Invalid(format!("texture_stats: {e}"));
             let views: Vec<_> = normals.iter().map(|(_, a)| a.view()).collect();
-            let td = TextureDetector::fit(&views, false).map_err(why)?;
+            let td = TextureDetector::fit(&views, FeatureSet::GREY, 1).map_err(why)?;
             let test: Vec<Array2<f32>> = inputs.iter().map(|(_, a, _)| td.map(a.view())).collect::<Result<_, _>>().map_err(why)?;
             let val: Vec<Array2<f32>> = val_arrays.iter().map(|a| td.map(a.view())).collect::<Result<_, _>>().map_err(why)?;
             ablation.push(variant("texture_stats", &test, &val)?);

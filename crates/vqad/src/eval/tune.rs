@@ -19,7 +19,7 @@ use crate::config::{DetectConfig, RestoreRule, ScoreKind, TextureMap};
 use crate::runtime::resample::bottom_half;
 use crate::runtime::detector::{detection_map, normal_residual_metric};
 use crate::runtime::border;
-use crate::runtime::texture::TextureDetector;
+use crate::runtime::texture::{package_model, TextureDetector};
 use crate::runtime::whiten::RIDGE;
 use crate::runtime::{DetectError, Detector};
 use ndarray::{Array2, Array3};
@@ -294,9 +294,9 @@ pub fn tune(
         if fit.is_empty() {
             return Err(TuneError::Invalid("the texture half of the map needs normal training images to fit on".into()));
         }
-        let colour = det.shape.channels > 1;
         let why = |e: crate::runtime::texture::TextureError| TuneError::Invalid(format!("texture statistics: {e}"));
-        let td = TextureDetector::fit(&fit, colour).map_err(why)?;
+        let (set, components) = package_model(&fit);
+        let td = TextureDetector::fit(&fit, set, components).map_err(why)?;
         let val: Vec<_> = normals.iter().map(|a| a.view()).collect();
         let mut t = td.to_texture_map(&maps, &val, 1.0).map_err(why)?;
         let (weight, how) = match det.settings.texture_weight {
@@ -310,8 +310,8 @@ pub fn tune(
         };
         t.weight = weight;
         progress(&format!(
-            "texture statistics ({} features over {w}×{w} windows) fitted on {} training normals; scales on the validation normals: residual {:.3e}, texture {:.3}; weight {weight} ({how})",
-            t.mean.len(),
+            "texture statistics ({} over {w}×{w} windows) fitted on {} training normals; scales on the validation normals: residual {:.3e}, texture {:.3}; weight {weight} ({how})",
+            t.summary(),
             fit.len(),
             t.residual_scale,
             t.texture_scale,

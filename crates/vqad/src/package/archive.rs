@@ -466,8 +466,8 @@ impl std::fmt::Display for InspectReport {
                 let texture = match &d.texture_map {
                     None => "no texture map".to_string(),
                     Some(t) => format!(
-                        "plus texture statistics ({} features, {w}×{w} windows, weight {})",
-                        t.mean.len(),
+                        "plus texture statistics ({}, {w}×{w} windows, weight {})",
+                        t.summary(),
                         t.weight,
                         w = t.window
                     ),

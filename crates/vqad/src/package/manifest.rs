@@ -294,8 +294,8 @@ impl DetectionSettings {
 
     /// The lowest manifest format that can carry these settings (see [`FORMAT_VERSION`]).
     pub fn format_needed(&self) -> u32 {
-        if self.texture_map.is_some() {
-            5
+        if let Some(t) = &self.texture_map {
+            t.format_needed()
         } else if self.residual_patch.is_some() {
             4
         } else if self.residual_metric.is_some() || self.border_profile.is_some() {
@@ -479,7 +479,7 @@ impl Manifest {
         }
         if self.format_version < self.detection.format_needed() {
             return Err(PackageError::InvalidManifest(format!(
-                "detection.score/surprise_weight/restore need format_version 2, detection.residual_metric/border_profile 3, detection.residual_patch 4 and detection.texture_map 5; these settings need {}, the manifest says {}",
+                "detection.score/surprise_weight/restore need format_version 2, detection.residual_metric/border_profile 3, detection.residual_patch 4, detection.texture_map 5 (8 as a mixture or with chroma); these settings need {}, the manifest says {}",
                 self.detection.format_needed(),
                 self.format_version
             )));

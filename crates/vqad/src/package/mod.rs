@@ -50,7 +50,9 @@ use std::path::PathBuf;
 /// texture-statistics half of the map). Version 6 adds the optional archive entry
 /// [`PROVENANCE_FILE`] (see [`PROVENANCE_FORMAT`]). Version 7 adds `variants`: FP16/INT8
 /// graph sets as the optional entries [`VARIANT_FILES`], each with its signed parity record.
-pub const FORMAT_VERSION: u32 = 7;
+/// Version 8 lets `texture_map` carry a Gaussian mixture (`components`) and the chroma
+/// feature (`chroma`) in place of its single Gaussian.
+pub const FORMAT_VERSION: u32 = 8;
 /// The first format whose packages may carry [`PROVENANCE_FILE`]: a package with it says at
 /// least 6, so an older vqad refuses it as too new instead of misreading its layout; one
 /// without it keeps the format its detection settings need.
