@@ -423,7 +423,7 @@ pub const PACKAGE_COMPONENTS: usize = 4;
 ///
 /// Colour normals get colour means, chroma and [`PACKAGE_COMPONENTS`] Gaussians: chroma is
 /// what tells a flat painted hole from a dark, colour-noisy field (dev set, hubble: holes'
-/// image AUROC 0.52 → 0.90), and one Gaussian over field and stars is too wide for it.
+/// image AUROC 0.52 → 0.82), and one Gaussian over field and stars is too wide for it.
 /// Grey normals (grey photographs stored as RGB included) keep the single Gaussian of format
 /// 5 over the grey statistics and, for several channels, the channel means: on the four grey
 /// dev textures the mixture lowered AUPRO (aero 0.956 → 0.930, below ℓ2's 0.939) and chroma,
