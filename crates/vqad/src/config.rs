@@ -407,9 +407,10 @@ impl TextureMap {
             return Err(format!("texture_map.window must be odd and 3 to {}, got {}", Self::MAX_WINDOW, self.window));
         }
         let want = Self::features(self.colour, self.chroma, channels);
+        let what = || format!("{channels} channels, colour {}, chroma {}", self.colour, self.chroma);
         let single = !self.mean.is_empty() || !self.precision.is_empty();
         match (single, self.components.len()) {
-            (true, 0) => check_gaussian("texture_map", &self.mean, &self.precision, want, &|| format!("{channels} channels, colour {}, chroma {}", self.colour, self.chroma))?,
+            (true, 0) => check_gaussian(None, &self.mean, &self.precision, want, &what)?,
             (true, _) => return Err("texture_map carries both mean/precision and components; one density only".into()),
             (false, 0) => return Err("texture_map needs mean and precision or components".into()),
             (false, n) if n > Self::MAX_COMPONENTS => return Err(format!("texture_map.components: at most {}, got {n}", Self::MAX_COMPONENTS)),
@@ -418,7 +419,7 @@ impl TextureMap {
                     if !(c.weight > 0.0 && c.weight <= 1.0) {
                         return Err(format!("texture_map.components[{k}].weight must be in (0, 1], got {}", c.weight));
                     }
-                    check_gaussian(&format!("texture_map.components[{k}]"), &c.mean, &c.precision, want, &|| format!("{channels} channels, colour {}, chroma {}", self.colour, self.chroma))?;
+                    check_gaussian(Some(k), &c.mean, &c.precision, want, &what)?;
                 }
                 let total: f64 = self.components.iter().map(|c| c.weight).sum();
                 if (total - 1.0).abs() > 1e-6 {
@@ -441,32 +442,35 @@ impl TextureMap {
     }
 }
 
-/// Checks one Gaussian of a texture map: `want` finite features, a `want`×`want` finite,
-/// symmetric precision that is positive definite (the mixture's distance needs its
-/// determinant; the single Gaussian only needs a positive diagonal, as format 5 promised).
-fn check_gaussian(at: &str, mean: &[f64], precision: &[Vec<f64>], want: usize, what: &dyn Fn() -> String) -> Result<(), String> {
+/// Checks one Gaussian of a texture map (`component` k of a mixture, or the single one):
+/// `want` finite features, a `want`×`want` finite, symmetric precision that, in a mixture, is
+/// positive definite (the mixture's distance needs its determinant; the single Gaussian only
+/// needs a positive diagonal, as format 5 promised). Messages are built only on failure: the
+/// runtime checks the map once per image.
+fn check_gaussian(component: Option<usize>, mean: &[f64], precision: &[Vec<f64>], want: usize, what: &dyn Fn() -> String) -> Result<(), String> {
+    let at = || component.map_or("texture_map".to_string(), |k| format!("texture_map.components[{k}]"));
     if mean.len() != want {
-        return Err(format!("{at}.mean must hold {want} features ({}), got {}", what(), mean.len()));
+        return Err(format!("{}.mean must hold {want} features ({}), got {}", at(), what(), mean.len()));
     }
     if precision.len() != want || precision.iter().any(|r| r.len() != want) {
-        return Err(format!("{at}.precision must be {want}×{want}"));
+        return Err(format!("{}.precision must be {want}×{want}", at()));
     }
     if mean.iter().chain(precision.iter().flatten()).any(|v| !v.is_finite()) {
-        return Err(format!("{at}.mean and precision must be finite"));
+        return Err(format!("{}.mean and precision must be finite", at()));
     }
     for (i, row) in precision.iter().enumerate() {
         if row[i] <= 0.0 {
-            return Err(format!("{at}.precision diagonal entry {i} must be positive"));
+            return Err(format!("{}.precision diagonal entry {i} must be positive", at()));
         }
         for (j, &a) in row.iter().enumerate().take(i) {
             let b = precision[j][i];
             if (a - b).abs() > 1e-9 * a.abs().max(b.abs()).max(1.0) {
-                return Err(format!("{at}.precision is not symmetric at ({i}, {j})"));
+                return Err(format!("{}.precision is not symmetric at ({i}, {j})", at()));
             }
         }
     }
-    if at.contains("components") && crate::linalg::log_det_spd(precision).is_none() {
-        return Err(format!("{at}.precision must be positive definite"));
+    if component.is_some() && crate::linalg::log_det_spd(precision).is_none() {
+        return Err(format!("{}.precision must be positive definite", at()));
     }
     Ok(())
 }

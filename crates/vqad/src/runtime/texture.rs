@@ -258,7 +258,7 @@ impl StatsModel {
             for (p, r) in resp.chunks_exact_mut(kn).enumerate() {
                 let x = &points[p * f..(p + 1) * f];
                 for (j, rj) in r.iter_mut().enumerate() {
-                    *rj = model.log_scale[j] - 0.5 * model.squared(j, x);
+                    *rj = model.log_term(j, x);
                 }
                 let top = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let sum: f64 = r.iter().map(|v| (v - top).exp()).sum();
@@ -308,12 +308,26 @@ impl StatsModel {
         q.max(0.0)
     }
 
-    /// The distance (see the type) of one feature vector.
+    /// ln(a_j · exp(−q_j(x)/2)): component j's share of the density at `x`, relative to the
+    /// highest peak.
+    fn log_term(&self, j: usize, x: &[f64]) -> f64 {
+        self.log_scale[j] - 0.5 * self.squared(j, x)
+    }
+
+    /// The distance (see the type) of one feature vector. Runs once per pixel, so the
+    /// log-sum-exp is streamed (running maximum) rather than collected.
     pub fn distance_of(&self, x: &[f64]) -> f64 {
-        let terms: Vec<f64> = (0..self.components.len()).map(|j| self.log_scale[j] - 0.5 * self.squared(j, x)).collect();
-        let top = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let log_sum = top + terms.iter().map(|t| (t - top).exp()).sum::<f64>().ln();
-        (-2.0 * log_sum).max(0.0).sqrt()
+        let (mut top, mut sum) = (f64::NEG_INFINITY, 0.0);
+        for j in 0..self.components.len() {
+            let t = self.log_term(j, x);
+            if t > top {
+                sum = sum * (top - t).exp() + 1.0;
+                top = t;
+            } else {
+                sum += (t - top).exp();
+            }
+        }
+        (-2.0 * (top + sum.ln())).max(0.0).sqrt()
     }
 
     /// The distance of each pixel's features to the normals', [H, W].
